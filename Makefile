@@ -1,0 +1,51 @@
+# Two commands matter: `make run` and `make test`. Everything else is what they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+PROTOS := $(wildcard protos/*.proto)
+GENERATED := $(PROTOS:.proto=_pb2.py)
+
+.PHONY: run test bench install protos system-deps lock clean
+
+run: install
+	$(BIN)/honcho start -f Procfile
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+install: system-deps $(STAMP) protos
+
+# libmagic is the one system library the services need; Debian usually has it.
+system-deps:
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library('magic') else 1)" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmagic1; \
+	  else echo "libmagic is missing: run 'sudo apt-get install libmagic1', then make again." >&2; exit 1; fi; }
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || { echo "Creating a virtualenv failed: on Debian run 'sudo apt-get install python3-venv'." >&2; exit 1; }
+
+# Installs exactly the locked versions, then the project itself without touching them.
+$(STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
+	rm -f $(VENV)/.installed-*
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+protos: $(GENERATED)
+
+$(GENERATED): $(PROTOS) | $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# Refresh the lock after changing pyproject.toml's dependencies.
+lock: | $(VENV)/bin/python
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile -q pyproject.toml --extra test --extra bench --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) protos/*_pb2*.py protos/*_pb2.pyi .pytest_cache

@@ -1,0 +1,90 @@
+"""The one error model shared by the gateway and the gRPC services.
+
+A *rejection* (a file the rules refuse) is data, carried in a Verdict. An
+*error* is a failed call: each class below names the gRPC status a service
+aborts with and the HTTP status the gateway answers with, so the mapping
+lives here and nowhere else.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class UploadError(Exception):
+    """Base class: a failure with a sentence a person can read."""
+
+    grpc_code = grpc.StatusCode.INTERNAL
+    http_status = 500
+    default_message = "Something went wrong on our side; please try again."
+
+    def __init__(self, message: str | None = None):
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class InvalidInput(UploadError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    default_message = "The request is malformed."
+
+
+class TooLarge(UploadError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+    default_message = "The file is larger than the service accepts."
+
+
+class UnsupportedType(UploadError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 415
+    default_message = "This type of file is not supported here."
+
+
+class NotFound(UploadError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    default_message = "Nothing is stored under that name."
+
+
+class Unavailable(UploadError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    default_message = "A service this request needs cannot be reached; please try again shortly."
+
+
+class TimedOut(UploadError):
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+    default_message = "A service this request needs took too long to answer."
+
+
+class Internal(UploadError):
+    pass
+
+
+_BY_GRPC_CODE: dict[grpc.StatusCode, type[UploadError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidInput,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TooLarge,
+    grpc.StatusCode.FAILED_PRECONDITION: UnsupportedType,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: TimedOut,
+    grpc.StatusCode.CANCELLED: Unavailable,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> UploadError:
+    """Turn a failed gRPC call into the matching UploadError (client side)."""
+    code = error.code() if hasattr(error, "code") else None
+    cls = _BY_GRPC_CODE.get(code, Internal)
+    details = error.details() if hasattr(error, "details") else None
+    # Connection failures carry transport jargon; a person gets the plain sentence.
+    if cls in (Unavailable, TimedOut, Internal) or not details:
+        return cls()
+    return cls(details)
+
+
+def abort(context: grpc.ServicerContext, error: UploadError):
+    """Fail the current RPC with the error's gRPC code (server side). Never returns."""
+    context.abort(error.grpc_code, error.message)

@@ -1,0 +1,89 @@
+"""Plugin discovery shared by every service.
+
+All three services share one pluggy project, ``upload_service``. A plugin
+module may implement hooks of several services, so every plugin manager knows
+every service's hookspecs (they are plain dependency-free modules); each
+service only calls its own. That keeps ``pm.check_pending()`` able to catch a
+misspelt hook name wherever the plugin is loaded.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping
+
+import pluggy
+
+PROJECT = "upload_service"
+ENTRY_POINT_GROUP = "upload_service"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+SPEC_MODULES = (
+    "validator_service.hookspecs",
+    "thumbnail_service.hookspecs",
+)
+
+
+class PluginLoadError(RuntimeError):
+    """A plugin named in the environment cannot be loaded; the service refuses to start."""
+
+
+def _env_plugin_names(env: Mapping[str, str]) -> list[str]:
+    return [n.strip() for n in env.get("UPLOAD_PLUGINS", "").split(",") if n.strip()]
+
+
+def create_plugin_manager(
+    default_plugins: Iterable[str],
+    env: Mapping[str, str] | None = None,
+    extra_plugins: Iterable[object] = (),
+) -> pluggy.PluginManager:
+    """Build a service's plugin manager.
+
+    ``default_plugins`` lists the built-in plugins in the order they should be
+    called; they are registered in reverse because pluggy calls the most
+    recently registered plugin first. Order of registration: the built-in
+    plugins, then installed
+    packages (entry-point group ``upload_service``), then modules named in
+    ``UPLOAD_PLUGINS`` (comma-separated), then ``extra_plugins`` (objects, for
+    tests and embedding). pluggy calls later registrations first.
+    """
+    env = os.environ if env is None else env
+    pm = pluggy.PluginManager(PROJECT)
+    for spec in SPEC_MODULES:
+        pm.add_hookspecs(importlib.import_module(spec))
+    for name in reversed(tuple(default_plugins)):
+        pm.register(importlib.import_module(name), name=name)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for name in _env_plugin_names(env):
+        if pm.has_plugin(name):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise PluginLoadError(
+                f"UPLOAD_PLUGINS names the module {name!r}, which cannot be imported: {exc}"
+            ) from exc
+        pm.register(module, name=name)
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"A plugin implements a hook that does not exist: {exc}") from exc
+    return pm
+
+
+def plugin_names(pm: pluggy.PluginManager) -> list[str]:
+    return [name for name, _ in pm.list_name_plugin()]
+
+
+def notify(hook, log, **kwargs) -> None:
+    """Call a notification hook so that no implementation can fail the caller:
+    each one runs on its own and an exception is logged, not raised."""
+    for impl in reversed(hook.get_hookimpls()):
+        try:
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception:
+            log.exception("plugin %s failed in %s; ignored", impl.plugin_name, hook.name)

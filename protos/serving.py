@@ -1,0 +1,136 @@
+"""What both gRPC servers share: health, reflection, bounded pools, a log
+line per call and a graceful stop on SIGTERM."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger("upload.grpc")
+
+# Streams are cut into chunks far below this; the bound stops one caller from
+# making the server buffer a huge single message.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class _CallLogInterceptor(grpc.ServerInterceptor):
+    """Logs every call once: method, outcome code, duration."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.request_streaming and handler.response_streaming:
+            inner, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            inner, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            inner, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            inner, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+
+        def logged(request, context):
+            start = time.perf_counter()
+            outcome = "OK"
+            try:
+                result = inner(request, context)
+                code = context.code()
+                if code is not None and code != grpc.StatusCode.OK:
+                    outcome = code.name
+                return result
+            except Exception:
+                code = context.code()
+                outcome = code.name if code is not None else "INTERNAL"
+                raise
+            finally:
+                ms = (time.perf_counter() - start) * 1000
+                log.info("rpc %s %s %.1fms", method, outcome, ms)
+
+        return factory(
+            logged,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def build_server(
+    address: str,
+    register,
+    service_names: list[str],
+    max_workers: int = 8,
+    max_concurrent_rpcs: int | None = None,
+) -> tuple[grpc.Server, int]:
+    """Create a server bound to ``address``, not yet started.
+
+    ``register(server)`` adds the service's servicers. Returns the server and
+    the bound port (pass port 0 to get a free one). The health servicer rides
+    along as ``server.health_servicer`` so a graceful stop can report
+    NOT_SERVING first.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[_CallLogInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+        # Calls beyond this are refused with RESOURCE_EXHAUSTED instead of queueing without bound.
+        maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers * 4,
+    )
+    register(server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *service_names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    server.health_servicer = health_servicer
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise SystemExit(f"Cannot listen on {address}: the address is in use or invalid.") from exc
+    return server, port
+
+
+def listen_address(env, listen_var: str, target: str) -> str:
+    """Where a server binds: ``listen_var`` if set, else the service's client
+    target when it is a plain host:port, else every interface on its port
+    (a target like ``dns:///validator:50051`` names the service for callers)."""
+    if env.get(listen_var):
+        return env[listen_var]
+    if "://" not in target and not target.startswith(("dns:", "unix:", "ipv4:", "ipv6:")):
+        return target
+    return "[::]:" + target.rsplit(":", 1)[-1]
+
+
+def serve_until_signalled(server: grpc.Server, grace: float) -> None:
+    """Run until SIGTERM or SIGINT, then stop taking calls, report NOT_SERVING
+    and give in-flight calls ``grace`` seconds to finish."""
+    stopped = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info("signal %s: draining for up to %.0fs", signal.Signals(signum).name, grace)
+        server.health_servicer.enter_graceful_shutdown()
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.start()
+    stopped.wait()
+    server.stop(grace).wait()
+    log.info("stopped")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

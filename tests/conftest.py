@@ -1,0 +1,89 @@
+"""Shared fixtures: real gRPC servers on free ports, real channels."""
+from __future__ import annotations
+
+import io
+import socket
+
+import grpc
+import pytest
+
+from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2_grpc
+from protos.streaming import file_info, read_chunks, render_requests, validate_requests
+from thumbnail_service import server as thumbnail_server
+from validator_service import server as validator_server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A started server and a channel to it."""
+
+    def __init__(self, server, port):
+        self.server = server
+        self.address = f"127.0.0.1:{port}"
+        server.start()
+        self.channel = grpc.insecure_channel(self.address)
+
+    def close(self):
+        self.channel.close()
+        self.server.stop(None)
+
+
+@pytest.fixture
+def start_validator():
+    """Start a validator with a given plugin manager and settings; stopped at teardown."""
+    started = []
+
+    def start(pm=None, settings=None) -> Running:
+        running = Running(*validator_server.create_server("127.0.0.1:0", pm=pm, settings=settings))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.close()
+
+
+@pytest.fixture
+def start_thumbnailer():
+    started = []
+
+    def start(pm=None, settings=None) -> Running:
+        running = Running(*thumbnail_server.create_server("127.0.0.1:0", pm=pm, settings=settings))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.close()
+
+
+@pytest.fixture(scope="session")
+def validator():
+    running = Running(*validator_server.create_server("127.0.0.1:0"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="session")
+def thumbnailer():
+    running = Running(*thumbnail_server.create_server("127.0.0.1:0"))
+    yield running
+    running.close()
+
+
+def validate(channel, name: str, data: bytes, declared: bool = True, chunk_size: int = 64 * 1024):
+    stub = validator_pb2_grpc.ValidatorStub(channel)
+    info = file_info(name, len(data) if declared else None)
+    return stub.Validate(validate_requests(info, read_chunks(io.BytesIO(data), chunk_size)), timeout=10)
+
+
+def render(channel, data: bytes, mime: str, box: tuple[int, int] = (0, 0)):
+    stub = thumbnail_pb2_grpc.ThumbnailStub(channel)
+    options = thumbnail_pb2.RenderOptions(
+        info=file_info("x", len(data)), mime_type=mime, max_width=box[0], max_height=box[1])
+    return stub.Render(render_requests(options, read_chunks(io.BytesIO(data))), timeout=30)

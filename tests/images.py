@@ -1,0 +1,37 @@
+"""Small image builders for tests (beyond the genuine samples in samples.py)."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+
+def encode(im: Image.Image, fmt: str, **params) -> bytes:
+    out = io.BytesIO()
+    im.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares width x height with one tiny IDAT: what a
+    pixel-flood file looks like (tiny on disk, enormous when decoded)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+
+
+def jpeg_with_orientation(width: int, height: int, orientation: int) -> bytes:
+    """A JPEG stored width x height whose EXIF says how to turn it for display.
+    The left third is red so the tests can tell where it went."""
+    im = Image.new("RGB", (width, height), "blue")
+    im.paste("red", (0, 0, width // 3, height))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(im, "JPEG", exif=exif.tobytes(), quality=90)

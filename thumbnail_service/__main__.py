@@ -1,0 +1,3 @@
+from thumbnail_service.server import serve
+
+serve()

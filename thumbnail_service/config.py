@@ -1,0 +1,33 @@
+"""Thumbnail settings, all from environment variables (see the README table)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from validator_service.config import env_int
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str = "127.0.0.1:50052"
+    # Longest side of a thumbnail, in pixels.
+    size: int = 200
+    # Largest file the service will take in; larger is RESOURCE_EXHAUSTED.
+    max_input: int = 100 * 1024 * 1024
+    # Images with more pixels are refused (Pillow's Image.MAX_IMAGE_PIXELS).
+    max_pixels: int = 89_478_485
+    workers: int = 4
+    grace: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            address=env.get("THUMBNAIL_ADDR", cls.address),
+            size=env_int(env, "THUMBNAIL_SIZE", cls.size),
+            max_input=env_int(env, "THUMBNAIL_MAX_INPUT", cls.max_input),
+            max_pixels=env_int(env, "THUMBNAIL_MAX_PIXELS", cls.max_pixels),
+            workers=env_int(env, "THUMBNAIL_WORKERS", cls.workers),
+            grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+        )

@@ -1,0 +1,45 @@
+"""Builds and runs the thumbnail gRPC server."""
+from __future__ import annotations
+
+import os
+
+import grpc
+import pluggy
+from PIL import Image
+
+from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.plugins import create_plugin_manager
+from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
+from thumbnail_service.config import Settings
+from thumbnail_service.servicer import ThumbnailServicer
+
+SERVICE_NAME = thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name
+DEFAULT_PLUGINS = ("thumbnail_service.renderers",)
+
+
+def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:
+    return create_plugin_manager(DEFAULT_PLUGINS, env=env, extra_plugins=extra_plugins)
+
+
+def create_server(address: str, pm: pluggy.PluginManager | None = None,
+                  settings: Settings | None = None) -> tuple[grpc.Server, int]:
+    """A thumbnail server bound to ``address`` (port 0 picks a free port), not yet started."""
+    settings = settings or Settings.from_env()
+    servicer = ThumbnailServicer(pm or create_plugins(), settings)
+    return build_server(
+        address,
+        lambda s: thumbnail_pb2_grpc.add_ThumbnailServicer_to_server(servicer, s),
+        [SERVICE_NAME],
+        max_workers=settings.workers,
+    )
+
+
+def serve(env=None) -> None:
+    env = os.environ if env is None else env
+    configure_logging(env.get("LOG_LEVEL", "INFO"))
+    settings = Settings.from_env(env)
+    # Process-wide on purpose: this process exists to decode images, and
+    # Pillow's guard must hold for every renderer, plugins' included.
+    Image.MAX_IMAGE_PIXELS = settings.max_pixels
+    server, _ = create_server(listen_address(env, "THUMBNAIL_LISTEN", settings.address), settings=settings)
+    serve_until_signalled(server, settings.grace)

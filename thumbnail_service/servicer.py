@@ -1,0 +1,98 @@
+"""The Thumbnail gRPC service: stream in, small image out."""
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+
+import pluggy
+from PIL import Image
+
+from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.errors import Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
+from thumbnail_service.config import Settings
+from thumbnail_service.hookspecs import Renderer
+
+log = logging.getLogger("upload.thumbnail")
+
+# Uploads up to this size stay in memory while rendering; larger ones spill to disk.
+SPOOL_BYTES = 4 * 1024 * 1024
+# No caller needs a preview larger than this; it bounds the work one call can ask for.
+MAX_BOX = 1024
+
+
+def collect_renderers(pm: pluggy.PluginManager) -> dict[str, Renderer]:
+    table: dict[str, Renderer] = {}
+    # Registration order, so a later plugin's renderer replaces an earlier one.
+    for result in reversed(pm.hook.upload_thumbnail_renderers()):
+        for renderer in result or ():
+            for mime in renderer.mime_types:
+                table[mime] = renderer
+    return table
+
+
+def encode(im: Image.Image) -> tuple[bytes, str]:
+    """PNG where there is transparency to keep, JPEG otherwise."""
+    out = io.BytesIO()
+    if im.mode in ("RGBA", "LA") or "transparency" in im.info:
+        im.save(out, "PNG", optimize=True)
+        return out.getvalue(), "image/png"
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    im.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue(), "image/jpeg"
+
+
+class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
+    def __init__(self, pm: pluggy.PluginManager, settings: Settings):
+        self.renderers = collect_renderers(pm)
+        self.settings = settings
+
+    def _spool(self, requests, sink) -> int:
+        total = 0
+        for message in requests:
+            if message.WhichOneof("part") != "chunk":
+                raise InvalidInput("Only the first message may carry options; the rest carry bytes.")
+            total += len(message.chunk)
+            if total > self.settings.max_input:
+                raise TooLarge(f"The file is larger than the {self.settings.max_input} bytes this service renders.")
+            sink.write(message.chunk)
+        return total
+
+    def _box(self, options) -> tuple[int, int]:
+        width = options.max_width or self.settings.size
+        height = options.max_height or self.settings.size
+        if not (0 < width <= MAX_BOX and 0 < height <= MAX_BOX):
+            raise InvalidInput(f"max_width and max_height must be between 1 and {MAX_BOX}.")
+        return width, height
+
+    def Render(self, request_iterator, context):
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("part") != "options":
+                raise InvalidInput("The first message must carry the render options.")
+            options = first.options
+            mime = options.mime_type or options.info.declared_type
+            renderer = self.renderers.get(mime)
+            if renderer is None:
+                raise UnsupportedType(f"No thumbnail renderer handles {mime or 'files of unknown type'}.")
+            box = self._box(options)
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as source:
+                if self._spool(request_iterator, source) == 0:
+                    raise InvalidInput("The file is empty.")
+                source.seek(0)
+                im = renderer.render(source, box)
+            if im.width > box[0] or im.height > box[1]:
+                im.thumbnail(box)
+            data, out_mime = encode(im)
+            return thumbnail_pb2.ThumbnailImage(data=data, mime_type=out_mime,
+                                                width=im.width, height=im.height)
+        except UploadError as exc:
+            error = exc
+        except Exception:
+            log.exception("rendering failed")
+            error = Internal("The thumbnail service failed to render this file.")
+        abort(context, error)
+
+    def GetRenderers(self, request, context):
+        return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers))

@@ -1,0 +1,3 @@
+from validator_service.server import serve
+
+serve()

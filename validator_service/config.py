@@ -1,0 +1,39 @@
+"""Validator settings, all from environment variables (see the README table)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}.") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str = "127.0.0.1:50051"
+    max_file_size: int = 50 * 1024 * 1024
+    max_image_dimension: int = 5000
+    # How much of the head any rule may pull before the verdict.
+    max_head: int = 1024 * 1024
+    workers: int = 8
+    grace: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            address=env.get("VALIDATOR_ADDR", cls.address),
+            max_file_size=env_int(env, "MAX_FILE_SIZE", cls.max_file_size),
+            max_image_dimension=env_int(env, "MAX_IMAGE_DIMENSION", cls.max_image_dimension),
+            max_head=env_int(env, "VALIDATOR_MAX_HEAD", cls.max_head),
+            workers=env_int(env, "VALIDATOR_WORKERS", cls.workers),
+            grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+        )

@@ -1,0 +1,117 @@
+"""A read-once view of an upload stream that rules pull bytes from."""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from functools import cached_property
+
+import magic
+
+from protos.errors import InvalidInput
+
+# libmagic handles are not thread-safe; one per worker thread.
+_local = threading.local()
+
+# What libmagic looks at. Every built-in type is recognised from its first
+# bytes (tar's magic is at 257, OOXML's part names in the first local headers).
+MAGIC_HEAD = 64 * 1024
+
+
+def _magic() -> magic.Magic:
+    handle = getattr(_local, "magic", None)
+    if handle is None:
+        handle = _local.magic = magic.Magic(mime=True)
+    return handle
+
+
+def detect_mime(data: bytes) -> str:
+    if not data:
+        return "application/x-empty"
+    return _magic().from_buffer(data)
+
+
+def extension_of(name: str) -> str:
+    """Lower-case extension without the dot; "" when there is none."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    _, ext = os.path.splitext(base.rstrip(". "))
+    return ext[1:].lower() if ext else ""
+
+
+class FileView:
+    """What the rules see: the declared metadata and a lazily read head.
+
+    Bytes are pulled from ``chunks`` only as far as some rule asks, so the
+    verdict can come before the whole file has been sent.
+    """
+
+    def __init__(self, original_name: str, declared_size: int | None, declared_type: str,
+                 chunks: Iterator[bytes], max_head: int):
+        self.original_name = original_name
+        self.extension = extension_of(original_name)
+        self.declared_size = declared_size
+        self.declared_type = declared_type
+        self._chunks = chunks
+        self._buffer = bytearray()
+        self._max_head = max_head
+        self.bytes_read = 0
+        self.complete = False
+        # Set by the image rule when the head holds a readable image header.
+        self.image_size: tuple[int, int] | None = None
+
+    def _pull(self) -> bool:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self.complete = True
+            return False
+        self.bytes_read += len(chunk)
+        if len(self._buffer) < self._max_head:
+            self._buffer += chunk[: self._max_head - len(self._buffer)]
+        return True
+
+    def head(self, n: int = MAGIC_HEAD) -> bytes:
+        """The first ``n`` bytes (fewer if the file is shorter). Asking for more
+        than VALIDATOR_MAX_HEAD gives only that much."""
+        n = min(n, self._max_head)
+        while len(self._buffer) < n and not self.complete:
+            self._pull()
+        return bytes(self._buffer[:n])
+
+    @property
+    def size(self) -> int:
+        """The file's size: the declared one when given, else counted by
+        reading the stream to its end (bytes past the head are dropped)."""
+        if self.declared_size is not None:
+            return self.declared_size
+        while not self.complete:
+            self._pull()
+        return self.bytes_read
+
+    def exceeds(self, limit: int) -> bool:
+        """Whether the file is larger than ``limit``, reading no further than
+        needed to tell (the stream is not drained for a huge undeclared file)."""
+        if self.declared_size is not None:
+            return self.declared_size > limit
+        while not self.complete and self.bytes_read <= limit:
+            self._pull()
+        return self.bytes_read > limit
+
+    @cached_property
+    def detected_type(self) -> str:
+        """libmagic's MIME type for the head of the file."""
+        return detect_mime(self.head(MAGIC_HEAD))
+
+    @property
+    def known_type(self) -> str:
+        """The detected type if some rule has asked for it already, else ""
+        (so a refusal never reads bytes just to report a type)."""
+        return self.__dict__.get("detected_type", "")
+
+    def finish(self) -> None:
+        """Check what can still be checked once the rules are done: a stream that
+        ended before its declared size is a broken call, not a file."""
+        if self.complete and self.declared_size is not None and self.bytes_read != self.declared_size:
+            raise InvalidInput(
+                f"The stream carried {self.bytes_read} bytes but {self.declared_size} were declared."
+            )

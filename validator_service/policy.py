@@ -1,0 +1,56 @@
+"""The rules in force, assembled once at start-up from the registration hooks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pluggy
+
+from protos import validator_pb2
+from validator_service.config import Settings
+from validator_service.hookspecs import FileType
+
+
+@dataclass(frozen=True)
+class Policy:
+    types: dict[str, FileType] = field(default_factory=dict)
+    max_file_size: int = Settings.max_file_size
+    max_image_dimension: int = Settings.max_image_dimension
+
+    def type_for(self, extension: str) -> FileType | None:
+        return self.types.get(extension)
+
+    def to_proto(self) -> validator_pb2.Policy:
+        return validator_pb2.Policy(
+            allowed=[
+                validator_pb2.AllowedType(extension=t.extension, mime_types=list(t.mime_types))
+                for t in sorted(self.types.values(), key=lambda t: t.extension)
+            ],
+            max_file_size=self.max_file_size,
+            max_image_dimension=self.max_image_dimension,
+        )
+
+
+def _flatten(results) -> list:
+    # Registration hooks may return a list or be generators; pluggy collects
+    # each plugin's return value in a list (later-registered plugins first).
+    items = []
+    for result in results:
+        items.extend(result or ())
+    return items
+
+
+def build_policy(pm: pluggy.PluginManager, settings: Settings) -> Policy:
+    types: dict[str, FileType] = {}
+    # pluggy returns later registrations first; apply in registration order so
+    # a plugin's entry replaces the built-in one.
+    for result in reversed(pm.hook.upload_file_types()):
+        for file_type in result or ():
+            ext = file_type.extension.lower().lstrip(".")
+            types[ext] = replace(file_type, extension=ext)
+    for ext in _flatten(pm.hook.upload_removed_file_types()):
+        types.pop(ext.lower().lstrip("."), None)
+    return Policy(
+        types=types,
+        max_file_size=settings.max_file_size,
+        max_image_dimension=settings.max_image_dimension,
+    )

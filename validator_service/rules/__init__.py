@@ -1,0 +1,11 @@
+"""The built-in rules. Each is a plugin like any other, registered first.
+
+Listed in the order their checks run: cheap refusals before byte-hungry ones.
+"""
+
+DEFAULT_PLUGINS = (
+    "validator_service.rules.filetypes",
+    "validator_service.rules.size",
+    "validator_service.rules.content",
+    "validator_service.rules.image",
+)

@@ -1,0 +1,44 @@
+"""Builds and runs the validator's gRPC server."""
+from __future__ import annotations
+
+import os
+
+import grpc
+import pluggy
+
+from protos import validator_pb2, validator_pb2_grpc
+from protos.plugins import create_plugin_manager
+from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
+from validator_service.config import Settings
+from validator_service.policy import build_policy
+from validator_service.rules import DEFAULT_PLUGINS
+from validator_service.servicer import ValidatorServicer
+
+SERVICE_NAME = validator_pb2.DESCRIPTOR.services_by_name["Validator"].full_name
+
+
+def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:
+    return create_plugin_manager(DEFAULT_PLUGINS, env=env, extra_plugins=extra_plugins)
+
+
+def create_server(address: str, pm: pluggy.PluginManager | None = None,
+                  settings: Settings | None = None) -> tuple[grpc.Server, int]:
+    """A validator server bound to ``address`` (port 0 picks a free port), not yet started."""
+    settings = settings or Settings.from_env()
+    pm = pm or create_plugins()
+    servicer = ValidatorServicer(pm, build_policy(pm, settings), settings)
+    server, port = build_server(
+        address,
+        lambda s: validator_pb2_grpc.add_ValidatorServicer_to_server(servicer, s),
+        [SERVICE_NAME],
+        max_workers=settings.workers,
+    )
+    return server, port
+
+
+def serve(env=None) -> None:
+    env = os.environ if env is None else env
+    configure_logging(env.get("LOG_LEVEL", "INFO"))
+    settings = Settings.from_env(env)
+    server, _ = create_server(listen_address(env, "VALIDATOR_LISTEN", settings.address), settings=settings)
+    serve_until_signalled(server, settings.grace)

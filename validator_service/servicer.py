@@ -1,0 +1,54 @@
+"""The Validator gRPC service: stream in, verdict out."""
+from __future__ import annotations
+
+import logging
+
+import pluggy
+
+from protos import validator_pb2, validator_pb2_grpc
+from protos.errors import Internal, InvalidInput, UploadError, abort
+from validator_service.config import Settings
+from validator_service.fileview import FileView
+from validator_service.pipeline import judge
+from validator_service.policy import Policy
+
+log = logging.getLogger("upload.validator")
+
+
+def _chunks(requests):
+    for message in requests:
+        if message.WhichOneof("part") != "chunk":
+            raise InvalidInput("Only the first message may carry the file's info; the rest carry bytes.")
+        if message.chunk:
+            yield message.chunk
+
+
+class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
+    def __init__(self, pm: pluggy.PluginManager, policy: Policy, settings: Settings):
+        self.pm = pm
+        self.policy = policy
+        self.settings = settings
+
+    def Validate(self, request_iterator, context):
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("part") != "info":
+                raise InvalidInput("The first message must carry the file's info (original_name, size, type).")
+            info = first.info
+            if not info.original_name.strip():
+                raise InvalidInput("original_name is required: the rules judge the file by its extension.")
+            declared = info.declared_size if info.HasField("declared_size") else None
+            if declared is not None and declared < 0:
+                raise InvalidInput("declared_size cannot be negative.")
+            file = FileView(info.original_name, declared, info.declared_type,
+                            _chunks(request_iterator), self.settings.max_head)
+            return judge(self.pm, self.policy, file)
+        except UploadError as exc:
+            error = exc
+        except Exception:
+            log.exception("validation failed")
+            error = Internal("The validator failed while checking this file; it was not accepted.")
+        abort(context, error)
+
+    def GetPolicy(self, request, context):
+        return self.policy.to_proto()
