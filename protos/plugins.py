@@ -67,7 +67,9 @@ def create_plugin_manager(
             ) from exc
         pm.register(module, name=name)
     for plugin in extra_plugins:
-        pm.register(plugin)
+        # Named by class so verdicts can say which rule decided (pluggy would use id()).
+        name = getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+        pm.register(plugin, name=name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

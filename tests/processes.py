@@ -1,0 +1,51 @@
+"""Services run as real processes, the way `make run` starts them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_serving(address: str, timeout: float = 20.0, service: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} did not report SERVING within {timeout}s")
+            time.sleep(0.1)
+
+
+@contextmanager
+def service_process(module: str, addr_var: str, port: int, extra_env: dict | None = None):
+    """Run ``python -m module`` listening on ``port``; yields the Popen once it is SERVING."""
+    env = {**os.environ, addr_var: f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_serving(f"127.0.0.1:{port}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()

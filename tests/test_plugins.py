@@ -1,0 +1,223 @@
+"""Plugins change the rules: add and remove types, refuse with their own
+reason, add renderers, and are found through entry points and UPLOAD_PLUGINS."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import grpc
+import pytest
+from PIL import Image
+
+from protos.plugins import PluginLoadError, hookimpl
+from tests.conftest import free_port, render, validate
+from tests.images import encode
+from tests.plugin_modules.eicar import EICAR
+from tests.processes import ROOT, service_process
+from tests.samples import make_sample
+from thumbnail_service.hookspecs import Renderer
+from thumbnail_service.server import create_plugins as thumbnail_plugins
+from validator_service.hookspecs import FileType, Rejection
+from validator_service.server import create_plugins as validator_plugins
+
+PLUGIN_DIR = ROOT / "deploy" / "plugins" / "textfiles"
+LATIN1_TEXT = "Grüße aus Köln\n".encode("latin-1")
+
+
+class AddsHeic:
+    @hookimpl
+    def upload_file_types(self):
+        yield FileType("heic", ("image/heic",))
+
+
+class RemovesZip:
+    @hookimpl
+    def upload_removed_file_types(self):
+        return ["ZIP"]
+
+
+class RefusesSecrets:
+    @hookimpl
+    def upload_check(self, file, policy):
+        if "secret" in file.original_name.lower():
+            return Rejection("named_secret", "Files named 'secret' are not accepted here.")
+        return None
+
+
+class Crashes:
+    @hookimpl
+    def upload_check(self, file):
+        raise RuntimeError("plugin bug")
+
+
+class Watches:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def upload_validated(self, file, accepted, reasons):
+        self.seen.append((file.original_name, accepted, [r.code for r in reasons]))
+
+
+class BrokenWatcher:
+    @hookimpl
+    def upload_validated(self, file, accepted, reasons):
+        raise RuntimeError("notification bug")
+
+
+def test_plugin_adds_a_type(start_validator):
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[AddsHeic()]))
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    verdict = validate(running.channel, "photo.heic", heic)
+    assert verdict.detected_type == "image/heic" and verdict.accepted
+
+
+def test_plugin_removes_a_type(start_validator, tmp_path):
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[RemovesZip()]))
+    verdict = validate(running.channel, "a.zip", make_sample("zip", tmp_path).read_bytes())
+    assert verdict.reasons[0].code == "extension_not_allowed"
+    assert "zip," not in verdict.reasons[0].message
+
+
+def test_plugin_refusal_reaches_the_client(start_validator):
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[RefusesSecrets()]))
+    verdict = validate(running.channel, "SECRET-plans.txt", b"hello\n")
+    assert not verdict.accepted
+    assert verdict.reasons[0].code == "named_secret"
+    assert verdict.reasons[0].message == "Files named 'secret' are not accepted here."
+    assert verdict.reasons[0].rule == "tests.test_plugins.RefusesSecrets"
+
+
+def test_built_in_rules_run_before_plugin_rules(start_validator):
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[RefusesSecrets()]))
+    verdict = validate(running.channel, "secret.exe", b"MZ\x90\x00")
+    assert verdict.reasons[0].code == "extension_not_allowed"
+
+
+def test_crashing_rule_fails_closed_with_internal(start_validator):
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[Crashes()]))
+    with pytest.raises(grpc.RpcError) as info:
+        validate(running.channel, "a.txt", b"hello\n")
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "not accepted" in info.value.details()
+
+
+def test_notification_hook_sees_every_verdict(start_validator):
+    watcher = Watches()
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[watcher]))
+    validate(running.channel, "a.txt", b"hello\n")
+    validate(running.channel, "b.exe", b"MZ")
+    assert watcher.seen == [("a.txt", True, []), ("b.exe", False, ["extension_not_allowed"])]
+
+
+def test_failing_notification_hook_never_fails_the_call(start_validator, caplog):
+    watcher = Watches()
+    pm = validator_plugins(env={}, extra_plugins=[BrokenWatcher(), watcher])
+    running = start_validator(pm=pm)
+    with caplog.at_level(logging.ERROR):
+        assert validate(running.channel, "a.txt", b"hello\n").accepted
+    assert watcher.seen  # the other watcher still ran
+    assert "notification bug" in caplog.text
+
+
+def test_upload_plugins_env_loads_modules_by_name(start_validator):
+    pm = validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.eicar"})
+    running = start_validator(pm=pm)
+    verdict = validate(running.channel, "eicar.txt", EICAR + b"\n")
+    assert verdict.reasons[0].code == "malware"
+    assert verdict.reasons[0].rule == "tests.plugin_modules.eicar"
+
+
+def test_unknown_plugin_module_stops_start_up():
+    with pytest.raises(PluginLoadError, match="no_such_plugin"):
+        validator_plugins(env={"UPLOAD_PLUGINS": "no_such_plugin"})
+
+
+def test_misspelt_hook_stops_start_up():
+    with pytest.raises(PluginLoadError, match="upload_chek"):
+        validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.misspelt"})
+
+
+def test_plugin_adds_a_thumbnail_renderer(start_thumbnailer):
+    def render_solid(source, box):
+        return Image.new("RGB", box, "purple")
+
+    class PdfCards:
+        @hookimpl
+        def upload_thumbnail_renderers(self):
+            yield Renderer("pdf-card", ("application/pdf",), render_solid)
+
+    running = start_thumbnailer(pm=thumbnail_plugins(env={}, extra_plugins=[PdfCards()]))
+    reply = render(running.channel, b"%PDF-1.4 ...", "application/pdf")
+    assert (reply.width, reply.height) == (200, 200)
+
+
+def test_plugin_renderer_replaces_the_built_in_one(start_thumbnailer):
+    class Grey:
+        @hookimpl
+        def upload_thumbnail_renderers(self):
+            yield Renderer("grey", ("image/png",), lambda source, box: Image.new("L", (10, 10)))
+
+    running = start_thumbnailer(pm=thumbnail_plugins(env={}, extra_plugins=[Grey()]))
+    reply = render(running.channel, encode(Image.new("RGB", (500, 500)), "PNG"), "image/png")
+    assert (reply.width, reply.height) == (10, 10)
+
+
+# --- the shipped example plugin, installed for real ---
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory):
+    """pip-install deploy/plugins/textfiles into a directory of its own, so only
+    processes given that directory on PYTHONPATH see its entry point."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(PLUGIN_DIR)],
+        check=True, capture_output=True,
+    )
+    assert list(target.glob("upload_textfiles-*.dist-info"))
+    return {"PYTHONPATH": f"{target}:{ROOT}"}
+
+
+def verdicts(env, tmp_path) -> dict[str, tuple[bool, str]]:
+    port = free_port()
+    files = {
+        "notes.md": b"# Title\n\nSome *markdown* text.\n",
+        "old.doc": make_sample("doc", tmp_path).read_bytes(),
+        "latin1.txt": LATIN1_TEXT,
+        "utf8.txt": "Grüße aus Köln\n".encode(),
+    }
+    with service_process("validator_service", "VALIDATOR_ADDR", port, env):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            out = {}
+            for name, data in files.items():
+                verdict = validate(channel, name, data)
+                out[name] = (verdict.accepted, verdict.reasons[0].code if verdict.reasons else "")
+            return out
+
+
+def test_installing_the_example_plugin_changes_verdicts(installed_example, tmp_path):
+    before = verdicts({"PYTHONPATH": str(ROOT)}, tmp_path)
+    after = verdicts(installed_example, tmp_path)
+    assert before == {
+        "notes.md": (False, "extension_not_allowed"),
+        "old.doc": (True, ""),
+        "latin1.txt": (True, ""),
+        "utf8.txt": (True, ""),
+    }
+    assert after == {
+        "notes.md": (True, ""),
+        "old.doc": (False, "extension_not_allowed"),
+        "latin1.txt": (False, "text_not_utf8"),
+        "utf8.txt": (True, ""),
+    }
+
+
+def test_installed_example_plugin_renders_text_thumbnails(installed_example):
+    port = free_port()
+    with service_process("thumbnail_service", "THUMBNAIL_ADDR", port, installed_example):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = render(channel, b"line one\nline two\n", "text/plain")
+    assert (reply.width, reply.height) == (200, 200)
+    assert reply.mime_type == "image/jpeg"
