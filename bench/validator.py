@@ -93,7 +93,8 @@ def time_magic(fn, rounds: int) -> dict:
     return summary_ms(times)
 
 
-def _case(stub, path: Path, name: str, rounds: int, mime_magic: magic.Magic) -> dict:
+def _case(stub, path: Path, label: str, rounds: int, mime_magic: magic.Magic) -> dict:
+    name = path.name
     validate_once(stub, path, name)  # warm the connection and the worker's magic handle
     runs = [validate_once(stub, path, name) for _ in range(rounds)]
     verdict = runs[-1][1]
@@ -101,7 +102,7 @@ def _case(stub, path: Path, name: str, rounds: int, mime_magic: magic.Magic) -> 
         head = f.read(64 * KIB)
     pulled = sorted(r[2] for r in runs)
     return {
-        "name": name, "size": path.stat().st_size,
+        "label": label, "name": name, "size": path.stat().st_size,
         "accepted": verdict.accepted, "detected_type": verdict.detected_type,
         "reasons": [r.code for r in verdict.reasons],
         "bytes_read": max(r[1].bytes_read for r in runs),
@@ -116,7 +117,10 @@ def _row(case: dict, want_accepted: bool) -> list[str]:
     outcome = "accepted" if case["accepted"] else "refused " + ",".join(case["reasons"])
     ok = case["accepted"] == want_accepted and case["bytes_read"] <= GOAL_BYTES
     goal = ("accepted" if want_accepted else "refused") + ", read <= 64 KiB"
-    return [case["name"], fmt_bytes(case["size"]), outcome, case["detected_type"] or "-",
+    detected = case["detected_type"] or "-"
+    if len(detected) > 28:
+        detected = "..." + detected[-25:]
+    return [case["label"], fmt_bytes(case["size"]), outcome, detected,
             fmt_bytes(case["bytes_read"]), fmt_bytes(case["client_pulled_median"]),
             fmt_ms(case["latency"]["p50_ms"]), fmt_ms(case["latency"]["p99_ms"]),
             fmt_ms(case["magic_2k"]["p50_ms"]), fmt_ms(case["magic_64k"]["p50_ms"]), goal, met(ok)]
@@ -140,7 +144,7 @@ def run(workdir: Path, quick: bool) -> list[Section]:
             rows.append(_row(cases[-1], want_accepted=True))
             path.unlink()  # 50 MiB each: keep at most one on disk
         path = write_padded("exe", PE_HEAD, files / "renamed.jpg", size, bytes(MIB))
-        cases.append(_case(stub, path, "renamed.jpg (PE exe)", rounds, mime_magic))
+        cases.append(_case(stub, path, "renamed.jpg (a PE .exe)", rounds, mime_magic))
         rows.append(_row(cases[-1], want_accepted=False))
         path.unlink()
 

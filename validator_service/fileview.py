@@ -8,6 +8,7 @@ from functools import cached_property
 
 import magic
 
+from protos import validator_pb2
 from protos.errors import InvalidInput
 
 # libmagic handles are not thread-safe; one per worker thread.
@@ -41,34 +42,44 @@ def extension_of(name: str) -> str:
 class FileView:
     """What the rules see: the declared metadata and a lazily read head.
 
-    Bytes are pulled from ``chunks`` only as far as some rule asks, so the
-    verdict can come before the whole file has been sent.
+    Bytes are pulled from the request stream only as far as some rule asks, so
+    the verdict can come before the whole file has been sent.
     """
 
-    def __init__(self, original_name: str, declared_size: int | None, declared_type: str,
-                 chunks: Iterator[bytes], max_head: int):
-        self.original_name = original_name
-        self.extension = extension_of(original_name)
-        self.declared_size = declared_size
-        self.declared_type = declared_type
-        self._chunks = chunks
+    def __init__(self, info, requests: Iterator[validator_pb2.ValidateRequest], max_head: int):
+        self.original_name = info.original_name
+        self.extension = extension_of(info.original_name)
+        self.declared_size: int | None = info.declared_size if info.HasField("declared_size") else None
+        self.declared_type = info.declared_type
+        self._requests = requests
         self._buffer = bytearray()
         self._max_head = max_head
+        self._end_size: int | None = None
         self.bytes_read = 0
+        # The stream has ended (after the last chunk or an `end` message).
         self.complete = False
         # Set by the image rule when the head holds a readable image header.
         self.image_size: tuple[int, int] | None = None
 
-    def _pull(self) -> bool:
-        try:
-            chunk = next(self._chunks)
-        except StopIteration:
+    def _pull(self) -> None:
+        message = next(self._requests, None)
+        if message is None:
             self.complete = True
-            return False
-        self.bytes_read += len(chunk)
+            return
+        kind = message.WhichOneof("part")
+        if kind == "end":
+            if message.end.size < self.bytes_read:
+                raise InvalidInput(f"end.size is {message.end.size} but {self.bytes_read} bytes were sent.")
+            self._end_size = message.end.size
+            self.complete = True
+            if next(self._requests, None) is not None:
+                raise InvalidInput("Nothing may follow the end message.")
+            return
+        if kind != "chunk":
+            raise InvalidInput("Only the first message may carry the file's info; the rest carry bytes.")
+        self.bytes_read += len(message.chunk)
         if len(self._buffer) < self._max_head:
-            self._buffer += chunk[: self._max_head - len(self._buffer)]
-        return True
+            self._buffer += message.chunk[: self._max_head - len(self._buffer)]
 
     def head(self, n: int = MAGIC_HEAD) -> bytes:
         """The first ``n`` bytes (fewer if the file is shorter). Asking for more
@@ -78,24 +89,32 @@ class FileView:
             self._pull()
         return bytes(self._buffer[:n])
 
+    def _counted_size(self) -> int:
+        return self.bytes_read if self._end_size is None else self._end_size
+
+    @property
+    def whole(self) -> bool:
+        """Whether every byte of the file has been seen (small files)."""
+        return self.complete and self.bytes_read == self._counted_size()
+
     @property
     def size(self) -> int:
-        """The file's size: the declared one when given, else counted by
-        reading the stream to its end (bytes past the head are dropped)."""
+        """The declared size when given, else the counted one (this waits for
+        the end of the stream; bytes past the head are dropped)."""
         if self.declared_size is not None:
             return self.declared_size
         while not self.complete:
             self._pull()
-        return self.bytes_read
+        return self._counted_size()
 
     def exceeds(self, limit: int) -> bool:
         """Whether the file is larger than ``limit``, reading no further than
-        needed to tell (the stream is not drained for a huge undeclared file)."""
+        needed to tell (a huge undeclared stream is not drained)."""
         if self.declared_size is not None:
             return self.declared_size > limit
         while not self.complete and self.bytes_read <= limit:
             self._pull()
-        return self.bytes_read > limit
+        return self._counted_size() > limit
 
     @cached_property
     def detected_type(self) -> str:
@@ -110,8 +129,8 @@ class FileView:
 
     def finish(self) -> None:
         """Check what can still be checked once the rules are done: a stream that
-        ended before its declared size is a broken call, not a file."""
-        if self.complete and self.declared_size is not None and self.bytes_read != self.declared_size:
+        ended short of (or past) its declared size is a broken call, not a file."""
+        if self.complete and self.declared_size is not None and self._counted_size() != self.declared_size:
             raise InvalidInput(
-                f"The stream carried {self.bytes_read} bytes but {self.declared_size} were declared."
+                f"The stream carried {self._counted_size()} bytes but {self.declared_size} were declared."
             )

@@ -15,6 +15,7 @@ class Policy:
     types: dict[str, FileType] = field(default_factory=dict)
     max_file_size: int = Settings.max_file_size
     max_image_dimension: int = Settings.max_image_dimension
+    head_bytes: int = Settings.max_head
 
     def type_for(self, extension: str) -> FileType | None:
         return self.types.get(extension)
@@ -27,6 +28,7 @@ class Policy:
             ],
             max_file_size=self.max_file_size,
             max_image_dimension=self.max_image_dimension,
+            head_bytes=self.head_bytes,
         )
 
 
@@ -53,4 +55,5 @@ def build_policy(pm: pluggy.PluginManager, settings: Settings) -> Policy:
         types=types,
         max_file_size=settings.max_file_size,
         max_image_dimension=settings.max_image_dimension,
+        head_bytes=settings.max_head,
     )

@@ -5,7 +5,7 @@ import logging
 
 import pluggy
 
-from protos import validator_pb2, validator_pb2_grpc
+from protos import validator_pb2_grpc
 from protos.errors import Internal, InvalidInput, UploadError, abort
 from validator_service.config import Settings
 from validator_service.fileview import FileView
@@ -13,14 +13,6 @@ from validator_service.pipeline import judge
 from validator_service.policy import Policy
 
 log = logging.getLogger("upload.validator")
-
-
-def _chunks(requests):
-    for message in requests:
-        if message.WhichOneof("part") != "chunk":
-            raise InvalidInput("Only the first message may carry the file's info; the rest carry bytes.")
-        if message.chunk:
-            yield message.chunk
 
 
 class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
@@ -37,11 +29,9 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
             info = first.info
             if not info.original_name.strip():
                 raise InvalidInput("original_name is required: the rules judge the file by its extension.")
-            declared = info.declared_size if info.HasField("declared_size") else None
-            if declared is not None and declared < 0:
+            if info.HasField("declared_size") and info.declared_size < 0:
                 raise InvalidInput("declared_size cannot be negative.")
-            file = FileView(info.original_name, declared, info.declared_type,
-                            _chunks(request_iterator), self.settings.max_head)
+            file = FileView(info, request_iterator, self.settings.max_head)
             return judge(self.pm, self.policy, file)
         except UploadError as exc:
             error = exc

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import grpc
 import pytest
@@ -227,3 +228,54 @@ def test_oversized_message_is_refused_by_the_transport(validator):
     messages = [validator_pb2.ValidateRequest(info=info),
                 validator_pb2.ValidateRequest(chunk=b"a" * (5 * 1024 * 1024))]
     assert call_raw(validator.channel, messages).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- a caller that counts the size itself sends a prefix and `end` ---
+
+def prefix_then_end(name: str, head: bytes, size: int):
+    yield validator_pb2.ValidateRequest(info=file_info(name))
+    yield validator_pb2.ValidateRequest(chunk=head)
+    yield validator_pb2.ValidateRequest(end=validator_pb2.FileEnd(size=size))
+
+
+def test_prefix_and_end_is_judged_on_the_real_size(validator):
+    stub = validator_pb2_grpc.ValidatorStub(validator.channel)
+    jpeg = encode(Image.new("RGB", (300, 200), "green"), "JPEG")
+    verdict = stub.Validate(prefix_then_end("big.jpg", jpeg, 40 * 1024 * 1024), timeout=10)
+    assert verdict.accepted and verdict.bytes_read == len(jpeg)
+    verdict = stub.Validate(prefix_then_end("big.jpg", jpeg, 60 * 1024 * 1024), timeout=10)
+    assert reason_code(verdict) == "file_too_large"
+
+
+def test_undeclared_size_still_refuses_a_bad_head_first(validator):
+    # The size is judged last when undeclared: the executable is refused from its head.
+    release = threading.Event()
+    head = MZ_HEADER.ljust(64 * 1024, b"\0")
+
+    def stalled():
+        yield validator_pb2.ValidateRequest(info=file_info("x.pdf"))
+        yield validator_pb2.ValidateRequest(chunk=head)
+        release.wait(10)  # the rest of the file "has not arrived yet"
+
+    stub = validator_pb2_grpc.ValidatorStub(validator.channel)
+    try:
+        verdict = stub.Validate(stalled(), timeout=5)
+    finally:
+        release.set()
+    assert reason_code(verdict) == "executable_content"
+    assert verdict.bytes_read == len(head)
+
+
+def test_end_smaller_than_what_was_sent_is_invalid_argument(validator):
+    error = call_raw(validator.channel, list(prefix_then_end("a.txt", b"hello world\n", 3)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_nothing_may_follow_end(validator):
+    messages = [*prefix_then_end("a.txt", b"hello\n", 6), validator_pb2.ValidateRequest(chunk=b"x")]
+    assert call_raw(validator.channel, messages).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_policy_tells_callers_how_much_head_to_send(validator):
+    policy = validator_pb2_grpc.ValidatorStub(validator.channel).GetPolicy(validator_pb2.GetPolicyRequest())
+    assert policy.head_bytes == Settings().max_head

@@ -30,7 +30,7 @@ def read_size(file) -> tuple[int, int] | None:
             with _open_header(file.head(n)) as im:
                 return im.size
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-            if file.complete or len(file.head(n)) < n:
+            if len(file.head(n)) < n:  # no more bytes to try with
                 return None
     return None
 

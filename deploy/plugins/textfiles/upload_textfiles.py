@@ -41,7 +41,8 @@ def upload_check(file, policy):
     try:
         # Not final unless the head is the whole file: a character cut in two
         # at the end of the head is not an error.
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=file.complete)
+        final = file.whole and file.size == len(head)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=final)
     except UnicodeDecodeError as exc:
         return Rejection(
             "text_not_utf8",
