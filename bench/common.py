@@ -142,7 +142,8 @@ class Section:
         col = self.headers.index("met") if "met" in self.headers else None
         if col is None:
             return []
-        return [f"{self.title}: {row[0]}" for row in self.rows if row[col] == "NO"]
+        area = self.title.split(":")[0].split(" (")[0]
+        return [f"{area}: {row[0]}" for row in self.rows if row[col] == "NO"]
 
 
 def render_table(section: Section) -> str:

@@ -12,8 +12,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import health, services
+    from gateway import db, downloads, errors, files, ingest, meta, page, services, storage, thumbnails, uploads
 
+    storage.init_app(app)
+    db.init_app(app)
     services.init_app(app)
-    app.register_blueprint(health.bp)
+    thumbnails.init_app(app)
+    ingest.init_app(app)
+    errors.init_app(app)
+    for module in (meta, uploads, files, downloads, page):
+        app.register_blueprint(module.bp)
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     return app

@@ -7,12 +7,40 @@ from collections.abc import Mapping
 
 def from_env(env: Mapping[str, str] | None = None) -> dict:
     env = os.environ if env is None else env
+
+    def number(name: str, default, kind=int):
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise SystemExit(f"{name} must be a number, got {raw!r}.") from None
+
+    data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
+    max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     return {
         "GATEWAY_HOST": env.get("GATEWAY_HOST", "127.0.0.1"),
-        "GATEWAY_PORT": int(env.get("GATEWAY_PORT", "5000")),
-        "GATEWAY_THREADS": int(env.get("GATEWAY_THREADS", "16")),
+        "GATEWAY_PORT": number("GATEWAY_PORT", 5000),
+        "GATEWAY_THREADS": number("GATEWAY_THREADS", 16),
         "VALIDATOR_ADDR": env.get("VALIDATOR_ADDR", "127.0.0.1:50051"),
         "THUMBNAIL_ADDR": env.get("THUMBNAIL_ADDR", "127.0.0.1:50052"),
+        "DATA_DIR": data_dir,
+        # Empty: a SQLite file in DATA_DIR.
+        "DATABASE_URL": env.get("DATABASE_URL", ""),
+        "MAX_FILE_SIZE": max_file_size,
+        # The whole request body; room for the multipart framing of one full-size file.
+        "MAX_REQUEST_SIZE": number("MAX_REQUEST_SIZE", max_file_size + 1024 * 1024),
+        # Seconds the validator may take to answer once the last byte has arrived.
+        "VALIDATOR_TIMEOUT": number("VALIDATOR_TIMEOUT", 10.0, float),
+        # Seconds the thumbnail service may take before the upload goes on without one.
+        "THUMBNAIL_TIMEOUT": number("THUMBNAIL_TIMEOUT", 5.0, float),
+        # Seconds between attempts to fill in thumbnails that could not be made at upload time.
+        "THUMBNAIL_RETRY_INTERVAL": number("THUMBNAIL_RETRY_INTERVAL", 15.0, float),
+        # Longest time one upload may stream, start to end.
+        "UPLOAD_TIMEOUT": number("UPLOAD_TIMEOUT", 3600.0, float),
         # Seconds a health probe of a gRPC service may take before it counts as down.
-        "HEALTH_TIMEOUT": float(env.get("HEALTH_TIMEOUT", "1.0")),
+        "HEALTH_TIMEOUT": number("HEALTH_TIMEOUT", 1.0, float),
+        # Seconds the validator's policy is cached by the gateway.
+        "POLICY_TTL": number("POLICY_TTL", 30.0, float),
     }

@@ -62,6 +62,27 @@ class Internal(UploadError):
     pass
 
 
+class Refused(UploadError):
+    """The rules refused a file: a verdict, not a failure. Carries the rule's
+    stable reason code; the HTTP status follows from it."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 422
+    STATUS_BY_CODE = {
+        "extension_not_allowed": 415,
+        "content_mismatch": 415,
+        "executable_content": 415,
+        "file_too_large": 413,
+        "empty_file": 400,
+    }
+
+    def __init__(self, code: str, message: str, original_name: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.original_name = original_name
+        self.http_status = self.STATUS_BY_CODE.get(code, 422)
+
+
 _BY_GRPC_CODE: dict[grpc.StatusCode, type[UploadError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
     grpc.StatusCode.OUT_OF_RANGE: InvalidInput,
@@ -74,15 +95,20 @@ _BY_GRPC_CODE: dict[grpc.StatusCode, type[UploadError]] = {
 }
 
 
-def from_rpc_error(error: grpc.RpcError) -> UploadError:
-    """Turn a failed gRPC call into the matching UploadError (client side)."""
-    code = error.code() if hasattr(error, "code") else None
+def error_for_code(code: grpc.StatusCode | None, details: str | None = None) -> UploadError:
+    """The UploadError for a gRPC status code (client side)."""
     cls = _BY_GRPC_CODE.get(code, Internal)
-    details = error.details() if hasattr(error, "details") else None
     # Connection failures carry transport jargon; a person gets the plain sentence.
     if cls in (Unavailable, TimedOut, Internal) or not details:
         return cls()
     return cls(details)
+
+
+def from_rpc_error(error: grpc.RpcError) -> UploadError:
+    """Turn a failed gRPC call into the matching UploadError (client side)."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else None
+    return error_for_code(code, details)
 
 
 def abort(context: grpc.ServicerContext, error: UploadError):

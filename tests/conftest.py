@@ -87,3 +87,25 @@ def render(channel, data: bytes, mime: str, box: tuple[int, int] = (0, 0)):
     options = thumbnail_pb2.RenderOptions(
         info=file_info("x", len(data)), mime_type=mime, max_width=box[0], max_height=box[1])
     return stub.Render(render_requests(options, read_chunks(io.BytesIO(data))), timeout=30)
+
+
+@pytest.fixture
+def app(tmp_path, validator, thumbnailer):
+    """A gateway app on a fresh data folder, wired to the real gRPC services."""
+    from gateway import create_app
+
+    app = create_app({
+        "TESTING": True,
+        "DATA_DIR": str(tmp_path / "data"),
+        "VALIDATOR_ADDR": validator.address,
+        "THUMBNAIL_ADDR": thumbnailer.address,
+        "THUMBNAIL_RETRY_INTERVAL": 0.2,
+    })
+    yield app
+    app.extensions["thumbnails"].stop()
+    app.extensions["services"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

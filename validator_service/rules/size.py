@@ -7,16 +7,8 @@ their say from the head, so a bad head is refused without waiting for the end.
 from __future__ import annotations
 
 from protos.plugins import hookimpl
+from protos.text import human_size
 from validator_service.hookspecs import Rejection
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def too_large(policy) -> Rejection:

@@ -1,0 +1,50 @@
+"""The file records: list (newest first, paged), read one, delete one."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from gateway.db import repository
+from gateway.ingest import ingest
+from gateway.records import record
+from protos.errors import InvalidInput, NotFound
+
+bp = Blueprint("files", __name__)
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "")
+    if not raw:
+        return DEFAULT_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.")
+    return int(raw)
+
+
+@bp.get("/files")
+def list_files():
+    try:
+        rows, next_cursor = repository().page(_limit(), request.args.get("cursor") or None)
+    except ValueError:
+        raise InvalidInput("The cursor is not one this service gave out.") from None
+    return jsonify(files=[record(row) for row in rows], next_cursor=next_cursor)
+
+
+def _row_or_404(file_id: str):
+    row = repository().get(file_id) if len(file_id) == 32 else None
+    if row is None:
+        raise NotFound("No file with that id.")
+    return row
+
+
+@bp.get("/files/<file_id>")
+def get_file(file_id: str):
+    return jsonify(record(_row_or_404(file_id)))
+
+
+@bp.delete("/files/<file_id>")
+def delete_file(file_id: str):
+    ingest().remove(_row_or_404(file_id))
+    return "", 204

@@ -1,0 +1,50 @@
+"""What the gateway says about itself: health, readiness, policy, metrics."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import metrics
+from gateway.db import repository
+from protos.text import human_size
+from gateway.services import services
+
+bp = Blueprint("meta", __name__)
+
+# tus (issue 4) uploads in chunks of this size.
+TUS_CHUNK_SIZE = 8 * 1024 * 1024
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    status = services().health()
+    metrics.observe_services(status)
+    ready = all(value == "SERVING" for value in status.values())
+    return jsonify(ready=ready, services=status), 200 if ready else 503
+
+
+@bp.get("/policy")
+def policy():
+    p = services().policy()
+    allowed = [{"extension": t.extension, "mime_types": list(t.mime_types)} for t in p.allowed]
+    return jsonify(
+        allowed=allowed,
+        extensions=[t["extension"] for t in allowed],
+        accept=",".join(f".{t['extension']}" for t in allowed),
+        max_file_size=p.max_file_size,
+        max_file_size_formatted=human_size(p.max_file_size),
+        max_image_dimension=p.max_image_dimension,
+        tus={"endpoint": "/tus/", "chunk_size": TUS_CHUNK_SIZE},
+    )
+
+
+@bp.get("/metrics")
+def metrics_endpoint():
+    metrics.observe_services(services().health())
+    metrics.THUMBNAILS_PENDING.set(repository().count_pending_thumbnails())
+    return Response(generate_latest(metrics.REGISTRY), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,34 @@
+"""Original file names, made safe to keep as metadata and to show."""
+from __future__ import annotations
+
+import unicodedata
+
+MAX_NAME_BYTES = 255
+# Control and format characters: NUL, CR/LF, bidi overrides (RTLO), zero-width
+# joiners... none belongs in a file name and several are used to disguise one.
+_DROP_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def sanitize(name: str) -> str:
+    """Keep only the last path component, drop control/format characters,
+    normalise to NFC, trim dots and spaces, and cap at 255 UTF-8 bytes while
+    keeping the extension. Never empty."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in _DROP_CATEGORIES)
+    name = " ".join(name.split()).strip(" .")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or len(ext) > 16:
+            stem, ext = name, ""
+        suffix = f".{ext}" if ext else ""
+        budget = MAX_NAME_BYTES - len(suffix.encode())
+        stem = stem.encode()[:budget].decode("utf-8", errors="ignore").rstrip(" .")
+        name = stem + suffix
+    return name or "unnamed"
+
+
+def extension(name: str) -> str:
+    _, dot, ext = name.rpartition(".")
+    return ext.lower() if dot and ext.isalnum() and len(ext) <= 16 else ""
+

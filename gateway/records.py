@@ -1,0 +1,30 @@
+"""The public JSON record of a stored file (the contract's field list)."""
+from __future__ import annotations
+
+from flask import url_for
+
+from gateway.db import FileRow
+from protos.text import human_size
+
+
+def iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def record(row: FileRow) -> dict:
+    return {
+        "id": row.id,
+        "filename": row.filename,
+        "original_name": row.original_name,
+        "size": row.size,
+        "size_formatted": human_size(row.size),
+        "type": row.type,
+        "is_image": row.is_image,
+        "width": row.width,
+        "height": row.height,
+        "thumbnail_url": url_for("downloads.thumbnail", name=row.thumbnail) if row.thumbnail else None,
+        "download_url": url_for("downloads.download", name=row.filename),
+        "sha256": row.sha256,
+        "uploaded_at": iso(row.uploaded_at),
+        "expires_at": iso(row.expires_at),
+    }

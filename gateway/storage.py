@@ -1,0 +1,103 @@
+"""Where the bytes live. Local disk now; the interface is what S3 will implement.
+
+Every write goes to a temporary file in the same folder as its final place
+(same filesystem, so the rename is atomic), and only a finished, accepted file
+is renamed into place. Files are spread over two levels of sub-folders named
+after the first hex digits of their random names.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+# Stored names: 128 random bits in hex, optionally a validated extension.
+NAME_RE = re.compile(r"^[0-9a-f]{32}(\.[a-z0-9]{1,16})?$")
+TEMP_SUFFIX = ".part"
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class TempFile:
+    path: Path
+    final: Path
+    handle: BinaryIO
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.areas = {"files": self.root / "files", "thumbnails": self.root / "thumbnails"}
+        for folder in self.areas.values():
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, area: str, name: str) -> Path | None:
+        """The path of a stored name, or None for anything that is not one of
+        our names (so `../x`, absolute paths and the like never reach the disk)."""
+        if not NAME_RE.fullmatch(name):
+            return None
+        return self.areas[area] / name[:2] / name[2:4] / name
+
+    def create_temp(self, area: str, name: str) -> TempFile:
+        final = self.path(area, name)
+        if final is None:
+            raise ValueError(f"not a stored name: {name!r}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        # O_EXCL: never follow or reuse something already there.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        return TempFile(temp, final, os.fdopen(fd, "wb", buffering=0))
+
+    def commit(self, temp: TempFile) -> None:
+        """Make the temp file durable and rename it into place."""
+        temp.handle.flush()
+        os.fsync(temp.handle.fileno())
+        temp.handle.close()
+        os.replace(temp.path, temp.final)
+
+    def discard(self, temp: TempFile) -> None:
+        if not temp.handle.closed:
+            temp.handle.close()
+        temp.path.unlink(missing_ok=True)
+
+    def write(self, area: str, name: str, data: bytes) -> None:
+        """Store a small blob (a thumbnail) atomically."""
+        temp = self.create_temp(area, name)
+        try:
+            temp.handle.write(data)
+            self.commit(temp)
+        except BaseException:
+            self.discard(temp)
+            raise
+
+    def open(self, area: str, name: str) -> BinaryIO | None:
+        path = self.path(area, name)
+        try:
+            return open(path, "rb") if path is not None else None
+        except FileNotFoundError:
+            return None
+
+    def exists(self, area: str, name: str) -> bool:
+        path = self.path(area, name)
+        return path is not None and path.is_file()
+
+    def delete(self, area: str, name: str) -> None:
+        path = self.path(area, name)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def init_app(app) -> None:
+    app.extensions["storage"] = LocalStorage(app.config["DATA_DIR"])
+
+
+def storage() -> LocalStorage:
+    from flask import current_app
+
+    return current_app.extensions["storage"]

@@ -1,0 +1,96 @@
+"""Thumbnails: made right after an upload when the service answers in time,
+filled in later by a background retry when it does not."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask, current_app
+
+from gateway.db import FileRepository, FileRow
+from gateway.services import Services
+from gateway.storage import LocalStorage
+from protos.errors import TimedOut, Unavailable, UploadError
+from protos.streaming import read_chunks
+
+log = logging.getLogger("upload.gateway")
+
+# Faults that may pass: try again later. Anything else (a damaged image, a
+# type no renderer handles) will not get better by retrying.
+TRANSIENT = (Unavailable, TimedOut)
+
+
+class Thumbnails:
+    def __init__(self, storage: LocalStorage, repo: FileRepository, services: Services, interval: float):
+        self.storage = storage
+        self.repo = repo
+        self.services = services
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wanted(self, mime_type: str, is_image: bool) -> bool:
+        if is_image:
+            return True
+        try:
+            return mime_type in self.services.renderable()
+        except UploadError:
+            return False
+
+    def make(self, row: FileRow) -> None:
+        """Try once; set ``row.thumbnail`` and ``row.thumbnail_status`` (the caller saves them)."""
+        source = self.storage.open("files", row.filename)
+        if source is None:
+            row.thumbnail, row.thumbnail_status = None, "failed"
+            return
+        try:
+            with source:
+                reply = self.services.render(read_chunks(source), row.original_name, row.type, row.size)
+        except TRANSIENT as exc:
+            log.info("thumbnail for %s postponed: %s", row.id, exc.message)
+            row.thumbnail, row.thumbnail_status = None, "pending"
+            return
+        except UploadError as exc:
+            log.info("no thumbnail for %s: %s", row.id, exc.message)
+            row.thumbnail, row.thumbnail_status = None, "failed"
+            return
+        name = f"{row.id}.{'png' if reply.mime_type == 'image/png' else 'jpg'}"
+        self.storage.write("thumbnails", name, reply.data)
+        row.thumbnail, row.thumbnail_status = name, "done"
+
+    def retry_pending(self) -> int:
+        """One pass over the postponed thumbnails; returns how many were made."""
+        made = 0
+        for row in self.repo.pending_thumbnails():
+            self.make(row)
+            if row.thumbnail_status == "pending":
+                break  # still down: wait for the next pass
+            self.repo.set_thumbnail(row.id, row.thumbnail, row.thumbnail_status)
+            made += row.thumbnail_status == "done"
+        return made
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.retry_pending()
+            except Exception:
+                log.exception("thumbnail retry pass failed")
+
+    def start(self) -> None:
+        if self._thread is None and self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="thumbnail-retry", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def init_app(app: Flask) -> None:
+    thumbnails = Thumbnails(app.extensions["storage"], app.extensions["files"], app.extensions["services"],
+                            app.config["THUMBNAIL_RETRY_INTERVAL"])
+    app.extensions["thumbnails"] = thumbnails
+    thumbnails.start()
+
+
+def thumbnails() -> Thumbnails:
+    return current_app.extensions["thumbnails"]

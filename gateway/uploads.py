@@ -1,0 +1,167 @@
+"""POST /upload: multipart bodies parsed as a stream, each file part written
+once to its temp file as it arrives."""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from gateway import metrics
+from gateway.errors import error_response
+from gateway.ingest import Upload, ingest
+from protos.text import human_size
+from gateway.records import record
+from protos.errors import InvalidInput, Refused, UploadError
+
+log = logging.getLogger("upload.gateway")
+bp = Blueprint("uploads", __name__)
+
+READ_SIZE = 256 * 1024
+# Small form fields (expires_in...) are kept in memory; anything bigger is abuse.
+MAX_FIELD_BYTES = 4096
+MAX_PARTS = 100
+
+
+def _boundary() -> bytes:
+    if request.mimetype != "multipart/form-data":
+        raise InvalidInput("Send the file as multipart/form-data, in a field named 'file'.")
+    boundary = request.mimetype_params.get("boundary", "")
+    if not boundary or len(boundary) > 200:
+        raise InvalidInput("The multipart body has no valid boundary.")
+    return boundary.encode("latin-1", errors="replace")
+
+
+def _drain_then_close(response: Response, limit: int) -> Response:
+    """Answer now, then read (and drop) what the client is still sending, up
+    to ``limit`` bytes, before the connection closes. Closing a socket with
+    unread data makes the kernel reset it, and the client would lose our
+    answer; clients that watch for an early answer (curl) stop sending."""
+    body = response.get_data()
+    stream = request.stream
+
+    def drain():
+        yield body
+        left = limit
+        try:
+            while left > 0 and (chunk := stream.read(min(READ_SIZE, left))):
+                left -= len(chunk)
+        except Exception:  # a client that hangs up mid-body is fine here
+            pass
+
+    response.response = drain()
+    response.headers["Connection"] = "close"
+    return response
+
+
+class _Form:
+    """Reads the multipart stream; stores each `file` part through the ingest pipeline."""
+
+    def __init__(self, decoder: MultipartDecoder):
+        self.decoder = decoder
+        self.stored = []
+        self.fields: dict[str, str] = {}
+        self.upload: Upload | None = None
+        self._field: tuple[str, bytearray] | None = None
+        self._skipping = False
+
+    def handle(self, event) -> None:
+        if isinstance(event, File):
+            if event.name != "file":
+                self._skipping = True
+                return
+            if not event.filename.strip():
+                raise InvalidInput("A file part has an empty file name.")
+            self._skipping = False
+            self.upload = ingest().start(event.filename, event.headers.get("content-type", ""))
+        elif isinstance(event, Field):
+            self._field = (event.name, bytearray())
+        elif isinstance(event, Data):
+            self._data(event)
+
+    def _data(self, event: Data) -> None:
+        if self.upload is not None:
+            self.upload.write(event.data)
+            if not event.more_data:
+                upload, self.upload = self.upload, None
+                self.stored.append(upload.finish())
+        elif self._field is not None:
+            name, value = self._field
+            value += event.data
+            if len(value) > MAX_FIELD_BYTES:
+                raise InvalidInput(f"The form field {name!r} is too long.")
+            if not event.more_data:
+                self.fields[name] = value.decode("utf-8", errors="replace")
+                self._field = None
+
+    def rollback(self) -> None:
+        if self.upload is not None:
+            self.upload.abort()
+        for row in self.stored:
+            ingest().remove(row)
+
+
+@bp.post("/upload")
+def upload():
+    config = current_app.config
+    limit = config["MAX_REQUEST_SIZE"]
+    # Generous: a client may still be sending a body we refused; reading it lets it see our answer.
+    drain_limit = 2 * limit
+    if request.content_length is not None and request.content_length > limit:
+        error = Refused("file_too_large",
+                        f"The upload is larger than the {human_size(config['MAX_FILE_SIZE'])} limit.")
+        return _drain_then_close(error_response(error), drain_limit)
+
+    started = time.perf_counter()
+    form = None
+    try:
+        decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_FIELD_BYTES, max_parts=MAX_PARTS)
+        form = _Form(decoder)
+        stream = request.stream
+        received = 0
+        finished = False
+        while not finished:
+            chunk = stream.read(READ_SIZE)
+            received += len(chunk)
+            if received > limit:
+                raise Refused("file_too_large",
+                              f"The upload is larger than the {human_size(config['MAX_FILE_SIZE'])} limit.")
+            decoder.receive_data(chunk or None)
+            for event in iter(decoder.next_event, None):
+                if isinstance(event, NeedData):
+                    break
+                if isinstance(event, Epilogue):
+                    finished = True
+                    break
+                form.handle(event)
+            if not chunk:
+                break
+        if form.upload is not None or not finished:
+            raise InvalidInput("The multipart body ended before its closing boundary.")
+        if not form.stored:
+            raise InvalidInput("No file was sent: put it in a multipart field named 'file'.")
+    except UploadError as error:
+        if form is not None:
+            form.rollback()
+        metrics.count_failure(error)
+        return _drain_then_close(error_response(error), drain_limit)
+    except ValueError as error:  # werkzeug's multipart parser on malformed input
+        if form is not None:
+            form.rollback()
+        return _drain_then_close(error_response(InvalidInput(f"The multipart body is malformed: {error}")),
+                                 drain_limit)
+    except BaseException:
+        if form is not None:
+            form.rollback()
+        raise
+
+    metrics.count_stored(form.stored, time.perf_counter() - started)
+    records = [record(row) for row in form.stored]
+    if len(records) == 1:
+        response = jsonify(records[0])
+        response.headers["Location"] = url_for("files.get_file", file_id=records[0]["id"])
+    else:
+        response = jsonify(files=records)
+    response.status_code = 201
+    return response
