@@ -58,10 +58,14 @@ class Upload:
         raise Refused(reason.code, reason.message, self.original_name)
 
     def finish(self, expires_at: datetime | None = None) -> FileRow:
-        verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
-        if not verdict.accepted:
-            self._refuse(verdict)
-        self.pipeline.storage.commit(self._temp)
+        try:
+            verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
+            if not verdict.accepted:
+                self._refuse(verdict)
+            self.pipeline.storage.commit(self._temp)
+        except BaseException:
+            self.abort()
+            raise
         row = FileRow(
             id=self.id,
             filename=self.filename,

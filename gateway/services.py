@@ -18,8 +18,14 @@ from protos.streaming import file_info
 
 log = logging.getLogger("upload.gateway")
 
-# round_robin: a DNS name that resolves to several replicas spreads the calls.
-CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
+CHANNEL_OPTIONS = [
+    # A DNS name that resolves to several replicas spreads the calls over them.
+    ("grpc.lb_policy_name", "round_robin"),
+    # gRPC's default backoff grows to 2 minutes; a restarted service should be
+    # used again within seconds.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 3000),
+]
 _END = object()
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from gateway import metrics
@@ -22,6 +23,9 @@ READ_SIZE = 256 * 1024
 # Small form fields (expires_in...) are kept in memory; anything bigger is abuse.
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 100
+# The parser's buffer holds one read plus what it is still searching through;
+# a preamble or part header that outgrows this is abuse, not a form.
+MAX_PARSER_BUFFER = 2 * READ_SIZE + 64 * 1024
 
 
 def _boundary() -> bytes:
@@ -116,7 +120,7 @@ def upload():
     started = time.perf_counter()
     form = None
     try:
-        decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_FIELD_BYTES, max_parts=MAX_PARTS)
+        decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_PARSER_BUFFER, max_parts=MAX_PARTS)
         form = _Form(decoder)
         stream = request.stream
         received = 0
@@ -146,10 +150,12 @@ def upload():
             form.rollback()
         metrics.count_failure(error)
         return _drain_then_close(error_response(error), drain_limit)
-    except ValueError as error:  # werkzeug's multipart parser on malformed input
+    except (ValueError, RequestEntityTooLarge) as error:  # werkzeug's parser on malformed input
         if form is not None:
             form.rollback()
-        return _drain_then_close(error_response(InvalidInput(f"The multipart body is malformed: {error}")),
+        reason = (f"more than {MAX_PARTS} parts, or a preamble or part header that is too long"
+                  if isinstance(error, RequestEntityTooLarge) else str(error))
+        return _drain_then_close(error_response(InvalidInput(f"The multipart body is malformed: {reason}.")),
                                  drain_limit)
     except BaseException:
         if form is not None:

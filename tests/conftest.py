@@ -109,3 +109,49 @@ def app(tmp_path, validator, thumbnailer):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+class LiveGateway:
+    """The gateway as `make run` serves it: `python -m gateway` (gunicorn)."""
+
+    def __init__(self, proc, url: str, data_dir):
+        self.proc = proc
+        self.url = url
+        self.data_dir = data_dir
+
+
+def start_gateway_process(data_dir, validator_addr: str, thumbnail_addr: str, **env):
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.processes import ROOT
+
+    port = free_port()
+    full_env = {**os.environ, "GATEWAY_PORT": str(port), "DATA_DIR": str(data_dir),
+                "VALIDATOR_ADDR": validator_addr, "THUMBNAIL_ADDR": thumbnail_addr,
+                "THUMBNAIL_RETRY_INTERVAL": "0.5", **{k: str(v) for k, v in env.items()}}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.1)
+    return LiveGateway(proc, url, data_dir)
+
+
+@pytest.fixture
+def live_gateway(tmp_path, validator, thumbnailer):
+    gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address)
+    yield gateway
+    gateway.proc.terminate()
+    gateway.proc.wait(timeout=15)
