@@ -12,7 +12,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import db, downloads, errors, files, ingest, meta, page, services, storage, thumbnails, uploads
+    from gateway import cors, db, downloads, errors, files, ingest, meta, page, services, storage, thumbnails, uploads
 
     storage.init_app(app)
     db.init_app(app)
@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     thumbnails.init_app(app)
     ingest.init_app(app)
     errors.init_app(app)
+    cors.init_app(app)
     for module in (meta, uploads, files, downloads, page):
         app.register_blueprint(module.bp)
 

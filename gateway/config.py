@@ -41,6 +41,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "UPLOAD_TIMEOUT": number("UPLOAD_TIMEOUT", 3600.0, float),
         # Seconds a health probe of a gRPC service may take before it counts as down.
         "HEALTH_TIMEOUT": number("HEALTH_TIMEOUT", 1.0, float),
+        # Comma-separated origins whose pages may call the API and tus; none by default.
+        "CORS_ORIGINS": env.get("CORS_ORIGINS", ""),
         # Seconds the validator's policy is cached by the gateway.
         "POLICY_TTL": number("POLICY_TTL", 30.0, float),
     }

@@ -15,6 +15,9 @@ from protos.streaming import read_chunks
 
 log = logging.getLogger("upload.gateway")
 
+# A thumbnail stream always carries the whole file: large messages cost less
+# per byte (and stay well under the 4 MiB message cap).
+RENDER_CHUNK = 1024 * 1024
 # Faults that may pass: try again later. Anything else (a damaged image, a
 # type no renderer handles) will not get better by retrying.
 TRANSIENT = (Unavailable, TimedOut)
@@ -45,7 +48,7 @@ class Thumbnails:
             return
         try:
             with source:
-                reply = self.services.render(read_chunks(source), row.original_name, row.type, row.size)
+                reply = self.services.render(read_chunks(source, RENDER_CHUNK), row.original_name, row.type, row.size)
         except TRANSIENT as exc:
             log.info("thumbnail for %s postponed: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "pending"
