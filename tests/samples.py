@@ -25,6 +25,11 @@ ALLOWED_EXTENSIONS = (
     "txt", "csv", "zip", "rar", "7z", "tar", "gz",
 )
 
+# The first bytes of programs (a DOS/PE stub and an x86-64 ELF header): what
+# a renamed executable starts with.
+MZ_HEADER = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
+ELF_HEADER = bytes.fromhex("7f454c46020101000000000000000000") + b"\x02\x00\x3e\x00" + b"\x00" * 44
+
 # Real files made by LibreOffice or copied from the rarfile sdist.
 CHECKED_IN = ("doc", "docx", "pdf", "rar")
 

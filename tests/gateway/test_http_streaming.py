@@ -12,6 +12,7 @@ import urllib.parse
 import pytest
 
 from tests.conftest import start_gateway_process
+from tests.samples import MZ_HEADER
 
 BOUNDARY = "----uploadtestboundary"
 
@@ -109,7 +110,7 @@ def test_curl_sees_413_for_an_oversized_file(small_limit_gateway, tmp_path):
 
 def test_curl_sees_the_refusal_of_a_renamed_executable(live_gateway, tmp_path):
     path = tmp_path / "setup.bin"
-    path.write_bytes(b"MZ\x90\x00" + os.urandom(8 * 1024 * 1024))
+    path.write_bytes(MZ_HEADER.ljust(64 * 1024, b"\0") + os.urandom(8 * 1024 * 1024))
     status, body = curl_upload(live_gateway.url, path, "holiday.jpg")
     assert status == 415 and body["code"] == "executable_content"
     assert leftover_files(live_gateway.data_dir) == []

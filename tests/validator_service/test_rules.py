@@ -12,11 +12,9 @@ from protos import common_pb2, validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info, validate_requests
 from tests.conftest import validate
 from tests.images import encode, png_header_only
-from tests.samples import make_sample
+from tests.samples import ELF_HEADER, MZ_HEADER, make_sample
 from validator_service.config import Settings
 
-MZ_HEADER = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
-ELF_HEADER = bytes.fromhex("7f454c46020101000000000000000000") + b"\x02\x00\x3e\x00" + b"\x00" * 44
 
 
 def counting_stream(head: bytes, total: int, chunk_size: int = 64 * 1024):

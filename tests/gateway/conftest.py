@@ -1,0 +1,55 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright (never `playwright install`)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def launch_browser():
+    """Start Playwright and Chromium; the caller closes the browser and stops Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except BaseException:
+        playwright.stop()
+        raise
+    return playwright, browser
+
+
+@pytest.fixture(scope="session")
+def browser():
+    pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    playwright, browser = launch_browser()
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser profile per test (no shared cookies, storage or cache)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context):
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    yield page
+    assert not errors, f"JavaScript errors on the page: {errors}"
