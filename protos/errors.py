@@ -54,8 +54,9 @@ class Unavailable(UploadError):
 
 class TimedOut(UploadError):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
-    http_status = 504
-    default_message = "A service this request needs took too long to answer."
+    # To an HTTP client a service that does not answer is as unavailable as one that is down.
+    http_status = 503
+    default_message = "A service this request needs did not answer in time; please try again shortly."
 
 
 class Internal(UploadError):

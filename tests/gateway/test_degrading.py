@@ -124,3 +124,32 @@ def test_validator_down_is_503_with_nothing_stored(tmp_path, thumbnailer):
         assert client.get("/files").get_json()["files"] == []
     finally:
         app.extensions["thumbnails"].stop()
+
+
+def test_frozen_validator_is_503_within_the_deadline_then_recovers(tmp_path, thumbnailer):
+    import signal
+
+    from tests.processes import service_process
+
+    port = free_port()
+    with service_process("validator_service", "VALIDATOR_ADDR", port) as proc:
+        app = make_app(tmp_path, f"127.0.0.1:{port}", thumbnailer.address, VALIDATOR_TIMEOUT=1.0)
+        client = app.test_client()
+        try:
+            assert upload(client).status_code == 201
+            proc.send_signal(signal.SIGSTOP)  # alive, connected, silent
+            try:
+                started = time.monotonic()
+                response = upload(client, name="second.jpg")
+                assert response.status_code == 503
+                assert "try again" in response.get_json()["error"]
+                assert time.monotonic() - started < 5
+                assert client.get("/readyz").status_code == 503
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            assert upload(client, name="third.jpg").status_code == 201
+            names = [r["original_name"] for r in client.get("/files").get_json()["files"]]
+            assert names == ["third.jpg", "photo.jpg"]
+        finally:
+            app.extensions["thumbnails"].stop()
+            app.extensions["services"].close()
