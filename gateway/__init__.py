@@ -12,7 +12,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import cors, db, downloads, errors, files, ingest, meta, page, services, storage, thumbnails, uploads
+    from gateway import cors, db, downloads, errors, files, ingest, meta, openapi, page, services, storage, thumbnails, uploads
 
     storage.init_app(app)
     db.init_app(app)
@@ -21,7 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     ingest.init_app(app)
     errors.init_app(app)
     cors.init_app(app)
-    for module in (meta, uploads, files, downloads, page):
+    for module in (meta, uploads, files, downloads, page, openapi):
         app.register_blueprint(module.bp)
 
     @app.after_request

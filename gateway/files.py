@@ -15,10 +15,10 @@ MAX_PAGE = 200
 
 
 def _limit() -> int:
-    raw = request.args.get("limit", "")
-    if not raw:
+    raw = request.args.get("limit")
+    if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_PAGE):
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.")
     return int(raw)
 

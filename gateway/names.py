@@ -30,5 +30,6 @@ def sanitize(name: str) -> str:
 
 def extension(name: str) -> str:
     _, dot, ext = name.rpartition(".")
-    return ext.lower() if dot and ext.isalnum() and len(ext) <= 16 else ""
+    # ASCII only: an extension becomes part of the stored name.
+    return ext.lower() if dot and ext.isascii() and ext.isalnum() and len(ext) <= 16 else ""
 

@@ -33,7 +33,8 @@ def test_pages_cover_everything_once(client):
     assert len(seen) == 7 and set(seen) == ids
 
 
-@pytest.mark.parametrize("query", ["?limit=0", "?limit=-1", "?limit=abc", "?limit=100000", "?cursor=garbage!"])
+@pytest.mark.parametrize("query", ["?limit=0", "?limit=-1", "?limit=abc", "?limit=100000", "?limit=",
+                                   "?limit=\u00b2", "?limit=\u0663", "?cursor=garbage!"])
 def test_bad_paging_parameters_are_400(client, query):
     response = client.get("/files" + query)
     assert response.status_code == 400

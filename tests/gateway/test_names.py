@@ -32,6 +32,7 @@ def test_long_names_keep_their_extension_within_255_bytes():
 
 
 @pytest.mark.parametrize("name,ext", [("a.JPG", "jpg"), ("a.tar.gz", "gz"), ("noext", ""), ("a.", ""),
-                                      ("a.p/hp", ""), ("a." + "x" * 20, "")])
+                                      ("a.p/hp", ""), ("a." + "x" * 20, ""),
+                                      ("x.t\u00fct", ""), ("x.\u00b2", "")])
 def test_extension(name, ext):
     assert extension(name) == ext

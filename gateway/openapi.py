@@ -1,0 +1,383 @@
+"""GET /openapi.json: an OpenAPI 3.1 description of the gateway's HTTP API.
+
+Built as a plain dict from the same constants the routes use (page size,
+stored-name pattern), so the document and the code cannot drift apart on
+limits. Every status a route can answer is listed with its body's schema,
+errors included, so generated clients and API fuzzers can rely on it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+
+from flask import Blueprint, jsonify
+
+from gateway.files import MAX_PAGE
+from gateway.storage import NAME_RE
+
+bp = Blueprint("openapi", __name__)
+
+OPENAPI_VERSION = "3.1.0"
+ID_PATTERN = "^[0-9a-f]{32}$"
+# The grpc.health.v1 status names, plus what the gateway reports when a service does not answer.
+SERVICE_STATES = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN", "UNREACHABLE"]
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("upload-service")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json(description: str, schema: dict, headers: dict | None = None) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _header(description: str, required: bool = False, **schema) -> dict:
+    return {"description": description, "required": required, "schema": {"type": "string", **schema}}
+
+
+def _schemas() -> dict:
+    nullable_side = {"type": ["integer", "null"], "minimum": 1}
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every error: a sentence a person understands; refusals of a file add "
+                           "a stable reason `code` and the file's name.",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "minLength": 1},
+                "code": {
+                    "type": "string",
+                    "description": "Why the rules refused the file, e.g. extension_not_allowed, "
+                                   "content_mismatch, executable_content, file_too_large, empty_file; "
+                                   "plugins may add their own codes.",
+                },
+                "filename": {"type": "string", "description": "The refused file's (sanitized) name."},
+            },
+        },
+        "Record": {
+            "type": "object",
+            "description": "One stored file.",
+            "required": ["id", "filename", "original_name", "size", "size_formatted", "type", "is_image",
+                         "width", "height", "thumbnail_url", "download_url", "sha256", "uploaded_at",
+                         "expires_at"],
+            "properties": {
+                "id": {"type": "string", "pattern": ID_PATTERN},
+                "filename": {"type": "string", "pattern": NAME_RE.pattern,
+                             "description": "The stored (random) name, as used in download_url."},
+                "original_name": {"type": "string", "minLength": 1, "maxLength": 255,
+                                  "description": "The client's name, sanitized; metadata only."},
+                "size": {"type": "integer", "minimum": 0, "description": "Bytes."},
+                "size_formatted": {"type": "string", "examples": ["1.5 KiB"]},
+                "type": {"type": "string", "description": "The detected MIME type."},
+                "is_image": {"type": "boolean"},
+                "width": {**nullable_side, "description": "Pixels, for images; null otherwise."},
+                "height": {**nullable_side, "description": "Pixels, for images; null otherwise."},
+                "thumbnail_url": {"type": ["string", "null"], "format": "uri-reference",
+                                  "description": "Null while there is no thumbnail."},
+                "download_url": {"type": "string", "format": "uri-reference"},
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "uploaded_at": {"type": "string", "format": "date-time", "description": "UTC."},
+                "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "RecordList": {
+            "type": "object",
+            "description": "One page of records, newest first.",
+            "required": ["files", "next_cursor"],
+            "properties": {
+                "files": {"type": "array", "maxItems": MAX_PAGE, "items": _ref("Record")},
+                "next_cursor": {"type": ["string", "null"],
+                                "description": "Pass as `cursor` for the next page; null on the last page."},
+            },
+        },
+        "UploadBatch": {
+            "type": "object",
+            "description": "The records of a request that sent several files.",
+            "required": ["files"],
+            "properties": {"files": {"type": "array", "minItems": 2, "items": _ref("Record")}},
+        },
+        "Policy": {
+            "type": "object",
+            "description": "The rules in force; the upload page configures its own checks from it.",
+            "required": ["allowed", "extensions", "accept", "max_file_size", "max_file_size_formatted",
+                         "max_image_dimension", "tus"],
+            "properties": {
+                "allowed": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["extension", "mime_types"],
+                        "properties": {
+                            "extension": {"type": "string", "examples": ["png"]},
+                            "mime_types": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                },
+                "extensions": {"type": "array", "items": {"type": "string"}},
+                "accept": {"type": "string", "description": "For an <input type=file accept=...>.",
+                           "examples": [".jpg,.png"]},
+                "max_file_size": {"type": "integer", "minimum": 0, "description": "Bytes."},
+                "max_file_size_formatted": {"type": "string"},
+                "max_image_dimension": {"type": "integer", "minimum": 0, "description": "Pixels, per side."},
+                "tus": {
+                    "type": "object",
+                    "required": ["endpoint", "chunk_size"],
+                    "properties": {
+                        "endpoint": {"type": "string"},
+                        "chunk_size": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["ready", "services"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "services": {
+                    "type": "object",
+                    "required": ["validator", "thumbnail"],
+                    "properties": {
+                        "validator": {"type": "string", "enum": SERVICE_STATES},
+                        "thumbnail": {"type": "string", "enum": SERVICE_STATES},
+                    },
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "const": "ok"}},
+        },
+    }
+
+
+def _stored_bytes(area: str, name_pattern: str, media: list[str], operation_id: str, summary: str) -> dict:
+    """GET of stored bytes (a download or a thumbnail): conditional and range requests."""
+    binary = {"type": "string", "format": "binary"}
+    content = {m: {"schema": binary} for m in media}
+    common = {
+        "ETag": _header("Strong validator of the bytes.", required=True),
+        "Last-Modified": _header("When the bytes were stored."),
+        "Cache-Control": _header("Caching rules."),
+        "Accept-Ranges": _header("Always `bytes`."),
+        "X-Content-Type-Options": _header("Always `nosniff`.", required=True),
+        "Content-Disposition": _header("Inline, or attachment for types a browser could run."),
+    }
+    ok = {"description": f"The {area}.", "headers": common, "content": content}
+    if area == "file":
+        common["Content-Security-Policy"] = _header("`sandbox`, for types a browser could run (SVG, HTML, XML).")
+    partial = {
+        "description": "The requested range.",
+        "headers": {**common, "Content-Range": _header("The range sent, e.g. `bytes 0-99/1234`.",
+                                                       required=True)},
+        "content": content,
+    }
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["files"],
+            "parameters": [
+                {"name": "name", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": name_pattern}},
+                {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "A byte range, e.g. `bytes=0-99`."},
+                {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "If-Modified-Since", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": ok,
+                "206": partial,
+                "304": {"description": "Not modified (If-None-Match or If-Modified-Since matched)."},
+                "404": _error(f"No {area} under that name (never stored, or deleted)."),
+                "412": {"description": "If-Match given and it does not match the ETag "
+                                       "(the body is still the bytes).",
+                        "content": content},
+                "416": {**_error("The range cannot be satisfied."),
+                        "headers": {"Content-Range": _header("`bytes */<length>`.")}},
+            },
+        }
+    }
+
+
+def build_spec() -> dict:
+    schemas = _schemas()
+    record_or_batch = {"oneOf": [_ref("Record"), _ref("UploadBatch")]}
+    file_id = {"name": "file_id", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": ID_PATTERN}}
+    paths = {
+        "/": {
+            "get": {
+                "operationId": "uploadPage",
+                "summary": "The upload page (HTML).",
+                "tags": ["page"],
+                "responses": {"200": {"description": "The page.",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}}},
+            }
+        },
+        "/upload": {
+            "post": {
+                "operationId": "uploadFiles",
+                "summary": "Upload one or more files.",
+                "description": "Each `file` part is validated (extension, size, content) and stored; "
+                               "if any part is refused, nothing from the request is stored. "
+                               "One file answers with its record, several with `{\"files\": [...]}`.",
+                "tags": ["files"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": 100,
+                                        "items": {"type": "string", "format": "binary"},
+                                        "description": "One part per file, each with a file name.",
+                                    },
+                                },
+                            },
+                            "encoding": {"file": {"contentType": "application/octet-stream"}},
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json("Stored: one record, or `{\"files\": [...]}` for several files.",
+                                 record_or_batch,
+                                 headers={"Location": _header("The record's URL (one file only).",
+                                                              format="uri-reference")}),
+                    "400": _error("Malformed request: not multipart/form-data, no `file` part, "
+                                  "an empty file name, an empty file, a truncated body."),
+                    "413": _error("Over the size limit (`code`: file_too_large)."),
+                    "415": _error("Type not allowed, or the content does not match the extension."),
+                    "422": _error("Refused by a rule (a plugin's) for another reason; see `code`."),
+                    "503": _error("The validator cannot be reached; nothing was stored."),
+                },
+            }
+        },
+        "/files": {
+            "get": {
+                "operationId": "listFiles",
+                "summary": "List stored files, newest first, in pages.",
+                "tags": ["files"],
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}},
+                    {"name": "cursor", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+                     "description": "Opaque: the `next_cursor` of the previous page."},
+                ],
+                "responses": {
+                    "200": _json("One page.", _ref("RecordList")),
+                    "400": _error("A bad `limit`, or a `cursor` this service did not give out."),
+                },
+            }
+        },
+        "/files/{file_id}": {
+            "get": {
+                "operationId": "getFile",
+                "summary": "One file's record.",
+                "tags": ["files"],
+                "parameters": [file_id],
+                "responses": {"200": _json("The record.", _ref("Record")), "404": _error("No file with that id.")},
+            },
+            "delete": {
+                "operationId": "deleteFile",
+                "summary": "Delete a file: its record, bytes and thumbnail.",
+                "tags": ["files"],
+                "parameters": [file_id],
+                "responses": {"204": {"description": "Deleted."}, "404": _error("No file with that id.")},
+            },
+        },
+        "/uploads/{name}": _stored_bytes("file", NAME_RE.pattern, ["*/*"], "downloadFile",
+                                         "A stored file's bytes, served with the detected Content-Type."),
+        "/thumbnails/{name}": _stored_bytes("thumbnail", ID_PATTERN[:-1] + r"\.(jpg|png)$",
+                                            ["image/jpeg", "image/png"], "getThumbnail", "A thumbnail image."),
+        "/policy": {
+            "get": {
+                "operationId": "getPolicy",
+                "summary": "The validation rules in force.",
+                "tags": ["meta"],
+                "responses": {
+                    "200": _json("The policy.", _ref("Policy")),
+                    "503": _error("The validator cannot be reached and no policy is cached."),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: 200 while the gateway is up.",
+                "tags": ["meta"],
+                "responses": {"200": _json("Up.", _ref("Health"))},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: 200 only when both gRPC services answer their health check.",
+                "tags": ["meta"],
+                "responses": {
+                    "200": _json("Ready.", _ref("Readiness")),
+                    "503": _json("Not ready; `services` says which one is not serving.", _ref("Readiness")),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics.",
+                "tags": ["meta"],
+                "responses": {"200": {"description": "Prometheus text exposition format.",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "tags": ["meta"],
+                "responses": {"200": _json("The OpenAPI 3.1 description of this API.", {"type": "object"})},
+            }
+        },
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Upload service gateway",
+            "version": package_version(),
+            "description": "Upload, list, download and delete files; errors are JSON `{\"error\": ...}`.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": [
+            {"name": "files", "description": "Uploads, records, downloads and thumbnails."},
+            {"name": "meta", "description": "Health, readiness, policy, metrics and this document."},
+            {"name": "page", "description": "The browser page."},
+        ],
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(build_spec())
