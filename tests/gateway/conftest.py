@@ -53,3 +53,19 @@ def page(context):
     page.js_errors = errors
     yield page
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+_cdp_sessions: dict[int, object] = {}
+
+
+def throttle_upload(page, bytes_per_second: int) -> None:
+    """Slow this page's uploads down (Chromium's network emulation), so progress is visible;
+    -1 lifts the limit. Emulation belongs to the CDP session that set it, so one is kept per page."""
+    cdp = _cdp_sessions.get(id(page))
+    if cdp is None:
+        cdp = _cdp_sessions[id(page)] = page.context.new_cdp_session(page)
+        page.on("close", lambda _: _cdp_sessions.pop(id(page), None))
+        cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second,
+    })

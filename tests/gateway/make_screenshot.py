@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tests.conftest import Running, start_gateway_process
 from tests.gateway.conftest import launch_browser
 from tests.processes import ROOT
-from tests.samples import make_sample
+from tests.samples import MZ_HEADER, make_sample
 from thumbnail_service import server as thumbnail_server
 from validator_service import server as validator_server
 
@@ -66,25 +66,26 @@ def main() -> None:
         photo = landscape(files / "lake-at-dusk.jpg")
         report = make_sample("pdf", files).rename(files / "quarterly-report.pdf")
         renamed = files / "holiday.jpg"
-        renamed.write_bytes(b"MZ" + bytes(4094))
+        renamed.write_bytes(MZ_HEADER + bytes(4000))
         gateway = start_gateway_process(scratch / "data", validator.address, thumbnailer.address)
         playwright, browser = launch_browser()
         try:
             context = browser.new_context(viewport={"width": args.width, "height": args.height},
                                           color_scheme="dark" if args.dark else "light")
             page = context.new_page()
+            # An earlier upload, so "Recent uploads" has some history.
+            response = context.request.post(gateway.url + "/upload", multipart={"file": {
+                "name": report.name, "mimeType": "application/pdf", "buffer": report.read_bytes()}})
+            assert response.status == 201, response.text()
             page.goto(gateway.url + "/")
             page.wait_for_selector("#policy-summary:has-text('Allowed types')")
-            # Earlier uploads, so "Recent uploads" has some history.
-            page.set_input_files("#file-input", [str(report)])
-            page.wait_for_selector(".item[data-state='done']")
-            page.click("#clear-finished")
             page.set_input_files("#file-input", [str(photo), str(renamed)])
             page.wait_for_selector(".item[data-state='done'] .thumb img")
             page.wait_for_selector(".item[data-state='failed']")
             page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
             page.wait_for_function("document.querySelectorAll('#recent-list li').length >= 2")
             page.mouse.move(0, 0)
+            page.evaluate("document.activeElement && document.activeElement.blur()")
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=args.out)
             print(args.out)
