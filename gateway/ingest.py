@@ -33,18 +33,21 @@ class Upload:
         self.filename = f"{self.id}.{ext}" if ext else self.id
         self.size = 0
         self._sha256 = hashlib.sha256()
+        # One policy for the page, the validator and this check: the validator's.
+        policy = pipeline.services.policy()
+        self.max_size = policy.max_file_size
         self._temp = pipeline.storage.create_temp("files", self.filename)
         try:
-            self._validation = pipeline.services.start_validation(self.original_name, declared_type)
+            self._validation = pipeline.services.start_validation(
+                self.original_name, declared_type, policy.head_bytes)
         except BaseException:
             pipeline.storage.discard(self._temp)
             raise
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.size > self.pipeline.max_file_size:
-            raise Refused("file_too_large",
-                          f"The file is larger than the {human_size(self.pipeline.max_file_size)} limit.",
+        if self.size > self.max_size:
+            raise Refused("file_too_large", f"The file is larger than the {human_size(self.max_size)} limit.",
                           self.original_name)
         self._temp.handle.write(chunk)
         self._sha256.update(chunk)
@@ -105,7 +108,6 @@ class Ingest:
         self.repo = repo
         self.services = services
         self.thumbnails = thumbnails
-        self.max_file_size = config["MAX_FILE_SIZE"]
         self.validator_timeout = config["VALIDATOR_TIMEOUT"]
 
     def start(self, original_name: str, declared_type: str = "") -> Upload:

@@ -117,9 +117,9 @@ class Services:
             self._policy, self._policy_at = policy, time.monotonic()
         return policy
 
-    def start_validation(self, original_name: str, declared_type: str) -> ValidationStream:
-        return ValidationStream(self.validator, original_name, declared_type,
-                                self.policy().head_bytes, self.config["UPLOAD_TIMEOUT"])
+    def start_validation(self, original_name: str, declared_type: str, head_bytes: int) -> ValidationStream:
+        return ValidationStream(self.validator, original_name, declared_type, head_bytes,
+                                self.config["UPLOAD_TIMEOUT"])
 
     # --- thumbnails ---
 

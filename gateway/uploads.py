@@ -14,6 +14,7 @@ from gateway.errors import error_response
 from gateway.ingest import Upload, ingest
 from protos.text import human_size
 from gateway.records import record
+from gateway.services import services
 from protos.errors import InvalidInput, Refused, UploadError
 
 log = logging.getLogger("upload.gateway")
@@ -106,6 +107,14 @@ class _Form:
             ingest().remove(row)
 
 
+def _too_large(request_limit: int) -> Refused:
+    try:
+        file_limit = services().policy().max_file_size
+    except UploadError:
+        file_limit = request_limit
+    return Refused("file_too_large", f"The upload is larger than the {human_size(file_limit)} limit.")
+
+
 @bp.post("/upload")
 def upload():
     config = current_app.config
@@ -113,9 +122,7 @@ def upload():
     # Generous: a client may still be sending a body we refused; reading it lets it see our answer.
     drain_limit = 2 * limit
     if request.content_length is not None and request.content_length > limit:
-        error = Refused("file_too_large",
-                        f"The upload is larger than the {human_size(config['MAX_FILE_SIZE'])} limit.")
-        return _drain_then_close(error_response(error), drain_limit)
+        return _drain_then_close(error_response(_too_large(limit)), drain_limit)
 
     started = time.perf_counter()
     form = None
@@ -129,8 +136,7 @@ def upload():
             chunk = stream.read(READ_SIZE)
             received += len(chunk)
             if received > limit:
-                raise Refused("file_too_large",
-                              f"The upload is larger than the {human_size(config['MAX_FILE_SIZE'])} limit.")
+                raise _too_large(limit)
             decoder.receive_data(chunk or None)
             for event in iter(decoder.next_event, None):
                 if isinstance(event, NeedData):

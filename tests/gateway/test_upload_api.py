@@ -121,13 +121,23 @@ def test_content_length_over_the_limit_is_413_before_reading(app, client):
     assert response.headers["Connection"] == "close"
 
 
-def test_file_over_the_limit_is_413_and_leaves_nothing(app, client):
-    app.config["MAX_FILE_SIZE"] = 1000
-    app.extensions["ingest"].max_file_size = 1000
-    response = post(client, ("a.txt", b"x" * 5000 + b"\n"))
-    assert response.status_code == 413
-    assert "limit" in response.get_json()["error"]
-    assert stored_files(app) == []
+def test_file_over_the_validators_limit_is_413_and_leaves_nothing(tmp_path, start_validator, thumbnailer):
+    from gateway import create_app
+    from validator_service.config import Settings
+
+    small = start_validator(settings=Settings(max_file_size=1000))
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "d"), "VALIDATOR_ADDR": small.address,
+                      "THUMBNAIL_ADDR": thumbnailer.address})
+    try:
+        client = app.test_client()
+        response = post(client, ("a.txt", b"x" * 5000 + b"\n"))
+        assert response.status_code == 413
+        assert "1000 bytes limit" in response.get_json()["error"]
+        assert client.get("/policy").get_json()["max_file_size"] == 1000
+        assert stored_files(app) == []
+        assert post(client, ("a.txt", b"x" * 900 + b"\n")).status_code == 201
+    finally:
+        app.extensions["thumbnails"].stop()
 
 
 def test_control_characters_are_removed_from_the_original_name(client):
