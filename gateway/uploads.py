@@ -107,6 +107,24 @@ class _Form:
             ingest().remove(row)
 
 
+def _parse(decoder: MultipartDecoder, chunk: bytes) -> list:
+    """Feed one read to the parser and return the events it completes (an
+    empty chunk ends the body). The parser's own errors become InvalidInput."""
+    try:
+        decoder.receive_data(chunk or None)
+        events = []
+        while not isinstance(event := decoder.next_event(), NeedData):
+            events.append(event)
+            if isinstance(event, Epilogue):
+                break
+        return events
+    except RequestEntityTooLarge:
+        raise InvalidInput(f"The multipart body is malformed: more than {MAX_PARTS} parts, "
+                           "or a preamble or part header that is too long.") from None
+    except ValueError as exc:
+        raise InvalidInput(f"The multipart body is malformed: {exc}.") from None
+
+
 def _too_large(request_limit: int) -> Refused:
     try:
         file_limit = services().policy().max_file_size
@@ -137,10 +155,7 @@ def upload():
             received += len(chunk)
             if received > limit:
                 raise _too_large(limit)
-            decoder.receive_data(chunk or None)
-            for event in iter(decoder.next_event, None):
-                if isinstance(event, NeedData):
-                    break
+            for event in _parse(decoder, chunk):
                 if isinstance(event, Epilogue):
                     finished = True
                     break
@@ -156,13 +171,6 @@ def upload():
             form.rollback()
         metrics.count_failure(error)
         return _drain_then_close(error_response(error), drain_limit)
-    except (ValueError, RequestEntityTooLarge) as error:  # werkzeug's parser on malformed input
-        if form is not None:
-            form.rollback()
-        reason = (f"more than {MAX_PARTS} parts, or a preamble or part header that is too long"
-                  if isinstance(error, RequestEntityTooLarge) else str(error))
-        return _drain_then_close(error_response(InvalidInput(f"The multipart body is malformed: {reason}.")),
-                                 drain_limit)
     except BaseException:
         if form is not None:
             form.rollback()
