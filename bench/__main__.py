@@ -16,10 +16,10 @@ import PIL
 import pyvips
 
 import bench
-from bench import memory, thumbnails, validator
+from bench import memory, thumbnails, upload, validator
 from bench.common import ROOT, render_table
 
-AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory}
+AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload}
 OUT = Path(__file__).parent / "out" / "results.json"
 
 

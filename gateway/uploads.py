@@ -10,6 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from gateway import metrics
+from gateway.body import READ_SIZE, request_body
 from gateway.errors import error_response
 from gateway.ingest import Upload, ingest
 from protos.text import human_size
@@ -20,7 +21,6 @@ from protos.errors import InvalidInput, Refused, UploadError
 log = logging.getLogger("upload.gateway")
 bp = Blueprint("uploads", __name__)
 
-READ_SIZE = 256 * 1024
 # Small form fields (expires_in...) are kept in memory; anything bigger is abuse.
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 100
@@ -44,7 +44,7 @@ def _drain_then_close(response: Response, limit: int) -> Response:
     unread data makes the kernel reset it, and the client would lose our
     answer; clients that watch for an early answer (curl) stop sending."""
     body = response.get_data()
-    stream = request.stream
+    stream = request_body()
 
     def drain():
         yield body
@@ -147,7 +147,7 @@ def upload():
     try:
         decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_PARSER_BUFFER, max_parts=MAX_PARTS)
         form = _Form(decoder)
-        stream = request.stream
+        stream = request_body()
         received = 0
         finished = False
         while not finished:

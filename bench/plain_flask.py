@@ -1,0 +1,63 @@
+"""The tutorial upload: a plain Flask app whose view is
+``request.files['file'].save(path)``, served like the gateway (gunicorn,
+one gthread worker). Werkzeug parses the whole multipart body into a spooled
+temp file first (in TMPDIR), then ``save`` copies it to its place.
+
+    UPLOAD_DIR=... TMPDIR=... python -m bench.plain_flask --port PORT
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, jsonify, request
+from gunicorn.app.base import BaseApplication
+from werkzeug.utils import secure_filename
+
+
+def create_app(upload_dir: Path) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/readyz")
+    def readyz():
+        return jsonify(ready=True)
+
+    @app.post("/upload")
+    def upload():
+        file = request.files["file"]
+        name = f"{secrets.token_hex(16)}-{secure_filename(file.filename or 'upload')}"
+        file.save(upload_dir / name)
+        return jsonify(stored=name), 201
+
+    return app
+
+
+class PlainServer(BaseApplication):
+    def __init__(self, port: int, threads: int, upload_dir: Path):
+        self.port, self.threads, self.upload_dir = port, threads, upload_dir
+        super().__init__()
+
+    def load_config(self):
+        self.cfg.set("bind", f"127.0.0.1:{self.port}")
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("workers", 1)
+        self.cfg.set("threads", self.threads)
+
+    def load(self):
+        return create_app(self.upload_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.plain_flask")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=16)  # the gateway's GATEWAY_THREADS default
+    args = parser.parse_args()
+    upload_dir = Path(os.environ["UPLOAD_DIR"]).resolve()
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    PlainServer(args.port, args.threads, upload_dir).run()
+
+
+if __name__ == "__main__":
+    main()
