@@ -15,8 +15,10 @@ from PIL import Image
 from protos.plugins import hookspec
 
 # render(source, (max_width, max_height)) -> an image no larger than the box.
-# ``source`` is a seekable binary file holding the whole upload. Raise
-# protos.errors.InvalidInput for a damaged file, TooLarge for one over limits.
+# ``source`` is a seekable, read-only binary file holding the whole upload.
+# The upload may still be arriving: a read waits for the bytes it asks for, so
+# read only what you need. It has no fileno(). Raise protos.errors.InvalidInput
+# for a damaged file, TooLarge for one over limits.
 RenderFunction = Callable[[BinaryIO, tuple[int, int]], Image.Image]
 
 
@@ -33,7 +35,10 @@ def upload_thumbnail_renderers() -> Iterable[Renderer]:
 
     For each MIME type the renderer of the most recently registered plugin
     wins, so a plugin can also replace the built-in one. ``render`` runs on
-    the call's worker thread (blocking); the service encodes what it returns
+    a thread of its own, one per call, while the call's thread still receives
+    the upload (blocking is fine; the thread is joined before the call ends).
+    If the upload fails meanwhile, reading ``source`` raises and the call
+    reports the upload's error. The service encodes what ``render`` returns
     (PNG when it has transparency, JPEG otherwise). Example::
 
         @hookimpl

@@ -4,14 +4,17 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import threading
 
+import grpc
 import pluggy
 from PIL import Image
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.errors import Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
 from thumbnail_service.config import Settings
-from thumbnail_service.hookspecs import Renderer
+from thumbnail_service.hookspecs import Renderer, RenderFunction
+from thumbnail_service.incoming import IncomingFile
 
 log = logging.getLogger("upload.thumbnail")
 
@@ -19,6 +22,41 @@ log = logging.getLogger("upload.thumbnail")
 SPOOL_BYTES = 4 * 1024 * 1024
 # No caller needs a preview larger than this; it bounds the work one call can ask for.
 MAX_BOX = 1024
+
+
+class Cancelled(UploadError):
+    """The caller went away (cancelled, or its deadline passed) mid-stream."""
+
+    grpc_code = grpc.StatusCode.CANCELLED
+    default_message = "The caller cancelled the upload."
+
+
+class RenderThread(threading.Thread):
+    """Runs a renderer on the upload while the call's own thread is still
+    receiving it; ``result()`` joins and returns or raises what it did.
+
+    One per call, always joined before the call returns: the receiving side
+    ends or aborts the IncomingFile whatever happens, so a renderer waiting
+    on it always wakes up."""
+
+    def __init__(self, render: RenderFunction, source: IncomingFile, box: tuple[int, int]):
+        # Daemon only so that a renderer stuck in its own code cannot hold up exit.
+        super().__init__(name="render", daemon=True)
+        self._render, self._source, self._box = render, source, box
+        self._image: Image.Image | None = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._image = self._render(self._source, self._box)
+        except BaseException as exc:  # handed to the call's thread by result()
+            self._error = exc
+
+    def result(self) -> Image.Image:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._image
 
 
 def collect_renderers(pm: pluggy.PluginManager) -> dict[str, Renderer]:
@@ -48,16 +86,30 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         self.renderers = collect_renderers(pm)
         self.settings = settings
 
-    def _spool(self, requests, sink) -> int:
-        total = 0
-        for message in requests:
-            if message.WhichOneof("part") != "chunk":
-                raise InvalidInput("Only the first message may carry options; the rest carry bytes.")
-            total += len(message.chunk)
-            if total > self.settings.max_input:
-                raise TooLarge(f"The file is larger than the {self.settings.max_input} bytes this service renders.")
-            sink.write(message.chunk)
-        return total
+    def _receive(self, requests, context, sink: IncomingFile) -> None:
+        """Append the stream to ``sink`` and end it; on any failure abort it
+        instead, so that a renderer waiting for more bytes stops."""
+        try:
+            for message in requests:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidInput("Only the first message may carry options; the rest carry bytes.")
+                if sink.size + len(message.chunk) > self.settings.max_input:
+                    raise TooLarge(f"The file is larger than the {self.settings.max_input} bytes this service renders.")
+                sink.append(message.chunk)
+            # A call that dies mid-stream may also just end the iterator, as if
+            # the upload were complete; don't render a cut-off file for nobody.
+            if not context.is_active() or context.time_remaining() <= 0:
+                raise Cancelled()
+            if sink.size == 0:
+                raise InvalidInput("The file is empty.")
+        except grpc.RpcError:
+            # What the request iterator raises when the client cancels or its deadline passes.
+            sink.abort()
+            raise Cancelled() from None
+        except BaseException:
+            sink.abort()
+            raise
+        sink.end()
 
     def _box(self, options) -> tuple[int, int]:
         width = options.max_width or self.settings.size
@@ -77,11 +129,19 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
             if renderer is None:
                 raise UnsupportedType(f"No thumbnail renderer handles {mime or 'files of unknown type'}.")
             box = self._box(options)
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as source:
-                if self._spool(request_iterator, source) == 0:
-                    raise InvalidInput("The file is empty.")
-                source.seek(0)
-                im = renderer.render(source, box)
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+                # Decode while the rest is still arriving: the renderer reads on
+                # its own thread, waiting for bytes as needed, while this one receives.
+                source = IncomingFile(spool)
+                rendering = RenderThread(renderer.render, source, box)
+                rendering.start()
+                try:
+                    self._receive(request_iterator, context, source)
+                finally:
+                    # A failed upload's error wins over whatever the renderer
+                    # made of the abort, but only once the renderer has stopped.
+                    rendering.join()
+                im = rendering.result()
             if im.width > box[0] or im.height > box[1]:
                 im.thumbnail(box)
             data, out_mime = encode(im)

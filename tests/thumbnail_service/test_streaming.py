@@ -1,0 +1,194 @@
+"""Render while the upload still arrives: the renderer's thread reads as bytes
+come in, and every way the stream can fail stops it with the right code."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import grpc
+import pytest
+from PIL import Image
+
+from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.plugins import hookimpl
+from tests.conftest import render
+from tests.images import encode
+from thumbnail_service.config import Settings
+from thumbnail_service.hookspecs import Renderer
+from thumbnail_service.incoming import UploadAborted
+from thumbnail_service.server import create_plugins
+
+MIME = "application/x-probe"
+WAIT = 5  # seconds; only ever reached when something is wrong
+
+
+class Probe:
+    """A renderer that reads as told and reports what it saw, with events
+    the client side can wait on."""
+
+    def __init__(self, read):
+        self.read = read  # read(source) -> bytes; may raise
+        self.started = threading.Event()
+        self.done = threading.Event()
+        self.data = None
+        self.error = None
+
+    def render(self, source, box):
+        self.started.set()
+        try:
+            self.data = self.read(source)
+        except Exception as exc:
+            # Swallowed on purpose: a renderer hiding the failure must not hide it from the caller.
+            self.error = exc
+        finally:
+            self.done.set()
+        return Image.new("RGB", (10, 10), "teal")
+
+    @hookimpl
+    def upload_thumbnail_renderers(self):
+        yield Renderer("probe", (MIME,), self.render)
+
+
+def start(start_thumbnailer, probe: Probe, **settings):
+    return start_thumbnailer(pm=create_plugins(env={}, extra_plugins=[probe]), settings=Settings(**settings))
+
+
+def options(mime=MIME):
+    return thumbnail_pb2.RenderRequest(options=thumbnail_pb2.RenderOptions(mime_type=mime))
+
+
+def chunks(data: bytes, size: int = 64 * 1024):
+    for i in range(0, len(data), size):
+        yield thumbnail_pb2.RenderRequest(chunk=data[i:i + size])
+
+
+def render_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "render"]
+
+
+def eventually(check, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def settled_thread_count(running) -> int:
+    """Thread count once a call has come and gone: the server's pool thread
+    and the channel's threads exist, none of a call's are left."""
+    render(running.channel, encode(Image.new("RGB", (40, 30)), "PNG"), "image/png")
+    assert eventually(lambda: not render_threads())
+    time.sleep(0.1)
+    return threading.active_count()
+
+
+def assert_healthy_and_clean(running, baseline: int) -> None:
+    assert eventually(lambda: not render_threads()), "a render thread was left behind"
+    assert eventually(lambda: threading.active_count() <= baseline), \
+        f"{threading.active_count()} threads, {baseline} before the call"
+    reply = render(running.channel, encode(Image.new("RGB", (400, 300), "red"), "JPEG"), "image/jpeg")
+    assert (reply.width, reply.height) == (200, 150)
+
+
+def test_renderer_reads_while_the_upload_still_arrives(start_thumbnailer):
+    data = os.urandom(400_000)
+    probe = Probe(lambda source: source.read(1000) + source.read())
+    running = start(start_thumbnailer, probe)
+    overlapped = []
+
+    def stream():
+        yield options()
+        yield thumbnail_pb2.RenderRequest(chunk=data[:70_000])
+        # The rest is sent only once the renderer has started on the first part.
+        overlapped.append(probe.started.wait(WAIT))
+        yield from chunks(data[70_000:], 30_000)
+
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    reply = stub.Render(stream(), timeout=WAIT * 2)
+    assert (reply.width, reply.height) == (10, 10)
+    assert overlapped == [True]
+    assert probe.error is None and probe.data == data
+
+
+def test_over_the_limit_while_the_renderer_waits_is_resource_exhausted(start_thumbnailer):
+    probe = Probe(lambda source: source.read())  # waits for the end, which never comes
+    running = start(start_thumbnailer, probe, max_input=100_000)
+    baseline = settled_thread_count(running)
+
+    def stream():
+        yield options()
+        yield thumbnail_pb2.RenderRequest(chunk=b"x" * 60_000)
+        probe.started.wait(WAIT)
+        time.sleep(0.05)  # let it block in read()
+        yield from chunks(b"y" * 140_000, 20_000)
+
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Render(stream(), timeout=WAIT * 2)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert probe.done.is_set() and isinstance(probe.error, UploadAborted)
+    assert_healthy_and_clean(running, baseline)
+
+
+def test_options_mid_stream_while_the_renderer_waits_is_invalid_argument(start_thumbnailer):
+    probe = Probe(lambda source: source.read())
+    running = start(start_thumbnailer, probe)
+
+    def stream():
+        yield options()
+        yield thumbnail_pb2.RenderRequest(chunk=b"x" * 1000)
+        probe.started.wait(WAIT)
+        yield options()
+
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Render(stream(), timeout=WAIT * 2)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(probe.error, UploadAborted)
+    assert eventually(lambda: not render_threads())
+
+
+def test_empty_upload_is_invalid_argument_whatever_the_renderer_says(start_thumbnailer):
+    probe = Probe(lambda source: source.read())
+    running = start(start_thumbnailer, probe)
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Render(iter([options()]), timeout=WAIT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty" in info.value.details()
+    assert eventually(lambda: not render_threads())
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_client_gone_mid_stream_leaves_no_thread_behind(start_thumbnailer, how):
+    probe = Probe(lambda source: source.read())
+    running = start(start_thumbnailer, probe)
+    baseline = settled_thread_count(running)
+    release = threading.Event()
+
+    def stream():
+        yield options()
+        yield thumbnail_pb2.RenderRequest(chunk=b"x" * 10_000)
+        release.wait(WAIT)  # a client that stalls mid-upload
+
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    call = stub.Render.future(stream(), timeout=0.5 if how == "deadline" else WAIT * 2)
+    try:
+        assert probe.started.wait(WAIT)
+        if how == "cancel":
+            call.cancel()
+        # The server notices the call is gone and stops the waiting renderer.
+        assert probe.done.wait(WAIT)
+        # Usually the renderer is aborted. But grpc may report a call that died
+        # as the end of the stream first (the cancelled flag comes a moment
+        # later): then the renderer sees the cut-off file end, and its result
+        # goes nowhere. Either way it stops.
+        assert isinstance(probe.error, UploadAborted) or probe.data == b"x" * 10_000
+        expected = grpc.StatusCode.CANCELLED if how == "cancel" else grpc.StatusCode.DEADLINE_EXCEEDED
+        assert call.code() == expected
+    finally:
+        release.set()  # let the client's request thread finish too
+    assert_healthy_and_clean(running, baseline)
