@@ -1,36 +1,53 @@
-"""The one path every upload takes: stream to a temp file (hashing on the
-way) while the validator sees the head, then rename into place, thumbnail,
+"""The one path every upload takes: bytes on disk beside their final place,
+the validator's verdict on their head and size, rename into place, thumbnail,
 and only then the metadata row.
 
-A refused or failed upload leaves nothing: its temp file is removed and no
-row is written. The bytes are written once and never held whole in memory.
+Two ways in, one way through: ``start()`` streams a multipart part to a temp
+file while the validator sees its head; ``adopt()`` takes a file that is
+already complete on disk (a finished tus upload). Both end in ``_accept()``.
+A refused or failed upload leaves nothing: no bytes in place, no row.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
 from gateway.db import FileRepository, FileRow
 from gateway.names import extension, sanitize
-from protos.text import human_size
 from gateway.services import Services
 from gateway.storage import LocalStorage, new_id
 from gateway.thumbnails import Thumbnails
 from protos.errors import Refused
+from protos.streaming import read_chunks
+from protos.text import human_size
+
+
+def stored_name(file_id: str, original_name: str) -> str:
+    ext = extension(original_name)
+    return f"{file_id}.{ext}" if ext else file_id
+
+
+def refusal(verdict, original_name: str) -> Refused:
+    reason = verdict.reasons[0]
+    return Refused(reason.code, reason.message, original_name)
+
+
+def too_large(limit: int, original_name: str | None = None) -> Refused:
+    return Refused("file_too_large", f"The file is larger than the {human_size(limit)} limit.", original_name)
 
 
 class Upload:
-    """One file on its way in: ``write()`` the bytes, then ``finish()`` or ``abort()``."""
+    """One streamed file on its way in: ``write()`` the bytes, then ``finish()`` or ``abort()``."""
 
     def __init__(self, pipeline: "Ingest", original_name: str, declared_type: str = ""):
         self.pipeline = pipeline
         self.original_name = sanitize(original_name)
         self.id = new_id()
-        ext = extension(self.original_name)
-        self.filename = f"{self.id}.{ext}" if ext else self.id
+        self.filename = stored_name(self.id, self.original_name)
         self.size = 0
         self._sha256 = hashlib.sha256()
         # One policy for the page, the validator and this check: the validator's.
@@ -47,54 +64,25 @@ class Upload:
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.max_size:
-            raise Refused("file_too_large", f"The file is larger than the {human_size(self.max_size)} limit.",
-                          self.original_name)
+            raise too_large(self.max_size, self.original_name)
         self._temp.handle.write(chunk)
         self._sha256.update(chunk)
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
         if verdict is not None and not verdict.accepted:
-            self._refuse(verdict)
-
-    def _refuse(self, verdict) -> None:
-        reason = verdict.reasons[0]
-        raise Refused(reason.code, reason.message, self.original_name)
+            raise refusal(verdict, self.original_name)
 
     def finish(self, expires_at: datetime | None = None) -> FileRow:
         try:
             verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
             if not verdict.accepted:
-                self._refuse(verdict)
+                raise refusal(verdict, self.original_name)
             self.pipeline.storage.commit(self._temp)
         except BaseException:
             self.abort()
             raise
-        row = FileRow(
-            id=self.id,
-            filename=self.filename,
-            original_name=self.original_name,
-            size=self.size,
-            type=verdict.detected_type,
-            is_image=verdict.is_image,
-            width=verdict.width or None,
-            height=verdict.height or None,
-            sha256=self._sha256.hexdigest(),
-            thumbnail=None,
-            thumbnail_status="none",
-            uploaded_at=datetime.now(timezone.utc),
-            expires_at=expires_at,
-            verdict=json.dumps(MessageToDict(verdict, preserving_proto_field_name=True)),
-        )
-        try:
-            if self.pipeline.thumbnails.wanted(row.type, row.is_image):
-                self.pipeline.thumbnails.make(row)
-            self.pipeline.repo.add(row)
-        except BaseException:
-            self.pipeline.storage.delete("files", self.filename)
-            if row.thumbnail:
-                self.pipeline.storage.delete("thumbnails", row.thumbnail)
-            raise
-        return row
+        return self.pipeline._accept(self.id, self.filename, self.original_name, self.size,
+                                     self._sha256.hexdigest(), verdict, expires_at)
 
     def abort(self) -> None:
         self._validation.cancel()
@@ -112,6 +100,73 @@ class Ingest:
 
     def start(self, original_name: str, declared_type: str = "") -> Upload:
         return Upload(self, original_name, declared_type)
+
+    def check_head(self, original_name: str, declared_type: str, head: bytes, size: int) -> None:
+        """Judge a file from its head and its announced size before the rest
+        has arrived; raises Refused if the rules already refuse it."""
+        validation = self.services.start_validation(sanitize(original_name), declared_type,
+                                                    len(head), declared_size=size)
+        validation.feed(head)
+        verdict = validation.finish(size, self.validator_timeout)
+        if not verdict.accepted:
+            raise refusal(verdict, sanitize(original_name))
+
+    def adopt(self, file_id: str, path: Path, original_name: str, declared_type: str,
+              expires_at: datetime | None = None) -> FileRow:
+        """Store a complete file that is already on disk at ``path`` (beside
+        its final place). Raises Refused (the file at ``path`` is left for the
+        caller to remove)."""
+        original_name = sanitize(original_name)
+        filename = stored_name(file_id, original_name)
+        policy = self.services.policy()
+        validation = self.services.start_validation(original_name, declared_type, policy.head_bytes)
+        sha256, size = hashlib.sha256(), 0
+        try:
+            with open(path, "rb") as source:
+                for chunk in read_chunks(source, 1024 * 1024):
+                    size += len(chunk)
+                    sha256.update(chunk)
+                    validation.feed(chunk)
+            if size > policy.max_file_size:
+                raise too_large(policy.max_file_size, original_name)
+            verdict = validation.finish(size, self.validator_timeout)
+        except BaseException:
+            validation.cancel()
+            raise
+        if not verdict.accepted:
+            raise refusal(verdict, original_name)
+        self.storage.place(path, "files", filename)
+        return self._accept(file_id, filename, original_name, size, sha256.hexdigest(), verdict, expires_at)
+
+    def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
+                verdict, expires_at: datetime | None) -> FileRow:
+        """The bytes are in place and accepted: thumbnail, then the row."""
+        row = FileRow(
+            id=file_id,
+            filename=filename,
+            original_name=original_name,
+            size=size,
+            type=verdict.detected_type,
+            is_image=verdict.is_image,
+            width=verdict.width or None,
+            height=verdict.height or None,
+            sha256=sha256,
+            thumbnail=None,
+            thumbnail_status="none",
+            uploaded_at=datetime.now(timezone.utc),
+            expires_at=expires_at,
+            verdict=json.dumps(MessageToDict(verdict, preserving_proto_field_name=True)),
+        )
+        try:
+            if self.thumbnails.wanted(row.type, row.is_image):
+                self.thumbnails.make(row)
+            self.repo.add(row)
+        except BaseException:
+            self.storage.delete("files", filename)
+            if row.thumbnail:
+                self.storage.delete("thumbnails", row.thumbnail)
+            raise
+        return row
 
     def remove(self, row: FileRow) -> None:
         """Delete a stored file: the row first, so it is never listed without bytes."""

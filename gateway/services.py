@@ -38,12 +38,13 @@ class ValidationStream:
     without blocking.
     """
 
-    def __init__(self, stub, original_name: str, declared_type: str, head_bytes: int, timeout: float):
+    def __init__(self, stub, original_name: str, declared_type: str, head_bytes: int, timeout: float,
+                 declared_size: int | None = None):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._head_left = head_bytes
         self._sent_end = False
-        self._future = stub.Validate.future(
-            self._requests(file_info(original_name, declared_type=declared_type)), timeout=timeout)
+        info = file_info(original_name, declared_size, declared_type)
+        self._future = stub.Validate.future(self._requests(info), timeout=timeout)
 
     def _requests(self, info) -> Iterator[validator_pb2.ValidateRequest]:
         yield validator_pb2.ValidateRequest(info=info)
@@ -117,9 +118,10 @@ class Services:
             self._policy, self._policy_at = policy, time.monotonic()
         return policy
 
-    def start_validation(self, original_name: str, declared_type: str, head_bytes: int) -> ValidationStream:
+    def start_validation(self, original_name: str, declared_type: str, head_bytes: int,
+                         declared_size: int | None = None) -> ValidationStream:
         return ValidationStream(self.validator, original_name, declared_type, head_bytes,
-                                self.config["UPLOAD_TIMEOUT"])
+                                self.config["UPLOAD_TIMEOUT"], declared_size)
 
     # --- thumbnails ---
 

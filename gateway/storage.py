@@ -61,6 +61,19 @@ class LocalStorage:
         temp.handle.close()
         os.replace(temp.path, temp.final)
 
+    def partial_path(self, area: str, name: str) -> Path:
+        """Where a resumable upload collects its bytes across requests: a
+        hidden file beside its final place (so placing it is a rename)."""
+        final = self.path(area, name)
+        if final is None:
+            raise ValueError(f"not a stored name: {name!r}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(f".{name}{TEMP_SUFFIX}")
+
+    def place(self, path: Path, area: str, name: str) -> None:
+        """Rename a complete, already-synced file into its final place."""
+        os.replace(path, self.path(area, name))
+
     def discard(self, temp: TempFile) -> None:
         if not temp.handle.closed:
             temp.handle.close()
