@@ -9,7 +9,7 @@ already partly read) gets werkzeug's ``request.stream`` as usual.
 """
 from __future__ import annotations
 
-from flask import request
+from flask import Response, request
 
 READ_SIZE = 256 * 1024
 
@@ -26,3 +26,25 @@ def request_body():
     if getattr(unreader, "mxchunk", READ_SIZE) < READ_SIZE:
         unreader.mxchunk = READ_SIZE
     return reader
+
+
+def drain_then_close(response: Response, limit: int) -> Response:
+    """Answer now, then read (and drop) what the client is still sending, up
+    to ``limit`` bytes, before the connection closes. Closing a socket with
+    unread data makes the kernel reset it, and the client would lose our
+    answer; clients that watch for an early answer (curl) stop sending."""
+    body = response.get_data()
+    stream = request_body()
+
+    def drain():
+        yield body
+        left = limit
+        try:
+            while left > 0 and (chunk := stream.read(min(READ_SIZE, left))):
+                left -= len(chunk)
+        except Exception:  # a client that hangs up mid-body is fine here
+            pass
+
+    response.response = drain()
+    response.headers["Connection"] = "close"
+    return response

@@ -41,6 +41,13 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "UPLOAD_TIMEOUT": number("UPLOAD_TIMEOUT", 3600.0, float),
         # Seconds a health probe of a gRPC service may take before it counts as down.
         "HEALTH_TIMEOUT": number("HEALTH_TIMEOUT", 1.0, float),
+        # Seconds an unfinished tus upload is kept after its last PATCH (and an
+        # ended one is remembered, answering 410, before it is forgotten).
+        "TUS_EXPIRY": number("TUS_EXPIRY", 86400.0, float),
+        # Seconds between passes of the reaper of expired tus uploads.
+        "TUS_REAP_INTERVAL": number("TUS_REAP_INTERVAL", 300.0, float),
+        # Seconds a PATCH waits for another request writing the same upload, then 423.
+        "TUS_LOCK_WAIT": number("TUS_LOCK_WAIT", 3.0, float),
         # Comma-separated origins whose pages may call the API and tus; none by default.
         "CORS_ORIGINS": env.get("CORS_ORIGINS", ""),
         # Seconds the validator's policy is cached by the gateway.

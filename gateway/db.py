@@ -58,7 +58,7 @@ class FileRow:
     verdict: str = "{}"
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything stored is UTC.
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
@@ -67,8 +67,8 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _row(mapping) -> FileRow:
     data = dict(mapping)
-    data["uploaded_at"] = _utc(data["uploaded_at"])
-    data["expires_at"] = _utc(data["expires_at"])
+    data["uploaded_at"] = utc(data["uploaded_at"])
+    data["expires_at"] = utc(data["expires_at"])
     return FileRow(**data)
 
 

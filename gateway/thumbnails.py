@@ -3,10 +3,10 @@ filled in later by a background retry when it does not."""
 from __future__ import annotations
 
 import logging
-import threading
 
 from flask import Flask, current_app
 
+from gateway.background import Periodic
 from gateway.db import FileRepository, FileRow
 from gateway.services import Services
 from gateway.storage import LocalStorage
@@ -28,9 +28,7 @@ class Thumbnails:
         self.storage = storage
         self.repo = repo
         self.services = services
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._retries = Periodic("thumbnail-retry", interval, self.retry_pending)
 
     def wanted(self, mime_type: str, is_image: bool) -> bool:
         if is_image:
@@ -72,20 +70,11 @@ class Thumbnails:
             made += row.thumbnail_status == "done"
         return made
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.retry_pending()
-            except Exception:
-                log.exception("thumbnail retry pass failed")
-
     def start(self) -> None:
-        if self._thread is None and self.interval > 0:
-            self._thread = threading.Thread(target=self._run, name="thumbnail-retry", daemon=True)
-            self._thread.start()
+        self._retries.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._retries.stop()
 
 
 def init_app(app: Flask) -> None:

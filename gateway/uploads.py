@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from gateway import metrics
-from gateway.body import READ_SIZE, request_body
+from gateway.body import READ_SIZE, drain_then_close, request_body
 from gateway.errors import error_response
 from gateway.ingest import Upload, ingest
 from protos.text import human_size
@@ -36,28 +36,6 @@ def _boundary() -> bytes:
     if not boundary or len(boundary) > 200:
         raise InvalidInput("The multipart body has no valid boundary.")
     return boundary.encode("latin-1", errors="replace")
-
-
-def _drain_then_close(response: Response, limit: int) -> Response:
-    """Answer now, then read (and drop) what the client is still sending, up
-    to ``limit`` bytes, before the connection closes. Closing a socket with
-    unread data makes the kernel reset it, and the client would lose our
-    answer; clients that watch for an early answer (curl) stop sending."""
-    body = response.get_data()
-    stream = request_body()
-
-    def drain():
-        yield body
-        left = limit
-        try:
-            while left > 0 and (chunk := stream.read(min(READ_SIZE, left))):
-                left -= len(chunk)
-        except Exception:  # a client that hangs up mid-body is fine here
-            pass
-
-    response.response = drain()
-    response.headers["Connection"] = "close"
-    return response
 
 
 class _Form:
@@ -140,7 +118,7 @@ def upload():
     # Generous: a client may still be sending a body we refused; reading it lets it see our answer.
     drain_limit = 2 * limit
     if request.content_length is not None and request.content_length > limit:
-        return _drain_then_close(error_response(_too_large(limit)), drain_limit)
+        return drain_then_close(error_response(_too_large(limit)), drain_limit)
 
     started = time.perf_counter()
     form = None
@@ -170,7 +148,7 @@ def upload():
         if form is not None:
             form.rollback()
         metrics.count_failure(error)
-        return _drain_then_close(error_response(error), drain_limit)
+        return drain_then_close(error_response(error), drain_limit)
     except BaseException:
         if form is not None:
             form.rollback()
