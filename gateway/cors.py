@@ -12,7 +12,7 @@ ALLOW_HEADERS = ("Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, 
                  "X-HTTP-Method-Override")
 EXPOSE_HEADERS = ("Location, Upload-Offset, Upload-Length, Upload-Expires, Upload-Metadata, Upload-Concat, "
                   "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, "
-                  "Content-Disposition, ETag")
+                  "Upload-File-Id, Content-Disposition, ETag")
 ALLOW_METHODS = "GET, HEAD, POST, PATCH, DELETE, OPTIONS"
 
 
