@@ -28,16 +28,25 @@ def request_body():
     return reader
 
 
+# Below this many unread bytes, the rest of a refused body is read before the
+# answer; above it, the answer goes first so a client like curl can stop
+# sending at once.
+ANSWER_FIRST_ABOVE = 32 * 1024 * 1024
+
+
 def drain_then_close(response: Response, limit: int) -> Response:
-    """Answer now, then read (and drop) what the client is still sending, up
-    to ``limit`` bytes, before the connection closes. Closing a socket with
-    unread data makes the kernel reset it, and the client would lose our
-    answer; clients that watch for an early answer (curl) stop sending."""
-    body = response.get_data()
+    """Make sure a client still sending a body we refused gets our answer.
+
+    Closing a socket with unread data makes the kernel reset it and the
+    client loses the answer, so the rest of the body (up to ``limit`` bytes)
+    is read and dropped. Usually that happens before answering: gunicorn's
+    threaded worker does not notice a next request that arrived while it was
+    still reading this body, so a client that read an early answer and sent
+    its next request on the same connection would wait for nothing. Only a
+    large remainder is answered first (curl stops sending when it sees it)."""
     stream = request_body()
 
     def drain():
-        yield body
         left = limit
         try:
             while left > 0 and (chunk := stream.read(min(READ_SIZE, left))):
@@ -45,6 +54,16 @@ def drain_then_close(response: Response, limit: int) -> Response:
         except Exception:  # a client that hangs up mid-body is fine here
             pass
 
-    response.response = drain()
+    remaining = getattr(stream, "length", None)  # gunicorn's Content-Length reader
+    if remaining is None or remaining <= ANSWER_FIRST_ABOVE:
+        drain()
+        return response
+    body = response.get_data()
+
+    def answer_then_drain():
+        yield body
+        drain()
+
+    response.response = answer_then_drain()
     response.headers["Connection"] = "close"
     return response

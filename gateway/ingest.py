@@ -101,15 +101,17 @@ class Ingest:
     def start(self, original_name: str, declared_type: str = "") -> Upload:
         return Upload(self, original_name, declared_type)
 
-    def check_head(self, original_name: str, declared_type: str, head: bytes, size: int) -> None:
+    def check_head(self, original_name: str, declared_type: str, head: bytes, size: int) -> bool:
         """Judge a file from its head and its announced size before the rest
-        has arrived; raises Refused if the rules already refuse it."""
+        has arrived. Raises Refused if the rules refuse it; returns whether
+        they could decide (False: a rule wanted more of the head than this)."""
         validation = self.services.start_validation(sanitize(original_name), declared_type,
                                                     len(head), declared_size=size)
         validation.feed(head)
         verdict = validation.finish(size, self.validator_timeout)
-        if not verdict.accepted:
+        if not verdict.accepted and not verdict.head_incomplete:
             raise refusal(verdict, sanitize(original_name))
+        return not verdict.head_incomplete
 
     def adopt(self, file_id: str, path: Path, original_name: str, declared_type: str,
               expires_at: datetime | None = None) -> FileRow:

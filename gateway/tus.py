@@ -9,56 +9,26 @@ from then on.
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
 import secrets
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from werkzeug.exceptions import ClientDisconnected
 
-from gateway import metrics
 from gateway.background import Periodic
-from gateway.body import READ_SIZE, drain_then_close, request_body
+from gateway.body import drain_then_close
 from gateway.errors import error_response
-from gateway.ingest import ingest, stored_name, too_large
+from gateway.ingest import stored_name, too_large
 from gateway.names import extension, sanitize
 from gateway.services import services
 from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
-                                  parse_checksum, parse_concat, parse_metadata, parse_size, read_metadata)
-from gateway.tus_store import Locked, TusStore, TusUpload
-from protos.errors import InvalidInput, NotFound, Refused, UploadError
+                                  parse_concat, parse_metadata, parse_size, read_metadata)
+from gateway.tus_store import TusStore, TusUpload, WriteLocked
+from gateway.tus_write import append, complete, live, max_size, store
+from protos.errors import Forbidden, InvalidInput, Locked, Refused, UploadError
 
-log = logging.getLogger("upload.tus")
 bp = Blueprint("tus", __name__, url_prefix="/tus")
-
-
-class Gone(UploadError):
-    http_status = 410
-    default_message = "This upload has ended (finished and forgotten, terminated, refused or expired)."
-
-
-class Forbidden(UploadError):
-    http_status = 403
-
-
-class Conflict(UploadError):
-    http_status = 409
-
-
-class LockedError(UploadError):
-    http_status = 423
-    default_message = "Another request is writing this upload; try again when it has finished."
-
-
-def store() -> TusStore:
-    return current_app.extensions["tus"]
-
-
-def _max_size() -> int:
-    return services().policy().max_file_size
 
 
 # --- every response ---
@@ -121,19 +91,6 @@ def _empty(status: int) -> Response:
     return response
 
 
-def _live(upload_id: str) -> TusUpload:
-    """The upload, or 404 (never existed / forgotten) or 410 (ended)."""
-    upload = store().get(upload_id) if len(upload_id) == 32 else None
-    if upload is None:
-        raise NotFound("There is no upload at this address.")
-    if upload.state in ("refused", "terminated", "expired"):
-        if upload.state == "refused" and upload.error:
-            body = json.loads(upload.error)
-            raise Gone(f"This upload was refused: {body['error']}")
-        raise Gone()
-    return upload
-
-
 # --- discovery ---
 
 @bp.route("/", methods=["OPTIONS"], strict_slashes=False)
@@ -144,7 +101,7 @@ def options(upload_id: str | None = None):
     response.headers["Tus-Extension"] = ",".join(EXTENSIONS)
     response.headers["Tus-Checksum-Algorithm"] = ",".join(CHECKSUMS)
     try:
-        response.headers["Tus-Max-Size"] = str(_max_size())
+        response.headers["Tus-Max-Size"] = str(max_size())
     except UploadError:
         pass  # the validator is down: no limit to announce, uploads will get 503
     return response
@@ -167,7 +124,7 @@ def create():
             raise InvalidInput("A final concatenation takes its length from its partial uploads.")
     elif (length is None) == (deferred is None):
         raise InvalidInput("Send exactly one of Upload-Length and Upload-Defer-Length: 1.")
-    limit = _max_size()
+    limit = max_size()
     if length is not None and length > limit:
         raise too_large(limit, meta.original_name or None)
     is_partial = concat is not None and concat[0] == "partial"
@@ -187,7 +144,7 @@ def create():
     response = _empty(201)
     response.headers["Location"] = url_for("tus.resource", upload_id=upload_id)
     if request.headers.get("Content-Type") == PATCH_TYPE:  # creation-with-upload
-        _append(upload, 0)
+        append(upload, 0)
         upload = store().get(upload_id)
         response.headers["Upload-Offset"] = str(upload.offset)
         if upload.file_id:
@@ -231,7 +188,7 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
         store().save(upload, "offset")
         response = _empty(201)
         response.headers["Location"] = url_for("tus.resource", upload_id=upload.id)
-        _complete(upload)
+        complete(upload)
     for part in parts:
         store().drop_bytes(part)
         store().forget(part.id)
@@ -242,12 +199,12 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
 
 @bp.route("/<upload_id>", methods=["HEAD"])
 def resource(upload_id: str):
-    return _upload_headers(_live(upload_id), _empty(200))
+    return _upload_headers(live(upload_id), _empty(200))
 
 
 @bp.route("/<upload_id>", methods=["PATCH"])
 def patch(upload_id: str):
-    upload = _live(upload_id)
+    upload = live(upload_id)
     if upload.is_final:
         raise Forbidden("A final concatenated upload cannot be written to.")
     if request.mimetype != PATCH_TYPE:
@@ -257,21 +214,21 @@ def patch(upload_id: str):
     offset = parse_size(request.headers.get("Upload-Offset"), "Upload-Offset")
     if offset is None:
         raise InvalidInput("A PATCH must say its Upload-Offset.")
-    _append(upload, offset)
+    append(upload, offset)
     return _upload_headers(store().get(upload_id), _empty(204))
 
 
 @bp.route("/<upload_id>", methods=["DELETE"])
 def terminate(upload_id: str):
-    upload = _live(upload_id)
+    upload = live(upload_id)
     try:
         with store().writing(upload, wait=5):
             store().drop_bytes(upload)
             upload.state = "terminated"
             upload.expires_at = store().expiry()
             store().save(upload, "state", "expires_at")
-    except Locked:
-        raise LockedError() from None
+    except WriteLocked:
+        raise Locked() from None
     return _empty(204)
 
 
@@ -287,139 +244,6 @@ def method_override(upload_id: str):
 
 
 # --- writing ---
-
-def _append(upload: TusUpload, offset: int) -> None:
-    """Write the request body at ``offset`` under the upload's lock; move the
-    stored offset only after the bytes are on disk."""
-    try:
-        with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as handle:
-            upload = _live(upload.id)  # fresh: another request may have moved it meanwhile
-            if upload.finished_bytes and not upload.is_partial and upload.state == "complete":
-                if offset != upload.offset:
-                    raise Conflict(f"The upload is complete at offset {upload.offset}.")
-                return
-            if offset != upload.offset:
-                raise Conflict(f"Upload-Offset is {offset} but the upload is at {upload.offset}; "
-                               "ask with HEAD and resume from there.")
-            _take_length(upload)
-            _write_body(upload, handle)
-    except Locked:
-        raise LockedError() from None
-
-
-def _take_length(upload: TusUpload) -> None:
-    length = parse_size(request.headers.get("Upload-Length"), "Upload-Length")
-    if length is None:
-        return
-    if upload.length is not None:
-        if length != upload.length:
-            raise InvalidInput("Upload-Length cannot change once it is set.")
-        return
-    limit = _max_size()
-    if length > limit:
-        raise too_large(limit, upload.original_name or None)
-    if length < upload.offset:
-        raise InvalidInput("Upload-Length is smaller than what has already been sent.")
-    upload.length = length
-    store().save(upload, "length")
-
-
-def _write_body(upload: TusUpload, handle) -> None:
-    start = upload.offset
-    limit = upload.length if upload.length is not None else _max_size()
-    declared = request.content_length
-    if declared is not None and start + declared > limit:
-        raise _over(upload, limit)
-    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    head_at = _head_threshold(upload)
-    handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
-    handle.seek(start)
-    body, written = request_body(), 0
-    while True:
-        try:
-            chunk = body.read(READ_SIZE)
-        except (ClientDisconnected, OSError):
-            chunk = b""  # keep what arrived; the client resumes from the stored offset
-        if not chunk:
-            break
-        if start + written + len(chunk) > limit:
-            handle.truncate(start)
-            raise _over(upload, limit)
-        handle.write(chunk)
-        written += len(chunk)
-        if checksum:
-            checksum[0].update(chunk)
-        if head_at is not None and start + written >= head_at:
-            _judge_head(upload, handle, head_at)
-            head_at = None
-    if checksum and checksum[0].digest() != checksum[1]:
-        handle.truncate(start)
-        raise ChecksumMismatch()
-    os.fsync(handle.fileno())
-    upload.offset = start + written
-    upload.expires_at = store().expiry()
-    store().save(upload, "offset", "expires_at")
-    if upload.length is not None and upload.offset == upload.length:
-        if not upload.head_checked:
-            _judge_head(upload, handle, upload.length)
-        if not upload.is_partial:
-            _complete(upload)
-
-
-def _over(upload: TusUpload, limit: int) -> UploadError:
-    if upload.length is not None and limit == upload.length:
-        return TooLong(f"The upload is {upload.length} bytes long; this PATCH would pass its end.")
-    return too_large(limit, upload.original_name or None)
-
-
-class TooLong(UploadError):
-    http_status = 413
-
-
-def _head_threshold(upload: TusUpload) -> int | None:
-    """Where in the file the validator gets to see the head (None: not yet,
-    or never early: partial uploads and unknown lengths)."""
-    if upload.head_checked or upload.length is None:
-        return None
-    return min(upload.length, services().policy().head_bytes)
-
-
-def _judge_head(upload: TusUpload, handle, size: int) -> None:
-    head = os.pread(handle.fileno(), size, 0)
-    try:
-        ingest().check_head(upload.original_name, upload.declared_type, head, upload.length)
-    except Refused as refusal:
-        _refuse(upload, refusal)
-        raise
-    upload.head_checked = True
-    store().save(upload, "head_checked")
-
-
-def _complete(upload: TusUpload) -> None:
-    expires_at = None
-    if upload.expires_in:
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=upload.expires_in)
-    try:
-        row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
-                             expires_at)
-    except Refused as refusal:
-        _refuse(upload, refusal)
-        raise
-    metrics.count_stored([row], 0.0)
-    upload.state, upload.file_id = "complete", row.id
-    upload.expires_at = store().expiry()
-    store().save(upload, "state", "file_id", "expires_at")
-
-
-def _refuse(upload: TusUpload, refusal: Refused) -> None:
-    store().drop_bytes(upload)
-    upload.state = "refused"
-    upload.error = json.dumps({"error": refusal.message, "code": refusal.code})
-    upload.expires_at = store().expiry()
-    store().save(upload, "state", "error", "expires_at")
-    metrics.count_failure(refusal)
-    log.info("tus upload %s refused: %s", upload.id, refusal.code)
-
 
 def init_app(app) -> None:
     tus = TusStore(app.extensions["files"].engine, app.extensions["storage"], app.config["TUS_EXPIRY"])

@@ -75,7 +75,7 @@ class TusUpload:
         return self.length is not None and self.offset == self.length
 
 
-class Locked(Exception):
+class WriteLocked(Exception):
     """Another request is writing this upload."""
 
 
@@ -131,7 +131,7 @@ class TusStore:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise Locked() from None
+                        raise WriteLocked() from None
                     time.sleep(0.05)
             with os.fdopen(os.dup(fd), "r+b", buffering=0) as handle:
                 yield handle
@@ -162,6 +162,6 @@ class TusStore:
                     upload.state, upload.expires_at = "expired", self.expiry()
                     self.save(upload, "state", "expires_at")
                     done += 1
-            except Locked:
+            except WriteLocked:
                 continue  # a request is writing it right now: not abandoned after all
         return done

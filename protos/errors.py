@@ -34,6 +34,10 @@ class TooLarge(UploadError):
     default_message = "The file is larger than the service accepts."
 
 
+class TooLong(TooLarge):
+    """More bytes than the upload announced (tus: past Upload-Length)."""
+
+
 class UnsupportedType(UploadError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     http_status = 415
@@ -44,6 +48,32 @@ class NotFound(UploadError):
     grpc_code = grpc.StatusCode.NOT_FOUND
     http_status = 404
     default_message = "Nothing is stored under that name."
+
+
+class Forbidden(UploadError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    default_message = "This is not allowed."
+
+
+class Conflict(UploadError):
+    """The request is out of step with the resource (a tus offset that moved)."""
+
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 409
+    default_message = "The resource changed; read it again and retry."
+
+
+class Locked(UploadError):
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 423
+    default_message = "Another request is writing this resource; try again when it has finished."
+
+
+class Gone(UploadError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 410
+    default_message = "This is no longer available."
 
 
 class Unavailable(UploadError):

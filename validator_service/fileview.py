@@ -60,6 +60,8 @@ class FileView:
         self.complete = False
         # Set by the image rule when the head holds a readable image header.
         self.image_size: tuple[int, int] | None = None
+        # Some rule asked for bytes the caller chose not to send (see `end`).
+        self.head_incomplete = False
 
     def _pull(self) -> None:
         message = next(self._requests, None)
@@ -87,6 +89,8 @@ class FileView:
         n = min(n, self._max_head)
         while len(self._buffer) < n and not self.complete:
             self._pull()
+        if len(self._buffer) < n and self.bytes_read < self._counted_size():
+            self.head_incomplete = True
         return bytes(self._buffer[:n])
 
     def _counted_size(self) -> int:

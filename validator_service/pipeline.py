@@ -60,4 +60,5 @@ def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView) -> validator
         bytes_read=file.bytes_read,
         decisions=decisions,
         is_image=bool(accepted and file_type and file_type.image),
+        head_incomplete=file.head_incomplete,
     )

@@ -1,6 +1,8 @@
 // The upload page: drop zone, upload queue with progress, result cards and the
 // list of recent uploads. Plain modern JS, no build step, no external assets.
 // Every rule the page checks (allowed types, size limit) comes from GET /policy.
+// Large files go through tus (resumable: pause, resume, survive a reload or a dropped
+// network) with tus-js-client, which the gateway serves from node_modules at /vendor/.
 "use strict";
 
 (() => {
@@ -13,6 +15,9 @@
   /** Records per page of "Recent uploads" (the API allows up to 200). */
   const RECENT_PAGE = 20;
   const RECENT_MAX = 200;
+  /** Delays (ms) before tus-js-client tries a failed request again (network, 5xx, 409, 423). */
+  const TUS_RETRY_DELAYS = [0, 1000, 3000, 5000, 10000];
+  const TUS_VERSION = "1.0.0";
 
   // ------------------------------------------------------------------ helpers
 
@@ -226,9 +231,177 @@
     return { abort: () => xhr.abort() };
   }
 
-  /** The transport for a file; large files will go through tus once it lands. */
-  function transportFor(/* file */) {
-    return uploadMultipart;
+  /** tus-js-client (window.tus), when /vendor/tus.min.js loaded and this browser can use it. */
+  function tusLibrary() {
+    const lib = window.tus;
+    return lib && lib.isSupported && typeof lib.Upload === "function" ? lib : null;
+  }
+
+  /** The policy's tus settings, or null when files cannot go through tus right now. */
+  function tusSettings() {
+    const t = policy && policy.tus;
+    if (!tusLibrary() || !t || typeof t.endpoint !== "string" || !(Number(t.chunk_size) > 0)) return null;
+    return { endpoint: t.endpoint, chunkSize: Number(t.chunk_size) };
+  }
+
+  /**
+   * The transport for a file: files larger than one tus chunk go through tus, so they can be
+   * paused and resumed; smaller ones in one multipart request, which is quicker for them.
+   */
+  function transportFor(file) {
+    const t = tusSettings();
+    return t && file.size > t.chunkSize ? uploadTus : uploadMultipart;
+  }
+
+  /** A failed tus upload as {message, code, status}: the server's own sentence when it sent one. */
+  function tusErrorInfo(error) {
+    const res = error && error.originalResponse;
+    if (res) {
+      const xhr = typeof res.getUnderlyingObject === "function" ? res.getUnderlyingObject() : null;
+      return errorFromBody(res.getStatus(), (xhr && xhr.statusText) || "", res.getBody());
+    }
+    if (error && error.originalRequest) {
+      return {
+        message: "The connection was lost before the upload finished. Check your connection and try again.",
+        code: "network", status: 0,
+      };
+    }
+    // No request involved: the browser could not read the file.
+    return {
+      message: "The file could not be read; it may have been moved or changed since it was chosen. Choose it again.",
+      code: "file_unreadable", status: -1,
+    };
+  }
+
+  /** GET /files/<id>, tried again a few times when the server cannot be reached or fails. */
+  async function fetchRecord(id) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await requestJSON(`/files/${encodeURIComponent(id)}`);
+      } catch (error) {
+        if (attempt >= 3 || (error.status >= 400 && error.status < 500)) throw error;
+        await sleep(500 * 2 ** attempt);
+      }
+    }
+  }
+
+  /**
+   * Sends one file with tus (POST /tus/, then PATCHes of policy.tus.chunk_size bytes).
+   * The same callbacks as uploadMultipart, plus onStatus(text) for "trying again" and the like,
+   * and onResumed(uploadUrl) when it carries on with an upload an earlier page left unfinished.
+   * Returns a handle with abort() (which also deletes the upload on the server), pause() and resume().
+   */
+  function uploadTus(file, callbacks) {
+    const { endpoint, chunkSize } = tusSettings();
+    let fileId = null;
+    let stopped = false; // paused or cancelled
+    let sentAll = false;
+    let onlineWait = null;
+
+    const stopWaitingForNetwork = () => {
+      if (onlineWait) window.removeEventListener("online", onlineWait);
+      onlineWait = null;
+    };
+
+    const upload = new window.tus.Upload(file, {
+      endpoint,
+      chunkSize,
+      retryDelays: TUS_RETRY_DELAYS,
+      metadata: { filename: file.name, filetype: file.type || "application/octet-stream" },
+      removeFingerprintOnSuccess: true,
+      onShouldRetry(error) {
+        // tus-js-client's own rule (no 4xx but 409 and 423; not while offline), saying so on the page.
+        const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+        const retry = (status < 400 || status >= 500 || status === 409 || status === 423) && navigator.onLine !== false;
+        if (retry && !stopped) {
+          if (status === 0) callbacks.onStatus("The connection was interrupted; trying again…");
+          else if (status >= 500) callbacks.onStatus(`The server answered ${status}; trying again…`);
+        }
+        return retry;
+      },
+      onAfterResponse(_req, res) {
+        // The last PATCH of a finished upload (or a HEAD on it) names the stored file.
+        const id = res.getHeader("Upload-File-Id");
+        if (id) fileId = id;
+      },
+      onProgress(sent, total) {
+        if (stopped) return;
+        callbacks.onProgress(sent, total);
+        if (sent < total) {
+          sentAll = false;
+        } else if (!sentAll) {
+          sentAll = true;
+          callbacks.onSent();
+        }
+      },
+      onSuccess(payload) {
+        const last = payload && payload.lastResponse;
+        const id = fileId || (last && last.getHeader("Upload-File-Id"));
+        if (!id) {
+          callbacks.onError({
+            message: "The upload finished, but the server did not say which file it stored. Please try again.",
+            code: "", status: 502,
+          });
+          return;
+        }
+        fetchRecord(id).then(callbacks.onSuccess, (error) => callbacks.onError({
+          message: `The file was stored, but its details could not be loaded: ${error.message}`,
+          code: error.code || "", status: -1,
+        }));
+      },
+      onError(error) {
+        if (stopped) return;
+        const info = tusErrorInfo(error);
+        if (info.status === 0 && navigator.onLine === false) {
+          // Offline: carry on by itself as soon as the browser is back online.
+          callbacks.onStatus("Offline. The upload continues when the connection is back.");
+          stopWaitingForNetwork();
+          onlineWait = () => {
+            stopWaitingForNetwork();
+            if (!stopped) upload.start();
+          };
+          window.addEventListener("online", onlineWait);
+          return;
+        }
+        callbacks.onError(info);
+      },
+    });
+
+    // An upload of this very file that an earlier page (or a failed try) left unfinished
+    // carries on where the server is; the newest one if there are several.
+    const ready = upload.findPreviousUploads().then((previous) => {
+      const usable = previous.filter((entry) => entry.uploadUrl);
+      usable.sort((a, b) => String(b.creationTime || "").localeCompare(String(a.creationTime || "")));
+      if (usable.length) {
+        upload.resumeFromPreviousUpload(usable[0]);
+        if (callbacks.onResumed) callbacks.onResumed(usable[0].uploadUrl);
+      }
+    }).catch(() => {});
+    const go = () => ready.then(() => {
+      if (!stopped) upload.start();
+    });
+    go();
+
+    return {
+      pause() {
+        stopped = true;
+        stopWaitingForNetwork();
+        upload.abort(); // keeps the upload's URL: start() asks the server for its offset
+      },
+      resume() {
+        stopped = false;
+        sentAll = false;
+        go();
+      },
+      abort() {
+        stopped = true;
+        stopWaitingForNetwork();
+        upload.abort(true).catch(() => {}); // also deletes what the server has
+      },
+      get url() {
+        return upload.url;
+      },
+    };
   }
 
   /** Upload speed over the last few seconds. */
@@ -267,6 +440,7 @@
     queued: "Waiting",
     uploading: "Uploading",
     processing: "Checking",
+    paused: "Paused",
     done: "Uploaded",
     failed: "Not uploaded",
     cancelled: "Cancelled",
@@ -277,13 +451,20 @@
     item.state = state;
     item.el.dataset.state = state;
     slot(item.el, "badge").textContent = BADGES[state];
+    updateActions(item);
+    slot(item.el, "progress-row").hidden = !["queued", "uploading", "processing", "paused"].includes(state);
+    updateSummary();
+  }
+
+  function updateActions(item) {
+    const state = item.state;
     // Once every byte is sent the server is judging the file: cancelling then would leave
     // it unclear whether it was stored, so the button goes away.
-    action(item.el, "cancel").hidden = !(state === "queued" || state === "uploading");
+    action(item.el, "cancel").hidden = !(state === "queued" || state === "uploading" || state === "paused");
+    action(item.el, "pause").hidden = !(state === "uploading" && item.handle && item.handle.pause);
+    action(item.el, "resume").hidden = state !== "paused";
     action(item.el, "dismiss").hidden = !(state === "failed" || state === "cancelled");
     action(item.el, "retry").hidden = !(state === "cancelled" || (state === "failed" && item.retryable));
-    slot(item.el, "progress-row").hidden = !(state === "queued" || state === "uploading" || state === "processing");
-    updateSummary();
   }
 
   function updateSummary() {
@@ -293,19 +474,21 @@
     const done = count("done", "deleted");
     const failed = count("failed");
     const sending = count("uploading", "processing");
+    const paused = count("paused");
     const queued = count("queued");
     const parts = [`${done} of ${visible.length} uploaded`];
     if (sending) parts.push(`${sending} uploading`);
+    if (paused) parts.push(`${paused} paused`);
     if (queued) parts.push(`${queued} waiting`);
     if (failed) parts.push(`${failed} not uploaded`);
     queueSummary.textContent = parts.join(" · ");
-    clearFinished.hidden = visible.length === sending + queued;
+    clearFinished.hidden = visible.length === sending + paused + queued;
   }
 
   function createItem(file) {
     const el = itemTemplate.content.firstElementChild.cloneNode(true);
     const id = `item-${nextItemId++}`;
-    const item = { id, file, el, state: "queued", record: null, handle: null, retryable: false };
+    const item = { id, file, el, state: "queued", record: null, handle: null, retryable: false, holdsSlot: false };
     el.id = id;
     const name = slot(el, "name");
     name.id = `${id}-name`;
@@ -321,11 +504,17 @@
     const error = slot(el, "error");
     error.id = `${id}-error`;
     action(el, "retry").setAttribute("aria-describedby", error.id);
+    action(el, "pause").setAttribute("aria-describedby", progressText.id);
+    action(el, "resume").setAttribute("aria-describedby", progressText.id);
     action(el, "dismiss").setAttribute("aria-describedby", error.id);
     action(el, "cancel").setAttribute("aria-label", `Cancel upload of ${file.name}`);
+    action(el, "pause").setAttribute("aria-label", `Pause upload of ${file.name}`);
+    action(el, "resume").setAttribute("aria-label", `Resume upload of ${file.name}`);
     action(el, "retry").setAttribute("aria-label", `Try uploading ${file.name} again`);
     action(el, "dismiss").setAttribute("aria-label", `Remove ${file.name} from this list`);
     action(el, "cancel").addEventListener("click", () => cancel(item));
+    action(el, "pause").addEventListener("click", () => pause(item));
+    action(el, "resume").addEventListener("click", () => resume(item));
     action(el, "retry").addEventListener("click", () => retry(item));
     action(el, "dismiss").addEventListener("click", () => dismiss(item));
     action(el, "copy").addEventListener("click", () => copyLink(item));
@@ -360,10 +549,20 @@
     }
   }
 
+  /** Gives back the item's place among the CONCURRENCY uploads (once). */
+  function releaseSlot(item) {
+    if (!item.holdsSlot) return;
+    item.holdsSlot = false;
+    running -= 1;
+  }
+
   function start(item) {
     running += 1;
+    item.holdsSlot = true;
     item.finished = false;
-    const meter = new SpeedMeter();
+    item.meter = new SpeedMeter();
+    item.loaded = 0;
+    item.total = item.file.size;
     const progress = slot(item.el, "progress");
     const progressText = slot(item.el, "progress-text");
     let halfwayAnnounced = false;
@@ -376,7 +575,7 @@
     const settle = () => {
       if (item.finished) return false;
       item.finished = true;
-      running -= 1;
+      releaseSlot(item);
       item.handle = null;
       pump();
       return true;
@@ -385,7 +584,12 @@
     const upload = transportFor(item.file);
     item.handle = upload(item.file, {
       onProgress(loaded, total) {
+        // A tus upload whose last request failed after all its bytes went out sends them again.
+        if (item.state === "processing" && loaded < total) setState(item, "uploading");
         if (item.state !== "uploading") return;
+        const meter = item.meter;
+        item.loaded = loaded;
+        item.total = total;
         meter.add(loaded);
         const percent = total ? Math.min(100, Math.floor((loaded / total) * 100)) : 0;
         progress.value = percent;
@@ -400,6 +604,13 @@
           halfwayAnnounced = true;
           announce(`${item.file.name}: half uploaded.`);
         }
+      },
+      onStatus(text) {
+        if (item.state === "uploading") progressText.textContent = text;
+      },
+      onResumed(uploadUrl) {
+        forgetUnfinished(uploadUrl);
+        if (item.state === "uploading") progressText.textContent = "Continuing where the upload stopped…";
       },
       onSent() {
         if (item.state !== "uploading") return;
@@ -418,6 +629,7 @@
         fail(item, error, retryable);
       },
     });
+    updateActions(item); // Pause, when this transport can
   }
 
   function complete(item, record) {
@@ -466,15 +678,43 @@
     const index = waiting.indexOf(item);
     if (index >= 0) waiting.splice(index, 1);
     if (item.handle) item.handle.abort();
-    if (item.state === "uploading") {
+    if (item.state === "uploading" || item.state === "paused") {
       item.finished = true;
-      running -= 1;
+      releaseSlot(item);
       item.handle = null;
     }
     setState(item, "cancelled");
     announce(`Upload of ${item.file.name} cancelled.`);
     action(item.el, "retry").focus();
     pump();
+  }
+
+  /** Stops sending a tus upload; the server keeps what it has, and Resume carries on from there.
+   * A paused upload gives its place to the next file in the queue. */
+  function pause(item) {
+    if (item.state !== "uploading" || !item.handle || !item.handle.pause) return;
+    item.handle.pause();
+    releaseSlot(item);
+    setState(item, "paused");
+    const percent = item.total ? Math.min(99, Math.floor((item.loaded / item.total) * 100)) : 0;
+    slot(item.el, "progress-text").textContent =
+      `Paused at ${percent}% · ${humanSize(item.loaded)} of ${humanSize(item.total)} sent`;
+    announce(`Upload of ${item.file.name} paused.`);
+    action(item.el, "resume").focus();
+    pump();
+  }
+
+  function resume(item) {
+    if (item.state !== "paused" || !item.handle) return;
+    // An explicit resume goes now, even if that makes one more than CONCURRENCY for a while.
+    running += 1;
+    item.holdsSlot = true;
+    item.meter = new SpeedMeter();
+    setState(item, "uploading");
+    slot(item.el, "progress-text").textContent = "Resuming…";
+    item.handle.resume();
+    announce(`Resuming upload of ${item.file.name}.`);
+    action(item.el, "pause").focus();
   }
 
   function retry(item) {
@@ -518,7 +758,7 @@
   }
 
   window.addEventListener("beforeunload", (event) => {
-    if (items.some((item) => ["queued", "uploading", "processing"].includes(item.state))) {
+    if (items.some((item) => ["queued", "uploading", "processing", "paused"].includes(item.state))) {
       event.preventDefault();
       event.returnValue = "";
     }
@@ -751,6 +991,67 @@
   $("#recent-refresh").addEventListener("click", () => refreshRecent());
   recentMore.addEventListener("click", () => refreshRecent({ more: true }));
 
+  // ------------------------------------------------------ unfinished uploads
+
+  const unfinishedBox = $("#unfinished");
+  const unfinishedText = $("#unfinished-text");
+  const unfinishedList = $("#unfinished-list");
+
+  function updateUnfinished() {
+    const count = unfinishedList.childElementCount;
+    unfinishedBox.hidden = count === 0;
+    unfinishedText.textContent = count === 1
+      ? "An upload did not finish. Choose the same file again to continue where it stopped:"
+      : "Some uploads did not finish. Choose the same files again to continue where they stopped:";
+  }
+
+  function forgetUnfinished(uploadUrl) {
+    for (const li of Array.from(unfinishedList.children)) {
+      if (li.dataset.uploadUrl === uploadUrl) li.remove();
+    }
+    updateUnfinished();
+  }
+
+  /** Lists the tus uploads an earlier visit left unfinished (tus-js-client keeps their URLs in
+   * localStorage); ones the server no longer has are forgotten. */
+  async function showUnfinished() {
+    const lib = tusLibrary();
+    const storage = lib && lib.defaultOptions && lib.defaultOptions.urlStorage;
+    if (!storage || typeof storage.findAllUploads !== "function") return;
+    let entries;
+    try {
+      entries = await storage.findAllUploads();
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      if (!entry.uploadUrl) continue;
+      let response;
+      try {
+        response = await fetch(entry.uploadUrl, {
+          method: "HEAD", headers: { "Tus-Resumable": TUS_VERSION }, credentials: "same-origin", cache: "no-store",
+        });
+      } catch {
+        continue;
+      }
+      if (response.status === 404 || response.status === 410) {
+        storage.removeUpload(entry.urlStorageKey).catch(() => {});
+        continue;
+      }
+      const offset = Number(response.headers.get("Upload-Offset"));
+      const length = Number(response.headers.get("Upload-Length"));
+      if (!response.ok || !(offset < length)) continue;
+      // One this page has taken up again meanwhile is not "unfinished".
+      if (items.some((item) => item.handle && item.handle.url === entry.uploadUrl)) continue;
+      const name = (entry.metadata && entry.metadata.filename) || "A file";
+      const li = document.createElement("li");
+      li.dataset.uploadUrl = entry.uploadUrl;
+      li.textContent = `${name}: ${humanSize(offset)} of ${humanSize(length)} sent`;
+      unfinishedList.append(li);
+    }
+    updateUnfinished();
+  }
+
   // ------------------------------------------------------- picking and dropping
 
   const dropzone = $("#dropzone");
@@ -840,4 +1141,5 @@
 
   loadPolicy();
   refreshRecent();
+  showUnfinished();
 })();

@@ -277,3 +277,22 @@ def test_nothing_may_follow_end(validator):
 def test_policy_tells_callers_how_much_head_to_send(validator):
     policy = validator_pb2_grpc.ValidatorStub(validator.channel).GetPolicy(validator_pb2.GetPolicyRequest())
     assert policy.head_bytes == Settings().max_head
+
+
+def test_a_verdict_on_a_short_head_says_so(validator):
+    """A JPEG whose frame header lies past the part the caller sent: the image
+    rule could not read it, and the verdict says the head was incomplete."""
+    stub = validator_pb2_grpc.ValidatorStub(validator.channel)
+    data = encode(Image.new("RGB", (320, 240), "purple"), "JPEG", icc_profile=b"\0" * (200 * 1024))
+    verdict = stub.Validate(prefix_then_end("icc.jpg", data[:64 * 1024], len(data)), timeout=10)
+    assert verdict.head_incomplete and not verdict.accepted
+    verdict = stub.Validate(prefix_then_end("icc.jpg", data, len(data)), timeout=10)
+    assert verdict.accepted and not verdict.head_incomplete
+
+
+def test_a_refusal_from_a_sufficient_head_is_complete(validator):
+    stub = validator_pb2_grpc.ValidatorStub(validator.channel)
+    head = MZ_HEADER.ljust(64 * 1024, b"\0")
+    verdict = stub.Validate(prefix_then_end("x.jpg", head, 20 * 1024 * 1024), timeout=10)
+    assert reason_code(verdict) == "executable_content"
+    assert not verdict.head_incomplete

@@ -1,0 +1,177 @@
+"""The tus write path: bytes in under the upload's lock, the offset moved
+only once they are on disk, the head judged as soon as it has arrived, and a
+finished upload handed to the ingest pipeline."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app, request
+from werkzeug.exceptions import ClientDisconnected
+
+from gateway import metrics
+from gateway.body import READ_SIZE, request_body
+from gateway.ingest import ingest, too_large
+from gateway.services import services
+from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
+from gateway.tus_store import TusStore, TusUpload, WriteLocked
+from protos.errors import Conflict, Gone, InvalidInput, Locked, NotFound, Refused, TooLong, UploadError
+
+log = logging.getLogger("upload.tus")
+
+
+def store() -> TusStore:
+    return current_app.extensions["tus"]
+
+
+def max_size() -> int:
+    return services().policy().max_file_size
+
+
+def live(upload_id: str) -> TusUpload:
+    """The upload, or 404 (never existed / forgotten) or 410 (ended)."""
+    upload = store().get(upload_id) if len(upload_id) == 32 else None
+    if upload is None:
+        raise NotFound("There is no upload at this address.")
+    if upload.state in ("refused", "terminated", "expired"):
+        if upload.state == "refused" and upload.error:
+            body = json.loads(upload.error)
+            raise Gone(f"This upload was refused: {body['error']}")
+        raise Gone()
+    return upload
+
+
+def append(upload: TusUpload, offset: int) -> None:
+    """Write the request body at ``offset`` under the upload's lock; move the
+    stored offset only after the bytes are on disk."""
+    try:
+        with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as handle:
+            upload = live(upload.id)  # fresh: another request may have moved it meanwhile
+            if upload.finished_bytes and not upload.is_partial and upload.state == "complete":
+                if offset != upload.offset:
+                    raise Conflict(f"The upload is complete at offset {upload.offset}.")
+                return
+            if offset != upload.offset:
+                raise Conflict(f"Upload-Offset is {offset} but the upload is at {upload.offset}; "
+                               "ask with HEAD and resume from there.")
+            _take_length(upload)
+            _write_body(upload, handle)
+    except WriteLocked:
+        raise Locked() from None
+
+
+def _take_length(upload: TusUpload) -> None:
+    length = parse_size(request.headers.get("Upload-Length"), "Upload-Length")
+    if length is None:
+        return
+    if upload.length is not None:
+        if length != upload.length:
+            raise InvalidInput("Upload-Length cannot change once it is set.")
+        return
+    limit = max_size()
+    if length > limit:
+        raise too_large(limit, upload.original_name or None)
+    if length < upload.offset:
+        raise InvalidInput("Upload-Length is smaller than what has already been sent.")
+    upload.length = length
+    store().save(upload, "length")
+
+
+def _write_body(upload: TusUpload, handle) -> None:
+    start = upload.offset
+    limit = upload.length if upload.length is not None else max_size()
+    declared = request.content_length
+    if declared is not None and start + declared > limit:
+        raise _over(upload, limit)
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    checkpoints = _head_checkpoints(upload, start)
+    handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
+    handle.seek(start)
+    body, written = request_body(), 0
+    while True:
+        try:
+            chunk = body.read(READ_SIZE)
+        except (ClientDisconnected, OSError):
+            chunk = b""  # keep what arrived; the client resumes from the stored offset
+        if not chunk:
+            break
+        if start + written + len(chunk) > limit:
+            handle.truncate(start)
+            raise _over(upload, limit)
+        handle.write(chunk)
+        written += len(chunk)
+        if checksum:
+            checksum[0].update(chunk)
+        while checkpoints and start + written >= checkpoints[0]:
+            _judge_head(upload, handle, checkpoints.pop(0))
+            if upload.head_checked:
+                checkpoints = []
+    if checksum and checksum[0].digest() != checksum[1]:
+        handle.truncate(start)
+        raise ChecksumMismatch()
+    os.fsync(handle.fileno())
+    upload.offset = start + written
+    upload.expires_at = store().expiry()
+    store().save(upload, "offset", "expires_at")
+    if upload.length is not None and upload.offset == upload.length and not upload.is_partial:
+        complete(upload)  # the full validation; no separate look at the head needed
+
+
+def _over(upload: TusUpload, limit: int) -> UploadError:
+    if upload.length is not None and limit == upload.length:
+        return TooLong(f"The upload is {upload.length} bytes long; this PATCH would pass its end.")
+    return too_large(limit, upload.original_name or None)
+
+
+# The head is judged first from this much (enough for every built-in rule on
+# ordinary files), and again from the policy's full head if a rule wanted more.
+EARLY_HEAD = 64 * 1024
+
+
+def _head_checkpoints(upload: TusUpload, start: int) -> list[int]:
+    """Offsets past ``start`` at which the validator gets to see the head
+    (none for partial uploads, unknown lengths, or once it has decided)."""
+    if upload.head_checked or upload.length is None:
+        return []
+    full = min(upload.length, services().policy().head_bytes)
+    return sorted(p for p in {min(upload.length, EARLY_HEAD), full} if p > start)
+
+
+def _judge_head(upload: TusUpload, handle, size: int) -> None:
+    head = os.pread(handle.fileno(), size, 0)
+    try:
+        decided = ingest().check_head(upload.original_name, upload.declared_type, head, upload.length)
+    except Refused as refusal:
+        _refuse(upload, refusal)
+        raise
+    if decided or size >= min(upload.length, services().policy().head_bytes):
+        upload.head_checked = True  # otherwise: again at the next checkpoint
+        store().save(upload, "head_checked")
+
+
+def complete(upload: TusUpload) -> None:
+    expires_at = None
+    if upload.expires_in:
+        expires_at = datetime.now(timezone.utc) + timedelta(seconds=upload.expires_in)
+    try:
+        row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
+                             expires_at)
+    except Refused as refusal:
+        _refuse(upload, refusal)
+        raise
+    metrics.count_stored([row], 0.0)
+    upload.state, upload.file_id = "complete", row.id
+    upload.expires_at = store().expiry()
+    store().save(upload, "state", "file_id", "expires_at")
+
+
+def _refuse(upload: TusUpload, refusal: Refused) -> None:
+    store().drop_bytes(upload)
+    upload.state = "refused"
+    upload.error = json.dumps({"error": refusal.message, "code": refusal.code})
+    upload.expires_at = store().expiry()
+    store().save(upload, "state", "error", "expires_at")
+    metrics.count_failure(refusal)
+    log.info("tus upload %s refused: %s", upload.id, refusal.code)
