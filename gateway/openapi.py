@@ -12,6 +12,7 @@ import importlib.metadata
 from flask import Blueprint, jsonify
 
 from gateway.files import MAX_PAGE
+from gateway.openapi_tus import tus_paths
 from gateway.storage import NAME_RE
 
 bp = Blueprint("openapi", __name__)
@@ -360,6 +361,7 @@ def build_spec() -> dict:
             }
         },
     }
+    paths.update(tus_paths())
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -372,6 +374,7 @@ def build_spec() -> dict:
             {"name": "files", "description": "Uploads, records, downloads and thumbnails."},
             {"name": "meta", "description": "Health, readiness, policy, metrics and this document."},
             {"name": "page", "description": "The browser page."},
+            {"name": "tus", "description": "Resumable uploads, tus 1.0.0."},
         ],
         "paths": paths,
         "components": {"schemas": schemas},

@@ -69,3 +69,13 @@ def throttle_upload(page, bytes_per_second: int) -> None:
     cdp.send("Network.emulateNetworkConditions", {
         "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second,
     })
+
+
+def emulate_offline(page, offline: bool, upload_bytes_per_second: int = -1) -> None:
+    """Take this page's network away (navigator.onLine turns false, new requests fail) or give
+    it back, through the same CDP session as throttle_upload (whose limit this replaces)."""
+    if id(page) not in _cdp_sessions:
+        throttle_upload(page, upload_bytes_per_second)
+    _cdp_sessions[id(page)].send("Network.emulateNetworkConditions", {
+        "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload_bytes_per_second,
+    })
