@@ -24,9 +24,9 @@ from gateway.names import extension, sanitize
 from gateway.services import services
 from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
-from gateway.tus_store import TusStore, TusUpload, WriteLocked
+from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
 from gateway.tus_write import append, complete, live, max_size, store
-from protos.errors import Forbidden, InvalidInput, Locked, Refused, UploadError
+from protos.errors import Forbidden, Gone, InvalidInput, Locked, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
 
@@ -220,15 +220,20 @@ def patch(upload_id: str):
 
 @bp.route("/<upload_id>", methods=["DELETE"])
 def terminate(upload_id: str):
+    """Ends the upload. A finished one's stored file stays (DELETE /files/<id> removes it)."""
     upload = live(upload_id)
-    try:
-        with store().writing(upload, wait=5):
-            store().drop_bytes(upload)
-            upload.state = "terminated"
-            upload.expires_at = store().expiry()
-            store().save(upload, "state", "expires_at")
-    except WriteLocked:
-        raise Locked() from None
+    if upload.state != "complete":
+        try:
+            with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]):
+                store().drop_bytes(upload)
+        except WriteLocked:
+            raise Locked() from None
+        except BytesGone:
+            if live(upload_id).state != "complete":
+                raise Gone() from None
+    upload.state = "terminated"
+    upload.expires_at = store().expiry()
+    store().save(upload, "state", "expires_at")
     return _empty(204)
 
 

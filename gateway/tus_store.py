@@ -75,6 +75,10 @@ class TusUpload:
         return self.length is not None and self.offset == self.length
 
 
+class BytesGone(Exception):
+    """The upload's bytes are no longer there (it ended while a request waited)."""
+
+
 class WriteLocked(Exception):
     """Another request is writing this upload."""
 
@@ -90,6 +94,9 @@ class TusStore:
         return datetime.now(timezone.utc) + self.ttl
 
     def add(self, upload: TusUpload) -> None:
+        """Record a new upload and create its (empty) file: the only place that
+        creates one, so a request for an ended upload never brings it back."""
+        os.close(os.open(self.path(upload), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
         with self.engine.begin() as conn:
             conn.execute(tus_uploads.insert().values(**asdict(upload)))
 
@@ -121,8 +128,12 @@ class TusStore:
     @contextmanager
     def writing(self, upload: TusUpload, wait: float):
         """Exclusive access to the upload's bytes: yields its file, opened for
-        writing, once no other request (in any process) holds it."""
-        fd = os.open(self.path(upload), os.O_RDWR | os.O_CREAT, 0o640)
+        writing, once no other request (in any process) holds it. Raises
+        FileNotFoundError when its bytes are gone (ended meanwhile)."""
+        try:
+            fd = os.open(self.path(upload), os.O_RDWR)
+        except FileNotFoundError:
+            raise BytesGone() from None
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -159,9 +170,11 @@ class TusStore:
             try:
                 with self.writing(upload, wait=0):
                     self.drop_bytes(upload)
-                    upload.state, upload.expires_at = "expired", self.expiry()
-                    self.save(upload, "state", "expires_at")
-                    done += 1
             except WriteLocked:
                 continue  # a request is writing it right now: not abandoned after all
+            except BytesGone:
+                pass
+            upload.state, upload.expires_at = "expired", self.expiry()
+            self.save(upload, "state", "expires_at")
+            done += 1
         return done

@@ -16,7 +16,7 @@ from gateway.body import READ_SIZE, request_body
 from gateway.ingest import ingest, too_large
 from gateway.services import services
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
-from gateway.tus_store import TusStore, TusUpload, WriteLocked
+from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
 from protos.errors import Conflict, Gone, InvalidInput, Locked, NotFound, Refused, TooLong, UploadError
 
 log = logging.getLogger("upload.tus")
@@ -35,6 +35,8 @@ def live(upload_id: str) -> TusUpload:
     upload = store().get(upload_id) if len(upload_id) == 32 else None
     if upload is None:
         raise NotFound("There is no upload at this address.")
+    if upload.state == "uploading" and upload.expires_at < datetime.now(timezone.utc):
+        raise Gone("This upload expired before it was finished.")
     if upload.state in ("refused", "terminated", "expired"):
         if upload.state == "refused" and upload.error:
             body = json.loads(upload.error)
@@ -46,13 +48,11 @@ def live(upload_id: str) -> TusUpload:
 def append(upload: TusUpload, offset: int) -> None:
     """Write the request body at ``offset`` under the upload's lock; move the
     stored offset only after the bytes are on disk."""
+    if upload.state == "complete":
+        return _already_complete(upload, offset)
     try:
         with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as handle:
             upload = live(upload.id)  # fresh: another request may have moved it meanwhile
-            if upload.finished_bytes and not upload.is_partial and upload.state == "complete":
-                if offset != upload.offset:
-                    raise Conflict(f"The upload is complete at offset {upload.offset}.")
-                return
             if offset != upload.offset:
                 raise Conflict(f"Upload-Offset is {offset} but the upload is at {upload.offset}; "
                                "ask with HEAD and resume from there.")
@@ -60,6 +60,18 @@ def append(upload: TusUpload, offset: int) -> None:
             _write_body(upload, handle)
     except WriteLocked:
         raise Locked() from None
+    except BytesGone:
+        # It ended (or finished) while this request waited for the lock.
+        upload = live(upload.id)
+        if upload.state != "complete":
+            raise Gone() from None
+        _already_complete(upload, offset)
+
+
+def _already_complete(upload: TusUpload, offset: int) -> None:
+    """A finished upload takes no more bytes; a retried last PATCH is fine."""
+    if offset != upload.offset:
+        raise Conflict(f"The upload is complete at offset {upload.offset}.")
 
 
 def _take_length(upload: TusUpload) -> None:
