@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run test bench install protos system-deps lock clean
 
@@ -18,7 +19,7 @@ bench: install
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-install: system-deps $(STAMP) protos
+install: system-deps $(STAMP) protos $(NODE_STAMP)
 
 # libmagic is the one system library the services need; Debian usually has it.
 system-deps:
@@ -37,6 +38,14 @@ $(STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
+# The page's browser libraries (tus-js-client), exactly as package-lock.json pins them.
+# `npm ci` empties node_modules first, so the stamp is only there after a complete install.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "npm is missing (the upload page serves tus-js-client from node_modules): install Node.js 18 or newer with npm, e.g. 'sudo apt-get install nodejs npm', then make again." >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
+
 protos: $(GENERATED)
 
 $(GENERATED): $(PROTOS) | $(STAMP)
@@ -48,4 +57,4 @@ lock: | $(VENV)/bin/python
 	$(BIN)/uv pip compile -q pyproject.toml --extra test --extra bench --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) protos/*_pb2*.py protos/*_pb2.pyi .pytest_cache
+	rm -rf $(VENV) protos/*_pb2*.py protos/*_pb2.pyi .pytest_cache node_modules
