@@ -16,10 +16,10 @@ import PIL
 import pyvips
 
 import bench
-from bench import memory, thumbnails, upload, validator
+from bench import memory, thumbnails, tus, upload, validator
 from bench.common import ROOT, render_table
 
-AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload}
+AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus}
 OUT = Path(__file__).parent / "out" / "results.json"
 
 

@@ -146,6 +146,8 @@ def create():
     if request.headers.get("Content-Type") == PATCH_TYPE:  # creation-with-upload
         append(upload, 0)
         upload = store().get(upload_id)
+    elif upload.length == 0 and not is_partial:
+        complete(upload)  # complete on creation: the pipeline decides now (it refuses empty files)
         response.headers["Upload-Offset"] = str(upload.offset)
         if upload.file_id:
             response.headers["Upload-File-Id"] = upload.file_id
