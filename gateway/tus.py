@@ -146,11 +146,11 @@ def create():
     if request.headers.get("Content-Type") == PATCH_TYPE:  # creation-with-upload
         append(upload, 0)
         upload = store().get(upload_id)
+        response.headers["Upload-Offset"] = str(upload.offset)
     elif upload.length == 0 and not is_partial:
         complete(upload)  # complete on creation: the pipeline decides now (it refuses empty files)
-        response.headers["Upload-Offset"] = str(upload.offset)
-        if upload.file_id:
-            response.headers["Upload-File-Id"] = upload.file_id
+    if upload.file_id:
+        response.headers["Upload-File-Id"] = upload.file_id
     if upload.state == "uploading":
         response.headers["Upload-Expires"] = http_date(upload.expires_at)
     return response
