@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 
@@ -144,7 +145,10 @@ def test_tuspy_single_request_image(tuspy, tus, tmp_path):
 def test_tuspy_async_uploader(tuspy, tus):
     data = text_bytes(3 * MiB, seed=106)
     uploader = tuspy.async_uploader(file_stream=io.BytesIO(data), chunk_size=MiB, metadata=BIG)
-    asyncio.run(uploader.upload())
+    # A loop of its own, on a thread of its own: the session's Playwright keeps
+    # an event loop running on the main thread once the browser tests have run.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, uploader.upload()).result(timeout=120)
     assert uploader.offset == len(data)
     record = tus.record(file_id_of(uploader)).json()
     assert record["sha256"] == sha256(data)
