@@ -17,6 +17,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from gateway.db import FileRepository, FileRow
+from gateway.hashing import StreamHasher
 from gateway.names import extension, sanitize
 from gateway.services import Services
 from gateway.storage import LocalStorage, new_id
@@ -49,7 +50,7 @@ class Upload:
         self.id = new_id()
         self.filename = stored_name(self.id, self.original_name)
         self.size = 0
-        self._sha256 = hashlib.sha256()
+        self._sha256 = StreamHasher()
         # One policy for the page, the validator and this check: the validator's.
         policy = pipeline.services.policy()
         self.max_size = policy.max_file_size
@@ -86,6 +87,7 @@ class Upload:
 
     def abort(self) -> None:
         self._validation.cancel()
+        self._sha256.close()
         self.pipeline.storage.discard(self._temp)
 
 
