@@ -10,6 +10,10 @@ already partly read) gets werkzeug's ``request.stream`` as usual.
 from __future__ import annotations
 
 from flask import Response, request
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData, ParseException
+from werkzeug.exceptions import ClientDisconnected
+
+from protos.errors import InvalidInput
 
 READ_SIZE = 256 * 1024
 
@@ -26,6 +30,18 @@ def request_body():
     if getattr(unreader, "mxchunk", READ_SIZE) < READ_SIZE:
         unreader.mxchunk = READ_SIZE
     return reader
+
+
+def read_piece(stream, size: int = READ_SIZE) -> bytes:
+    """The next piece of the body; b"" at its end or when the client went away
+    mid-body (what arrived is kept). A body whose chunked framing is broken
+    raises InvalidInput."""
+    try:
+        return stream.read(size)
+    except (InvalidChunkSize, ChunkMissingTerminator, ParseException) as exc:
+        raise InvalidInput(f"The request body's chunked encoding is broken ({type(exc).__name__}).") from None
+    except (ClientDisconnected, NoMoreData, OSError):
+        return b""
 
 
 # Below this many unread bytes, the rest of a refused body is read before the

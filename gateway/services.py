@@ -128,8 +128,11 @@ class Services:
     def renderable(self) -> frozenset[str]:
         """MIME types the thumbnail service renders (asked once, then cached)."""
         if self._renderable is None:
-            reply = self.thumbnailer.GetRenderers(thumbnail_pb2.GetRenderersRequest(),
-                                                  timeout=self.config["THUMBNAIL_TIMEOUT"])
+            try:
+                reply = self.thumbnailer.GetRenderers(thumbnail_pb2.GetRenderersRequest(),
+                                                      timeout=self.config["THUMBNAIL_TIMEOUT"])
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
             self._renderable = frozenset(reply.mime_types)
         return self._renderable
 

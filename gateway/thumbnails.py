@@ -10,7 +10,7 @@ from gateway.background import Periodic
 from gateway.db import FileRepository, FileRow
 from gateway.services import Services
 from gateway.storage import LocalStorage
-from protos.errors import TimedOut, Unavailable, UploadError
+from protos.errors import NotFound, TimedOut, Unavailable, UploadError
 from protos.streaming import read_chunks
 
 log = logging.getLogger("upload.gateway")
@@ -38,34 +38,38 @@ class Thumbnails:
         except UploadError:
             return False
 
-    def make(self, row: FileRow) -> None:
-        """Try once; set ``row.thumbnail`` and ``row.thumbnail_status`` (the caller saves them)."""
+    def make(self, row: FileRow) -> UploadError | None:
+        """Try once; set ``row.thumbnail`` and ``row.thumbnail_status`` (the
+        caller saves them). Returns the error when there is no thumbnail."""
         source = self.storage.open("files", row.filename)
         if source is None:
             row.thumbnail, row.thumbnail_status = None, "failed"
-            return
+            return NotFound("The file's bytes are gone.")
         try:
             with source:
                 reply = self.services.render(read_chunks(source, RENDER_CHUNK), row.original_name, row.type, row.size)
         except TRANSIENT as exc:
             log.info("thumbnail for %s postponed: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "pending"
-            return
+            return exc
         except UploadError as exc:
             log.info("no thumbnail for %s: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "failed"
-            return
+            return exc
         name = f"{row.id}.{'png' if reply.mime_type == 'image/png' else 'jpg'}"
         self.storage.write("thumbnails", name, reply.data)
         row.thumbnail, row.thumbnail_status = name, "done"
+        return None
 
     def retry_pending(self) -> int:
         """One pass over the postponed thumbnails; returns how many were made."""
         made = 0
         for row in self.repo.pending_thumbnails():
-            self.make(row)
-            if row.thumbnail_status == "pending":
+            error = self.make(row)
+            if isinstance(error, Unavailable):
                 break  # still down: wait for the next pass
+            if row.thumbnail_status == "pending":
+                continue  # this one was slow; the others may not be
             self.repo.set_thumbnail(row.id, row.thumbnail, row.thumbnail_status)
             made += row.thumbnail_status == "done"
         return made

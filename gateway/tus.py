@@ -25,7 +25,7 @@ from gateway.services import services
 from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
-from gateway.tus_write import append, complete, live, max_size, store
+from gateway.tus_write import append, complete, finish_stalled, live, max_size, store
 from protos.errors import Forbidden, Gone, InvalidInput, Locked, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
@@ -201,7 +201,13 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
 
 @bp.route("/<upload_id>", methods=["HEAD"])
 def resource(upload_id: str):
-    return _upload_headers(live(upload_id), _empty(200))
+    # A client that HEADs after a failed last PATCH must not see a finished
+    # upload that was never stored: finishing it is retried here.
+    try:
+        upload = finish_stalled(live(upload_id))
+    except Refused:
+        raise Gone("This upload was refused.") from None
+    return _upload_headers(upload, _empty(200))
 
 
 @bp.route("/<upload_id>", methods=["PATCH"])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
+from gateway.names import sanitize
 from protos.errors import InvalidInput
 
 VERSION = "1.0.0"
@@ -16,6 +17,8 @@ EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "term
               "expiration", "concatenation")
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512, "md5": hashlib.md5}
 PATCH_TYPE = "application/offset+octet-stream"
+# Ten years: any longer is "never", which is what leaving expires_in out means.
+MAX_EXPIRES_IN = 10 * 365 * 86400
 _KEY = re.compile(r"^[\x21-\x7e]+$")
 _UPLOAD_URL = re.compile(r"(?:^|/)tus/([0-9a-f]{32})/?$")
 
@@ -63,11 +66,12 @@ class UploadMetadata:
 def read_metadata(values: dict[str, str]) -> UploadMetadata:
     """The keys the service understands (Uppy sends `name` and `type`)."""
     expires = values.get("expires_in")
-    if expires is not None and not (expires.isascii() and expires.isdigit()):
-        raise InvalidInput("Upload-Metadata expires_in must be a whole number of seconds.")
+    if expires is not None and not (expires.isascii() and expires.isdigit() and int(expires) <= MAX_EXPIRES_IN):
+        raise InvalidInput(f"Upload-Metadata expires_in must be a whole number of seconds, at most {MAX_EXPIRES_IN}.")
+    name = values.get("filename") or values.get("name") or ""
     return UploadMetadata(
-        original_name=values.get("filename") or values.get("name") or "",
-        declared_type=values.get("filetype") or values.get("type") or "",
+        original_name=sanitize(name) if name else "",
+        declared_type=(values.get("filetype") or values.get("type") or "")[:255],
         expires_in=int(expires) if expires else None,
     )
 

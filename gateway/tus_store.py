@@ -96,9 +96,14 @@ class TusStore:
     def add(self, upload: TusUpload) -> None:
         """Record a new upload and create its (empty) file: the only place that
         creates one, so a request for an ended upload never brings it back."""
-        os.close(os.open(self.path(upload), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
-        with self.engine.begin() as conn:
-            conn.execute(tus_uploads.insert().values(**asdict(upload)))
+        path = self.path(upload)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(tus_uploads.insert().values(**asdict(upload)))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     def get(self, upload_id: str) -> TusUpload | None:
         with self.engine.connect() as conn:
@@ -129,7 +134,7 @@ class TusStore:
     def writing(self, upload: TusUpload, wait: float):
         """Exclusive access to the upload's bytes: yields its file, opened for
         writing, once no other request (in any process) holds it. Raises
-        FileNotFoundError when its bytes are gone (ended meanwhile)."""
+        BytesGone when its bytes are gone (ended or finished meanwhile)."""
         try:
             fd = os.open(self.path(upload), os.O_RDWR)
         except FileNotFoundError:
@@ -144,6 +149,8 @@ class TusStore:
                     if time.monotonic() >= deadline:
                         raise WriteLocked() from None
                     time.sleep(0.05)
+            if os.fstat(fd).st_nlink == 0:
+                raise BytesGone()  # removed or placed while this request waited
             with os.fdopen(os.dup(fd), "r+b", buffering=0) as handle:
                 yield handle
         finally:

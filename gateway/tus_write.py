@@ -9,10 +9,9 @@ import os
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, request
-from werkzeug.exceptions import ClientDisconnected
 
 from gateway import metrics
-from gateway.body import READ_SIZE, request_body
+from gateway.body import read_piece, request_body
 from gateway.ingest import ingest, too_large
 from gateway.services import services
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
@@ -53,6 +52,8 @@ def append(upload: TusUpload, offset: int) -> None:
     try:
         with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as handle:
             upload = live(upload.id)  # fresh: another request may have moved it meanwhile
+            if upload.state == "complete":
+                return _already_complete(upload, offset)
             if offset != upload.offset:
                 raise Conflict(f"Upload-Offset is {offset} but the upload is at {upload.offset}; "
                                "ask with HEAD and resume from there.")
@@ -66,6 +67,23 @@ def append(upload: TusUpload, offset: int) -> None:
         if upload.state != "complete":
             raise Gone() from None
         _already_complete(upload, offset)
+
+
+def finish_stalled(upload: TusUpload) -> TusUpload:
+    """An upload whose bytes all arrived but whose completion failed (the
+    validator was down): try the pipeline again. Raises what it raises."""
+    if upload.state != "uploading" or upload.is_partial or not upload.finished_bytes:
+        return upload
+    try:
+        with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]):
+            upload = live(upload.id)
+            if upload.state == "uploading" and upload.finished_bytes:
+                complete(upload)
+    except WriteLocked:
+        raise Locked() from None
+    except BytesGone:
+        pass
+    return live(upload.id)
 
 
 def _already_complete(upload: TusUpload, offset: int) -> None:
@@ -103,10 +121,7 @@ def _write_body(upload: TusUpload, handle) -> None:
     handle.seek(start)
     body, written = request_body(), 0
     while True:
-        try:
-            chunk = body.read(READ_SIZE)
-        except (ClientDisconnected, OSError):
-            chunk = b""  # keep what arrived; the client resumes from the stored offset
+        chunk = read_piece(body)  # b"" also when the client went away: keep what arrived
         if not chunk:
             break
         if start + written + len(chunk) > limit:

@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from gateway import metrics
-from gateway.body import READ_SIZE, drain_then_close, request_body
+from gateway.body import READ_SIZE, drain_then_close, read_piece, request_body
 from gateway.errors import error_response
 from gateway.ingest import Upload, ingest
 from protos.text import human_size
@@ -129,7 +129,7 @@ def upload():
         received = 0
         finished = False
         while not finished:
-            chunk = stream.read(READ_SIZE)
+            chunk = read_piece(stream)
             received += len(chunk)
             if received > limit:
                 raise _too_large(limit)

@@ -129,6 +129,10 @@ _BY_GRPC_CODE: dict[grpc.StatusCode, type[UploadError]] = {
 def error_for_code(code: grpc.StatusCode | None, details: str | None = None) -> UploadError:
     """The UploadError for a gRPC status code (client side)."""
     cls = _BY_GRPC_CODE.get(code, Internal)
+    # gRPC's own concurrency limit (maximum_concurrent_rpcs) also answers
+    # RESOURCE_EXHAUSTED: the service is busy, not the input too large.
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (details or "").startswith("Concurrent RPC limit"):
+        return Unavailable()
     # Connection failures carry transport jargon; a person gets the plain sentence.
     if cls in (Unavailable, TimedOut, Internal) or not details:
         return cls()

@@ -23,7 +23,9 @@ class Settings:
     max_image_dimension: int = 5000
     # How much of the head any rule may pull before the verdict.
     max_head: int = 1024 * 1024
-    workers: int = 8
+    # Callers stream the head while their upload still arrives, so a call can
+    # hold a thread for the whole transfer: threads mostly wait, so have many.
+    workers: int = 64
     grace: float = 10.0
 
     @classmethod

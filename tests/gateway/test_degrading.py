@@ -153,3 +153,22 @@ def test_frozen_validator_is_503_within_the_deadline_then_recovers(tmp_path, thu
         finally:
             app.extensions["thumbnails"].stop()
             app.extensions["services"].close()
+
+
+def test_thumbnail_service_down_from_the_start_still_stores_other_files(degraded):
+    # The gateway has never reached the thumbnail service, so it cannot know what it renders.
+    app = degraded(f"127.0.0.1:{free_port()}")
+    response = upload(app.test_client(), name="notes.txt", data=b"plain text\n")
+    assert response.status_code == 201
+    assert response.get_json()["thumbnail_url"] is None
+
+
+def test_a_busy_service_is_unavailable_not_too_large():
+    import grpc
+
+    from protos.errors import TooLarge, Unavailable, error_for_code
+
+    assert isinstance(error_for_code(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"),
+                      Unavailable)
+    assert isinstance(error_for_code(grpc.StatusCode.RESOURCE_EXHAUSTED, "The file is larger than 1 MiB."),
+                      TooLarge)

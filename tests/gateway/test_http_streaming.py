@@ -145,3 +145,15 @@ def test_gateway_memory_stays_flat_for_a_large_upload(live_gateway, tmp_path):
     assert status == 201, body
     growth_mib = (peak_rss_kib(worker) - before) / 1024
     assert growth_mib < 16, f"the gateway's peak memory grew by {growth_mib:.1f} MiB"
+
+
+def test_broken_chunked_framing_is_400(live_gateway):
+    conn = connect(live_gateway.url)
+    conn.putrequest("POST", "/upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    conn.send(b"ZZ\r\nnot a chunk size\r\n0\r\n\r\n")
+    response = conn.getresponse()
+    assert response.status == 400
+    assert "chunked" in json.loads(response.read())["error"]

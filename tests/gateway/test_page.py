@@ -423,3 +423,10 @@ def test_validator_down_is_explained_and_can_be_retried(page, tmp_path, thumbnai
     finally:
         gateway.proc.terminate()
         gateway.proc.wait(timeout=15)
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(client):
+    policy = client.get("/").headers["Content-Security-Policy"]
+    script_src = next(d for d in policy.split(";") if d.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src and "'self'" in script_src
+    assert "frame-ancestors 'none'" in policy

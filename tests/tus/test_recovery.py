@@ -1,0 +1,55 @@
+"""A tus upload survives a failure of its last step, and bad metadata leaves nothing behind."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+import requests
+
+from tests.conftest import free_port, start_gateway_process
+from tests.processes import service_process
+
+T = {"Tus-Resumable": "1.0.0"}
+
+
+def meta(**values) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+def patch(url, offset, data):
+    return requests.patch(url, data=data, timeout=30, headers={
+        **T, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+
+
+def test_a_last_patch_that_failed_is_finished_by_the_next_head(tmp_path, thumbnailer):
+    port = free_port()
+    data = b"a line of text\n" * 10000
+    with service_process("validator_service", "VALIDATOR_ADDR", port) as validator:
+        gateway = start_gateway_process(tmp_path / "data", f"127.0.0.1:{port}", thumbnailer.address,
+                                        VALIDATOR_TIMEOUT=2)
+        try:
+            created = requests.post(gateway.url + "/tus/", timeout=10, headers={
+                **T, "Upload-Length": str(len(data)), "Upload-Metadata": meta(filename="l.txt")})
+            url = gateway.url + created.headers["Location"]
+            assert patch(url, 0, data[:70000]).status_code == 204
+            validator.kill()
+            validator.wait()
+            assert patch(url, 70000, data[70000:]).status_code == 503
+            with service_process("validator_service", "VALIDATOR_ADDR", port):
+                head = requests.head(url, headers=T, timeout=30)
+                assert head.status_code == 200
+                file_id = head.headers["Upload-File-Id"]
+                record = requests.get(f"{gateway.url}/files/{file_id}", timeout=10).json()
+                assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        finally:
+            gateway.proc.terminate()
+            gateway.proc.wait(timeout=15)
+
+
+def test_an_absurd_expires_in_is_400_and_leaves_no_file(live_gateway):
+    response = requests.post(live_gateway.url + "/tus/", timeout=10, headers={
+        **T, "Upload-Length": "12", "Upload-Metadata": meta(filename="a.txt", expires_in="9" * 24)})
+    assert response.status_code == 400
+    left = [f for _, _, names in os.walk(live_gateway.data_dir / "files") for f in names]
+    assert left == []
