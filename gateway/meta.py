@@ -11,7 +11,7 @@ from gateway.services import services
 
 bp = Blueprint("meta", __name__)
 
-# tus (issue 4) uploads in chunks of this size.
+# What the page (tus-js-client) sends per PATCH, and the size above which it uses tus at all.
 TUS_CHUNK_SIZE = 8 * 1024 * 1024
 
 

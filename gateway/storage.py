@@ -96,10 +96,6 @@ class LocalStorage:
         except FileNotFoundError:
             return None
 
-    def exists(self, area: str, name: str) -> bool:
-        path = self.path(area, name)
-        return path is not None and path.is_file()
-
     def delete(self, area: str, name: str) -> None:
         path = self.path(area, name)
         if path is not None:

@@ -256,7 +256,7 @@ def method_override(upload_id: str):
     raise InvalidInput("POST to an upload needs X-HTTP-Method-Override: PATCH or DELETE.")
 
 
-# --- writing ---
+# --- set-up ---
 
 def init_app(app) -> None:
     tus = TusStore(app.extensions["files"].engine, app.extensions["storage"], app.config["TUS_EXPIRY"])

@@ -47,16 +47,13 @@ class _Form:
         self.fields: dict[str, str] = {}
         self.upload: Upload | None = None
         self._field: tuple[str, bytearray] | None = None
-        self._skipping = False
 
     def handle(self, event) -> None:
         if isinstance(event, File):
             if event.name != "file":
-                self._skipping = True
-                return
+                return  # other file fields: their data is dropped
             if not event.filename.strip():
                 raise InvalidInput("A file part has an empty file name.")
-            self._skipping = False
             self.upload = ingest().start(event.filename, event.headers.get("content-type", ""))
         elif isinstance(event, Field):
             self._field = (event.name, bytearray())

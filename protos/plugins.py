@@ -77,10 +77,6 @@ def create_plugin_manager(
     return pm
 
 
-def plugin_names(pm: pluggy.PluginManager) -> list[str]:
-    return [name for name, _ in pm.list_name_plugin()]
-
-
 def notify(hook, log, **kwargs) -> None:
     """Call a notification hook so that no implementation can fail the caller:
     each one runs on its own and an exception is logged, not raised."""

@@ -129,6 +129,17 @@ def serve_until_signalled(server: grpc.Server, grace: float) -> None:
     log.info("stopped")
 
 
+def env_int(env, name: str, default: int) -> int:
+    """A whole-number setting; a malformed one stops the service with a clear sentence."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}.") from None
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),

@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from validator_service.config import env_int
+from protos.serving import env_int
 
 
 @dataclass(frozen=True)

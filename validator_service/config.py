@@ -5,15 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-
-def env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a whole number, got {raw!r}.") from None
+from protos.serving import env_int
 
 
 @dataclass(frozen=True)
