@@ -12,8 +12,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from gateway import metrics
 from gateway.body import READ_SIZE, drain_then_close, read_piece, request_body
 from gateway.errors import error_response
-from gateway.ingest import Upload, ingest
-from protos.text import human_size
+from gateway.ingest import Upload, ingest, too_large
 from gateway.records import record
 from gateway.services import services
 from protos.errors import InvalidInput, Refused, UploadError
@@ -101,11 +100,11 @@ def _parse(decoder: MultipartDecoder, chunk: bytes) -> list:
 
 
 def _too_large(request_limit: int) -> Refused:
+    """A body over MAX_REQUEST_SIZE, told in terms of the file limit people know."""
     try:
-        file_limit = services().policy().max_file_size
+        return too_large(services().policy().max_file_size)
     except UploadError:
-        file_limit = request_limit
-    return Refused("file_too_large", f"The upload is larger than the {human_size(file_limit)} limit.")
+        return too_large(request_limit)
 
 
 @bp.post("/upload")
