@@ -133,10 +133,12 @@ class FileRepository:
             conn.execute(files.delete().where(files.c.id == file_id))
         return _row(found)
 
-    def set_thumbnail(self, file_id: str, thumbnail: str | None, status: str) -> None:
+    def set_thumbnail(self, file_id: str, thumbnail: str | None, status: str) -> bool:
+        """False when the file's row is gone (deleted meanwhile)."""
         with self.engine.begin() as conn:
-            conn.execute(files.update().where(files.c.id == file_id)
-                         .values(thumbnail=thumbnail, thumbnail_status=status))
+            result = conn.execute(files.update().where(files.c.id == file_id)
+                                  .values(thumbnail=thumbnail, thumbnail_status=status))
+        return result.rowcount > 0
 
     def pending_thumbnails(self, limit: int = 20) -> list[FileRow]:
         query = (files.select().where(files.c.thumbnail_status == "pending")

@@ -70,7 +70,8 @@ class Thumbnails:
                 break  # still down: wait for the next pass
             if row.thumbnail_status == "pending":
                 continue  # this one was slow; the others may not be
-            self.repo.set_thumbnail(row.id, row.thumbnail, row.thumbnail_status)
+            if not self.repo.set_thumbnail(row.id, row.thumbnail, row.thumbnail_status) and row.thumbnail:
+                self.storage.delete("thumbnails", row.thumbnail)  # the file was deleted while rendering
             made += row.thumbnail_status == "done"
         return made
 
