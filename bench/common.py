@@ -26,6 +26,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Service:
     """One service (`python -m <module>`) in its own process on a free port.
 
@@ -78,13 +89,7 @@ class Service:
 
     def stop(self) -> None:
         self.channel.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self._log.close()
 
     def __enter__(self):

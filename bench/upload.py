@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.common import KIB, MIB, ROOT, Section, Service, fmt_bytes, free_port, met, percentile
+from bench.common import KIB, MIB, ROOT, Section, Service, fmt_bytes, free_port, met, percentile, stop_process
 from bench.memory import status_kib
 from bench.thumbnails import SERVICE_NAME as THUMBNAIL_SERVICE
 from bench.validator import SERVICE_NAME as VALIDATOR_SERVICE
@@ -75,13 +75,7 @@ class HttpServer:
         return int(children[0])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
         self._log.close()
 
     def __enter__(self):

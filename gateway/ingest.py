@@ -107,12 +107,12 @@ class Ingest:
         """Judge a file from its head and its announced size before the rest
         has arrived. Raises Refused if the rules refuse it; returns whether
         they could decide (False: a rule wanted more of the head than this)."""
-        validation = self.services.start_validation(sanitize(original_name), declared_type,
-                                                    len(head), declared_size=size)
+        original_name = sanitize(original_name)
+        validation = self.services.start_validation(original_name, declared_type, len(head), declared_size=size)
         validation.feed(head)
         verdict = validation.finish(size, self.validator_timeout)
         if not verdict.accepted and not verdict.head_incomplete:
-            raise refusal(verdict, sanitize(original_name))
+            raise refusal(verdict, original_name)
         return not verdict.head_incomplete
 
     def adopt(self, file_id: str, path: Path, original_name: str, declared_type: str,

@@ -2,7 +2,6 @@
 calls the gateway makes on them. gRPC failures become protos.errors here."""
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -14,9 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.errors import error_for_code, from_rpc_error
-from protos.streaming import file_info
-
-log = logging.getLogger("upload.gateway")
+from protos.streaming import file_info, render_requests
 
 CHANNEL_OPTIONS = [
     # A DNS name that resolves to several replicas spreads the calls over them.
@@ -34,8 +31,8 @@ class ValidationStream:
 
     The gateway counts and stores the bytes itself, so only the head the
     validator's rules may read is sent, then an `end` message with the real
-    size. A refusal can arrive after the first chunk; ``refusal()`` reports it
-    without blocking.
+    size. A refusal can arrive after the first chunk; ``early_verdict()``
+    reports it without blocking.
     """
 
     def __init__(self, stub, original_name: str, declared_type: str, head_bytes: int, timeout: float,
@@ -140,14 +137,9 @@ class Services:
         """Render a thumbnail; raises an UploadError (Unavailable, TimedOut,
         InvalidInput...) when no thumbnail can be had now."""
         options = thumbnail_pb2.RenderOptions(info=file_info(original_name, size), mime_type=mime_type)
-
-        def requests():
-            yield thumbnail_pb2.RenderRequest(options=options)
-            for chunk in chunks:
-                yield thumbnail_pb2.RenderRequest(chunk=chunk)
-
         try:
-            return self.thumbnailer.Render(requests(), timeout=self.config["THUMBNAIL_TIMEOUT"])
+            return self.thumbnailer.Render(render_requests(options, chunks),
+                                           timeout=self.config["THUMBNAIL_TIMEOUT"])
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 

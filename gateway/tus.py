@@ -20,7 +20,7 @@ from gateway.background import Periodic
 from gateway.body import drain_then_close
 from gateway.errors import error_response
 from gateway.ingest import stored_name, too_large
-from gateway.names import extension, sanitize
+from gateway.names import extension
 from gateway.services import services
 from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
@@ -134,7 +134,7 @@ def create():
     upload_id = secrets.token_hex(16)
     now = datetime.now(timezone.utc)
     upload = TusUpload(
-        id=upload_id, filename=stored_name(upload_id, sanitize(meta.original_name)), length=length, offset=0,
+        id=upload_id, filename=stored_name(upload_id, meta.original_name), length=length, offset=0,
         metadata=raw_metadata.strip(), original_name=meta.original_name, declared_type=meta.declared_type,
         expires_in=meta.expires_in, concat="partial" if is_partial else None, state="uploading",
         head_checked=is_partial, file_id=None, error=None, created_at=now, expires_at=store().expiry())
@@ -157,14 +157,14 @@ def create():
 
 
 def _check_extension(original_name: str) -> None:
-    name = sanitize(original_name)
-    ext = extension(name) if original_name else ""
+    """``original_name`` comes sanitized from read_metadata ("" when none was given)."""
+    ext = extension(original_name)
     allowed = {t.extension for t in services().policy().allowed}
     if ext not in allowed:
         what = f"Files of type .{ext} are not" if ext else "A file without an extension is not"
         raise Refused("extension_not_allowed",
                       f"{what} allowed; allowed types are: {', '.join(sorted(allowed))}.",
-                      name if original_name else None)
+                      original_name or None)
 
 
 def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Response:

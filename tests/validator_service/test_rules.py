@@ -1,7 +1,6 @@
 """Refusals: each with its stable reason code, decided from as few bytes as possible."""
 from __future__ import annotations
 
-import io
 import threading
 
 import grpc
