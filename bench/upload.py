@@ -136,9 +136,10 @@ def write_renamed_exe(path: Path, size: int) -> Path:
     return path
 
 
-def start_gateway(validator: Service, thumbnailer: Service, data_dir: Path, log: Path) -> HttpServer:
+def start_gateway(validator: Service, thumbnailer: Service, data_dir: Path, log: Path,
+                  **settings: str) -> HttpServer:
     port = free_port()
-    env = {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "DATA_DIR": str(data_dir),
+    env = settings | {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "DATA_DIR": str(data_dir),
            "DATABASE_URL": "", "VALIDATOR_ADDR": validator.address, "THUMBNAIL_ADDR": thumbnailer.address,
            "MAX_FILE_SIZE": str(LIMIT), "MAX_REQUEST_SIZE": str(LIMIT + MIB)}
     return HttpServer("gateway", [sys.executable, "-m", "gateway"], log, env, port)
@@ -199,6 +200,8 @@ def _throughput(targets: list[Target], files: dict[int, Path], rounds: dict[int,
         per = samples[size] = {t.short: [] for t in targets}
         for _ in range(rounds[size]):
             for target in targets:  # interleaved, so drift (writeback, noise) hits all alike
+                # No target pays for the writeback of the one before it.
+                os.sync()
                 per[target.short].append(target.once(path))
     load_after = os.getloadavg()[0]
 
@@ -229,10 +232,13 @@ def _throughput(targets: list[Target], files: dict[int, Path], rounds: dict[int,
         rows,
         notes=["MB = 10^6 bytes; p50/range: wall time until curl (or cp) exits, process start included",
                "CPU s: user+sys of the process that writes the file (gunicorn worker, minimal server, cp), median",
-               "targets interleaved round by round; stored files deleted after each round",
+               "targets interleaved round by round; stored files deleted after each round; "
+               "os.sync() before each timed upload",
                "minimal: bench/minimal_server.py, http.server copying the raw body in 256 KiB reads",
                "minimal +sha256+fsync: the same, also hashing every byte and fsyncing before the 201 "
-               "(what the gateway must do too; no goal)",
+               "(compare with the gateway started with UPLOAD_FSYNC=on, which does the same; no goal)",
+               "gateway: default settings (UPLOAD_FSYNC off, like the anchors: bytes reach the disk "
+               "through the page cache)",
                "plain Flask: bench/plain_flask.py, request.files['file'].save() under gunicorn gthread",
                f"1-min load average {load_before:.1f} before, {load_after:.1f} after "
                f"({os.cpu_count()} CPUs; above ~1.5 other work is competing and wall times are noisy)"],
@@ -335,7 +341,7 @@ def run(workdir: Path, quick: bool) -> list[Section]:
     with Service("validator_service", "VALIDATOR_ADDR", VALIDATOR_SERVICE, up / "validator.log",
                  env={"MAX_FILE_SIZE": str(LIMIT)}) as validator, \
             Service("thumbnail_service", "THUMBNAIL_ADDR", THUMBNAIL_SERVICE, up / "thumbnail.log") as thumbnailer:
-        data_dir = up / "gateway-data"
+        data_dir, fsync_dir = up / "gateway-data", up / "gateway-fsync-data"
         minimal_dir, durable_dir, plain_dir, plain_tmp, cp_dir = (
             up / n for n in ("minimal", "minimal-durable", "plain", "plain-tmp", "cp"))
         for d in (cp_dir, plain_tmp):
@@ -350,12 +356,16 @@ def run(workdir: Path, quick: bool) -> list[Section]:
                 HttpServer("plain Flask", [sys.executable, "-m", "bench.plain_flask", "--port", str(plain_port)],
                            up / "plain_flask.log", {"UPLOAD_DIR": str(plain_dir), "TMPDIR": str(plain_tmp)},
                            port=plain_port) as plain, \
-                start_gateway(validator, thumbnailer, data_dir, up / "gateway.log") as gateway:
+                start_gateway(validator, thumbnailer, data_dir, up / "gateway.log") as gateway, \
+                start_gateway(validator, thumbnailer, fsync_dir, up / "gateway-fsync.log",
+                              UPLOAD_FSYNC="on") as gateway_fsync:
             targets = [Copy(cp_dir),
                        Curl("minimal server", "minimal", minimal, minimal_dir, gunicorn=False),
                        Curl("minimal +sha256+fsync", "durable", durable, durable_dir, gunicorn=False),
                        Curl("plain Flask", "plain", plain, plain_dir, gunicorn=True),
-                       Curl("gateway", "gateway", gateway, data_dir / "files", gunicorn=True)]
+                       Curl("gateway", "gateway", gateway, data_dir / "files", gunicorn=True),
+                       Curl("gateway UPLOAD_FSYNC=on", "gateway_fsync", gateway_fsync, fsync_dir / "files",
+                            gunicorn=True)]
             for target in targets[1:]:  # first requests pay for imports and connections
                 target.once(small)
             throughput, gateway_p50 = _throughput(targets, files, rounds)

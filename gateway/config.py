@@ -17,6 +17,16 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         except ValueError:
             raise SystemExit(f"{name} must be a number, got {raw!r}.") from None
 
+    def flag(name: str, default: bool) -> bool:
+        raw = env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SystemExit(f"{name} must be on or off (1/0, true/false), got {raw!r}.")
+
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     return {
@@ -29,6 +39,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Empty: a SQLite file in DATA_DIR.
         "DATABASE_URL": env.get("DATABASE_URL", ""),
         "MAX_FILE_SIZE": max_file_size,
+        # fsync each uploaded file before it is renamed into place and answered:
+        # survives a power cut, costs the disk's write speed on every upload.
+        "UPLOAD_FSYNC": flag("UPLOAD_FSYNC", False),
         # The whole request body; room for the multipart framing of one full-size file.
         "MAX_REQUEST_SIZE": number("MAX_REQUEST_SIZE", max_file_size + 1024 * 1024),
         # Seconds the validator may take to answer once the last byte has arrived.
