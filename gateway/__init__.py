@@ -12,20 +12,25 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import (cors, db, downloads, errors, files, ingest, meta, openapi, page, services, storage,
-                         thumbnails, tus, uploads)
+    from gateway import (accounts, accounts_api, auth, cli, cors, db, downloads, errors, files, ingest, limits,
+                         login, meta, openapi, page, services, sharing, storage, thumbnails, tus, uploads)
 
     # Resources first (each init_app puts one in app.extensions), then the HTTP surface.
     storage.init_app(app)
-    db.init_app(app)
+    db.init_app(app)  # creates every table, the accounts' too (imported above)
+    accounts.init_app(app)
     services.init_app(app)
     thumbnails.init_app(app)
     ingest.init_app(app)
     tus.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
     cors.init_app(app)
-    for module in (meta, uploads, files, downloads, page, openapi, tus):
+    page.init_app(app)
+    cli.init_app(app)
+    for module in (meta, uploads, files, downloads, page, openapi, tus, login, accounts_api, sharing):
         app.register_blueprint(module.bp)
+    limits.init_app(app)  # wraps views registered above; after auth, whose user it keys on
 
     @app.after_request
     def _security_headers(response):

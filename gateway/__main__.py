@@ -24,4 +24,6 @@ class GatewayServer(BaseApplication):
 
 
 if __name__ == "__main__":
-    GatewayServer(config.from_env()).run()
+    settings = config.from_env()
+    config.check_exposure(settings)
+    GatewayServer(settings).run()

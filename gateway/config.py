@@ -27,6 +27,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
             return False
         raise SystemExit(f"{name} must be on or off (1/0, true/false), got {raw!r}.")
 
+    auth = env.get("AUTH", "off").strip().lower() or "off"
+    if auth not in ("off", "token"):
+        raise SystemExit(f"AUTH must be off or token, got {auth!r}.")
+
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     return {
@@ -65,4 +69,55 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "CORS_ORIGINS": env.get("CORS_ORIGINS", ""),
         # Seconds the validator's policy is cached by the gateway.
         "POLICY_TTL": number("POLICY_TTL", 30.0, float),
+        # off: anyone who can reach the gateway may upload (loopback binds only); token: accounts.
+        "AUTH": auth,
+        # A bearer token that acts as the built-in admin (automation, first start); empty: none.
+        "ADMIN_TOKEN": env.get("ADMIN_TOKEN", "").strip(),
+        # Signs session cookies and share links; empty: a random key kept in DATA_DIR/secret_key.
+        "SECRET_KEY": env.get("SECRET_KEY", ""),
+        # Seconds a browser sign-in lasts.
+        "SESSION_LIFETIME": number("SESSION_LIFETIME", 7 * 86400),
+        # How many proxies in front set X-Forwarded-For/-Proto/-Host (0: trust none).
+        "TRUST_PROXY": number("TRUST_PROXY", 0),
+        # Share links: lifetime when the request gives none, and the longest allowed (seconds).
+        "SHARE_TTL": number("SHARE_TTL", 86400),
+        "SHARE_MAX_TTL": number("SHARE_MAX_TTL", 30 * 86400),
+        # Most bytes / files each user may keep stored; 0: no limit (per-user overrides: `flask users quota`).
+        "USER_QUOTA_BYTES": number("USER_QUOTA_BYTES", 0),
+        "USER_QUOTA_FILES": number("USER_QUOTA_FILES", 0),
+        # Flask-Limiter rate limits with AUTH=token ("N/minute", "N/hour"; empty: none).
+        "RATE_LIMIT_UPLOADS": env.get("RATE_LIMIT_UPLOADS", "120/minute").strip(),
+        "RATE_LIMIT_UPLOADS_PER_IP": env.get("RATE_LIMIT_UPLOADS_PER_IP", "300/minute").strip(),
+        "RATE_LIMIT_LOGIN": env.get("RATE_LIMIT_LOGIN", "30/minute").strip(),
+        "RATE_LIMIT_STORAGE": env.get("RATE_LIMIT_STORAGE", "memory://").strip(),
+        # Serve AUTH=off on a non-loopback address anyway (an authenticating proxy is in front).
+        "ALLOW_PUBLIC_WITHOUT_AUTH": flag("ALLOW_PUBLIC_WITHOUT_AUTH", False),
     }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is this machine's loopback."""
+    import ipaddress
+    import socket
+
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def check_exposure(settings: dict) -> None:
+    """Refuse to serve an open (AUTH=off) gateway beyond this machine."""
+    host = settings["GATEWAY_HOST"]
+    if settings["AUTH"] == "off" and not settings["ALLOW_PUBLIC_WITHOUT_AUTH"] and not is_loopback(host):
+        raise SystemExit(
+            f"Refusing to start: GATEWAY_HOST={host} can be reached from other machines, and with "
+            "AUTH=off anyone there could upload, list and delete files. Set AUTH=token (see the "
+            "README, 'Accounts'), bind 127.0.0.1, or set ALLOW_PUBLIC_WITHOUT_AUTH=1 if a proxy in "
+            "front of the gateway already authenticates every request.")

@@ -35,7 +35,10 @@ files = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     # The validator's decisions, kept for the audit trail.
     sa.Column("verdict", sa.Text, nullable=False, default="{}"),
+    # The user who uploaded it (see gateway/accounts.py); null with AUTH=off.
+    sa.Column("owner_id", sa.String(32), nullable=True),
     sa.Index("ix_files_uploaded_at_id", "uploaded_at", "id"),
+    sa.Index("ix_files_owner_uploaded_at", "owner_id", "uploaded_at"),
     sa.Index("ix_files_thumbnail_status", "thumbnail_status"),
 )
 
@@ -56,6 +59,7 @@ class FileRow:
     uploaded_at: datetime
     expires_at: datetime | None
     verdict: str = "{}"
+    owner_id: str | None = None
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -95,24 +99,40 @@ class FileRepository:
         with self.engine.begin() as conn:
             conn.execute(files.insert().values(**asdict(row)))
 
-    def get(self, file_id: str) -> FileRow | None:
+    # Reads take ``owner``: None reads every file (AUTH=off, an admin); a
+    # user id reads only that user's, so another user's ids are simply absent.
+
+    def _one(self, condition, owner: str | None) -> FileRow | None:
+        query = files.select().where(condition)
+        if owner is not None:
+            query = query.where(files.c.owner_id == owner)
         with self.engine.connect() as conn:
-            found = conn.execute(files.select().where(files.c.id == file_id)).mappings().first()
+            found = conn.execute(query).mappings().first()
         return _row(found) if found else None
 
-    def by_filename(self, filename: str) -> FileRow | None:
-        with self.engine.connect() as conn:
-            found = conn.execute(files.select().where(files.c.filename == filename)).mappings().first()
-        return _row(found) if found else None
+    def get(self, file_id: str, owner: str | None = None) -> FileRow | None:
+        return self._one(files.c.id == file_id, owner)
 
-    def by_thumbnail(self, thumbnail: str) -> FileRow | None:
-        with self.engine.connect() as conn:
-            found = conn.execute(files.select().where(files.c.thumbnail == thumbnail)).mappings().first()
-        return _row(found) if found else None
+    def by_filename(self, filename: str, owner: str | None = None) -> FileRow | None:
+        return self._one(files.c.filename == filename, owner)
 
-    def page(self, limit: int, cursor: str | None = None) -> tuple[list[FileRow], str | None]:
+    def by_thumbnail(self, thumbnail: str, owner: str | None = None) -> FileRow | None:
+        return self._one(files.c.thumbnail == thumbnail, owner)
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        """(files, bytes) stored by one user."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0)).where(
+            files.c.owner_id == owner)
+        with self.engine.connect() as conn:
+            count, size = conn.execute(query).one()
+        return int(count), int(size)
+
+    def page(self, limit: int, cursor: str | None = None,
+             owner: str | None = None) -> tuple[list[FileRow], str | None]:
         """Newest first; the cursor continues after the last row of the previous page."""
         query = files.select().order_by(files.c.uploaded_at.desc(), files.c.id.desc()).limit(limit + 1)
+        if owner is not None:
+            query = query.where(files.c.owner_id == owner)
         if cursor:
             stamp, file_id = decode_cursor(cursor)
             query = query.where(sa.or_(
@@ -166,7 +186,21 @@ def create_engine(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Bring a database made by an older version up to date. Only nullable
+    columns are ever added, so this stays a plain ALTER TABLE ... ADD COLUMN."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def init_app(app: Flask) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, send_file
 
+from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.storage import storage
 from protos.errors import NotFound
@@ -28,20 +29,25 @@ def _serve(area: str, name: str, mimetype: str, etag: str, download_name: str, a
     return response
 
 
-@bp.get("/uploads/<name>")
-def download(name: str):
-    row = repository().by_filename(name)
-    if row is None:
-        raise NotFound("Nothing is stored under that name.")
+def send_stored(row):
+    """The bytes of a stored file (downloads and share links alike)."""
     active = row.type in ACTIVE_TYPES or row.type.endswith("+xml")
-    response = _serve("files", name, row.type, row.sha256, row.original_name, active)
+    response = _serve("files", row.filename, row.type, row.sha256, row.original_name, active)
     response.headers["Cache-Control"] = "private, no-cache"
     return response
 
 
+@bp.get("/uploads/<name>")
+def download(name: str):
+    row = repository().by_filename(name, owner=owner_scope())
+    if row is None:
+        raise NotFound("Nothing is stored under that name.")
+    return send_stored(row)
+
+
 @bp.get("/thumbnails/<name>")
 def thumbnail(name: str):
-    row = repository().by_thumbnail(name)
+    row = repository().by_thumbnail(name, owner=owner_scope())
     if row is None:
         raise NotFound("There is no thumbnail under that name.")
     mimetype = "image/png" if name.endswith(".png") else "image/jpeg"

@@ -19,6 +19,8 @@ def error_response(error: UploadError) -> Response:
             body["filename"] = error.original_name
     response = jsonify(body)
     response.status_code = error.http_status
+    if error.http_status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="upload-service"'
     return response
 
 

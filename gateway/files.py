@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.ingest import ingest
 from gateway.records import record
@@ -26,14 +27,15 @@ def _limit() -> int:
 @bp.get("/files")
 def list_files():
     try:
-        rows, next_cursor = repository().page(_limit(), request.args.get("cursor") or None)
+        rows, next_cursor = repository().page(_limit(), request.args.get("cursor") or None, owner=owner_scope())
     except ValueError:
         raise InvalidInput("The cursor is not one this service gave out.") from None
     return jsonify(files=[record(row) for row in rows], next_cursor=next_cursor)
 
 
 def _row_or_404(file_id: str):
-    row = repository().get(file_id) if len(file_id) == 32 else None
+    # Another user's file answers exactly like one that does not exist.
+    row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
     if row is None:
         raise NotFound("No file with that id.")
     return row

@@ -44,8 +44,10 @@ def too_large(limit: int, original_name: str | None = None) -> Refused:
 class Upload:
     """One streamed file on its way in: ``write()`` the bytes, then ``finish()`` or ``abort()``."""
 
-    def __init__(self, pipeline: "Ingest", original_name: str, declared_type: str = ""):
+    def __init__(self, pipeline: "Ingest", original_name: str, declared_type: str = "",
+                 owner_id: str | None = None):
         self.pipeline = pipeline
+        self.owner_id = owner_id
         self.original_name = sanitize(original_name)
         self.id = new_id()
         self.filename = stored_name(self.id, self.original_name)
@@ -83,7 +85,7 @@ class Upload:
             self.abort()
             raise
         return self.pipeline._accept(self.id, self.filename, self.original_name, self.size,
-                                     self._sha256.hexdigest(), verdict, expires_at)
+                                     self._sha256.hexdigest(), verdict, expires_at, self.owner_id)
 
     def abort(self) -> None:
         self._validation.cancel()
@@ -100,8 +102,8 @@ class Ingest:
         self.thumbnails = thumbnails
         self.validator_timeout = config["VALIDATOR_TIMEOUT"]
 
-    def start(self, original_name: str, declared_type: str = "") -> Upload:
-        return Upload(self, original_name, declared_type)
+    def start(self, original_name: str, declared_type: str = "", owner_id: str | None = None) -> Upload:
+        return Upload(self, original_name, declared_type, owner_id)
 
     def check_head(self, original_name: str, declared_type: str, head: bytes, size: int) -> bool:
         """Judge a file from its head and its announced size before the rest
@@ -116,7 +118,7 @@ class Ingest:
         return not verdict.head_incomplete
 
     def adopt(self, file_id: str, path: Path, original_name: str, declared_type: str,
-              expires_at: datetime | None = None) -> FileRow:
+              expires_at: datetime | None = None, owner_id: str | None = None) -> FileRow:
         """Store a complete file that is already on disk at ``path`` (beside
         its final place). Raises Refused (the file at ``path`` is left for the
         caller to remove)."""
@@ -140,10 +142,11 @@ class Ingest:
         if not verdict.accepted:
             raise refusal(verdict, original_name)
         self.storage.place(path, "files", filename)
-        return self._accept(file_id, filename, original_name, size, sha256.hexdigest(), verdict, expires_at)
+        return self._accept(file_id, filename, original_name, size, sha256.hexdigest(), verdict, expires_at,
+                            owner_id)
 
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
-                verdict, expires_at: datetime | None) -> FileRow:
+                verdict, expires_at: datetime | None, owner_id: str | None) -> FileRow:
         """The bytes are in place and accepted: thumbnail, then the row."""
         row = FileRow(
             id=file_id,
@@ -160,6 +163,7 @@ class Ingest:
             uploaded_at=datetime.now(timezone.utc),
             expires_at=expires_at,
             verdict=json.dumps(MessageToDict(verdict, preserving_proto_field_name=True)),
+            owner_id=owner_id,
         )
         try:
             if self.thumbnails.wanted(row.type, row.is_image):

@@ -12,6 +12,7 @@ import importlib.metadata
 from flask import Blueprint, jsonify
 
 from gateway.files import MAX_PAGE
+from gateway.openapi_accounts import accounts_paths, add_authentication
 from gateway.openapi_tus import tus_paths
 from gateway.storage import NAME_RE
 
@@ -268,7 +269,8 @@ def build_spec() -> dict:
                                                               format="uri-reference")}),
                     "400": _error("Malformed request: not multipart/form-data, no `file` part, "
                                   "an empty file name, an empty file, a truncated body."),
-                    "413": _error("Over the size limit (`code`: file_too_large)."),
+                    "413": _error("Over the size limit (`code`: file_too_large), or over the user's "
+                                  "storage quota (AUTH=token)."),
                     "415": _error("Type not allowed, or the content does not match the extension."),
                     "422": _error("Refused by a rule (a plugin's) for another reason; see `code`."),
                     "503": _error("The validator cannot be reached; nothing was stored."),
@@ -362,7 +364,8 @@ def build_spec() -> dict:
         },
     }
     paths.update(tus_paths())
-    return {
+    paths.update(accounts_paths())
+    spec = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Upload service gateway",
@@ -375,10 +378,13 @@ def build_spec() -> dict:
             {"name": "meta", "description": "Health, readiness, policy, metrics and this document."},
             {"name": "page", "description": "The browser page."},
             {"name": "tus", "description": "Resumable uploads, tus 1.0.0."},
+            {"name": "accounts", "description": "Users, API tokens and sign-in (AUTH=token)."},
         ],
         "paths": paths,
         "components": {"schemas": schemas},
     }
+    add_authentication(spec)
+    return spec
 
 
 @bp.get("/openapi.json")

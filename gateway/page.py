@@ -67,9 +67,35 @@ def vendor_url(filename: str) -> str | None:
     return None if version is None else url_for("page.vendor.static", filename=filename, v=version)
 
 
+def html_response(body: str, status: int = 200):
+    """An HTML page of ours (its CSP and Referrer-Policy come from secure_html)."""
+    response = make_response(body, status)
+    response.mimetype = "text/html"
+    return response
+
+
+def secure_html(response):
+    """Every HTML answer gets the strict policy: pages, and anything else
+    that happens to be HTML (no inline script can ever run from our origin)."""
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
 @bp.get("/")
 def index():
-    response = make_response(render_template("index.html", asset_url=asset_url, vendor_url=vendor_url))
-    response.headers["Content-Security-Policy"] = PAGE_CSP
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
+    from gateway.auth import auth_enabled, csrf_token, current_user
+    from gateway.login import login_page
+
+    user = current_user()
+    if auth_enabled() and user is None:
+        return login_page()
+    return html_response(render_template(
+        "index.html", user=user, csrf_token=csrf_token() if user is not None else ""))
+
+
+def init_app(app) -> None:
+    app.jinja_env.globals.update(asset_url=asset_url, vendor_url=vendor_url)
+    app.after_request(secure_html)

@@ -16,11 +16,13 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from gateway.auth import owner_id
 from gateway.background import Periodic
 from gateway.body import drain_then_close
 from gateway.errors import error_response
 from gateway.ingest import stored_name, too_large
 from gateway.names import extension
+from gateway.quotas import quota
 from gateway.services import services
 from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
@@ -137,7 +139,10 @@ def create():
         id=upload_id, filename=stored_name(upload_id, meta.original_name), length=length, offset=0,
         metadata=raw_metadata.strip(), original_name=meta.original_name, declared_type=meta.declared_type,
         expires_in=meta.expires_in, concat="partial" if is_partial else None, state="uploading",
-        head_checked=is_partial, file_id=None, error=None, created_at=now, expires_at=store().expiry())
+        head_checked=is_partial, file_id=None, error=None, created_at=now, expires_at=store().expiry(),
+        owner_id=owner_id())
+    if not is_partial and (budget := quota()) is not None:
+        budget.check(new_files=1, new_bytes=length or 0)
     if is_final:
         return _create_final(upload, concat[1], limit)
     store().add(upload)
@@ -171,6 +176,8 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
     parts = []
     for part_id in part_ids:
         part = store().get(part_id)
+        if part is not None and part.owner_id != upload.owner_id:
+            part = None  # someone else's upload is not one this client may join
         if part is None or not part.is_partial or part.state != "uploading":
             raise InvalidInput(f"Upload {part_id} is not a partial upload of this server.")
         if not part.finished_bytes:

@@ -40,6 +40,8 @@ tus_uploads = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # Unfinished: when it will be reaped. Finished: when it will be forgotten.
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    # Who created it; only they (or an admin) may see and write it. Null with AUTH=off.
+    sa.Column("owner_id", sa.String(32), nullable=True),
     sa.Index("ix_tus_uploads_expires_at", "expires_at"),
 )
 
@@ -61,6 +63,7 @@ class TusUpload:
     error: str | None
     created_at: datetime
     expires_at: datetime
+    owner_id: str | None = None
 
     @property
     def is_partial(self) -> bool:

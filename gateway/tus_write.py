@@ -11,8 +11,10 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app, request
 
 from gateway import metrics
+from gateway.auth import owner_scope
 from gateway.body import read_piece, request_body
 from gateway.ingest import ingest, too_large
+from gateway.quotas import quota
 from gateway.services import services
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
@@ -32,7 +34,8 @@ def max_size() -> int:
 def live(upload_id: str) -> TusUpload:
     """The upload, or 404 (never existed / forgotten) or 410 (ended)."""
     upload = store().get(upload_id) if len(upload_id) == 32 else None
-    if upload is None:
+    scope = owner_scope()
+    if upload is None or (scope is not None and upload.owner_id != scope):
         raise NotFound("There is no upload at this address.")
     if upload.state == "uploading" and upload.expires_at < datetime.now(timezone.utc):
         raise Gone("This upload expired before it was finished.")
@@ -182,9 +185,12 @@ def complete(upload: TusUpload) -> None:
     expires_at = None
     if upload.expires_in:
         expires_at = datetime.now(timezone.utc) + timedelta(seconds=upload.expires_in)
+    if (budget := quota()) is not None:
+        # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
+        budget.check(new_files=1, new_bytes=upload.length or 0)
     try:
         row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
-                             expires_at)
+                             expires_at, upload.owner_id)
     except Refused as refusal:
         _refuse(upload, refusal)
         raise

@@ -10,9 +10,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from gateway import metrics
+from gateway.auth import owner_id
 from gateway.body import READ_SIZE, drain_then_close, read_piece, request_body
 from gateway.errors import error_response
 from gateway.ingest import Upload, ingest, too_large
+from gateway.quotas import Budget, quota
 from gateway.records import record
 from gateway.services import services
 from protos.errors import InvalidInput, Refused, UploadError
@@ -23,6 +25,9 @@ bp = Blueprint("uploads", __name__)
 # Small form fields (expires_in...) are kept in memory; anything bigger is abuse.
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 100
+# Multipart headers and boundaries around the files: a Content-Length over the
+# remaining quota by more than this cannot fit, whatever the parts hold.
+FRAMING_ALLOWANCE = 64 * 1024
 # The parser's buffer holds one read plus what it is still searching through;
 # a preamble or part header that outgrows this is abuse, not a form.
 MAX_PARSER_BUFFER = 2 * READ_SIZE + 64 * 1024
@@ -40,8 +45,9 @@ def _boundary() -> bytes:
 class _Form:
     """Reads the multipart stream; stores each `file` part through the ingest pipeline."""
 
-    def __init__(self, decoder: MultipartDecoder):
+    def __init__(self, decoder: MultipartDecoder, budget: Budget):
         self.decoder = decoder
+        self.budget = budget
         self.stored = []
         self.fields: dict[str, str] = {}
         self.upload: Upload | None = None
@@ -53,7 +59,8 @@ class _Form:
                 return  # other file fields: their data is dropped
             if not event.filename.strip():
                 raise InvalidInput("A file part has an empty file name.")
-            self.upload = ingest().start(event.filename, event.headers.get("content-type", ""))
+            self.budget.take_file()
+            self.upload = ingest().start(event.filename, event.headers.get("content-type", ""), owner_id())
         elif isinstance(event, Field):
             self._field = (event.name, bytearray())
         elif isinstance(event, Data):
@@ -61,10 +68,12 @@ class _Form:
 
     def _data(self, event: Data) -> None:
         if self.upload is not None:
+            self.budget.take_bytes(len(event.data), self.upload.size + len(event.data))
             self.upload.write(event.data)
             if not event.more_data:
                 upload, self.upload = self.upload, None
                 self.stored.append(upload.finish())
+                self.budget.confirm()
         elif self._field is not None:
             name, value = self._field
             value += event.data
@@ -120,7 +129,10 @@ def upload():
     form = None
     try:
         decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_PARSER_BUFFER, max_parts=MAX_PARTS)
-        form = _Form(decoder)
+        budget = Budget(quota())
+        if budget.bytes_left is not None and (request.content_length or 0) > budget.bytes_left + FRAMING_ALLOWANCE:
+            budget.take_bytes(request.content_length - FRAMING_ALLOWANCE, request.content_length - FRAMING_ALLOWANCE)
+        form = _Form(decoder, budget)
         stream = request_body()
         received = 0
         finished = False

@@ -50,6 +50,22 @@ class NotFound(UploadError):
     default_message = "Nothing is stored under that name."
 
 
+class Unauthenticated(UploadError):
+    """No valid credentials (HTTP answers carry WWW-Authenticate: Bearer)."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    default_message = "Sign in, or send an API token as 'Authorization: Bearer <token>'."
+
+
+class QuotaExceeded(UploadError):
+    """A user's byte or file quota would be passed."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+    default_message = "Your storage quota is full."
+
+
 class Forbidden(UploadError):
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
     http_status = 403

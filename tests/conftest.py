@@ -90,20 +90,35 @@ def render(channel, data: bytes, mime: str, box: tuple[int, int] = (0, 0)):
 
 
 @pytest.fixture
-def app(tmp_path, validator, thumbnailer):
-    """A gateway app on a fresh data folder, wired to the real gRPC services."""
+def make_app(tmp_path, validator, thumbnailer):
+    """Gateway apps wired to the real gRPC services, each on its own fresh data
+    folder (the first under tmp_path/"data"); settings override the defaults."""
     from gateway import create_app
 
-    app = create_app({
-        "TESTING": True,
-        "DATA_DIR": str(tmp_path / "data"),
-        "VALIDATOR_ADDR": validator.address,
-        "THUMBNAIL_ADDR": thumbnailer.address,
-        "THUMBNAIL_RETRY_INTERVAL": 0.2,
-    })
-    yield app
-    app.extensions["thumbnails"].stop()
-    app.extensions["services"].close()
+    apps = []
+
+    def make(**settings):
+        app = create_app({
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path / ("data" if not apps else f"data{len(apps)}")),
+            "VALIDATOR_ADDR": validator.address,
+            "THUMBNAIL_ADDR": thumbnailer.address,
+            "THUMBNAIL_RETRY_INTERVAL": 0.2,
+            **settings,
+        })
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["thumbnails"].stop()
+        app.extensions["services"].close()
+
+
+@pytest.fixture
+def app(make_app):
+    """A gateway app on a fresh data folder, wired to the real gRPC services (AUTH=off)."""
+    return make_app()
 
 
 @pytest.fixture

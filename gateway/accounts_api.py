@@ -1,0 +1,118 @@
+"""The accounts API (AUTH=token): users (admin), the caller's tokens, who am I."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from gateway.accounts import Token, User, accounts
+from gateway.auth import auth_enabled, current_user
+from gateway.db import repository
+from gateway.records import iso
+from protos.errors import Forbidden, InvalidInput, NotFound
+
+bp = Blueprint("accounts_api", __name__)
+
+
+@bp.before_request
+def _accounts_on():
+    if not auth_enabled():
+        raise NotFound("Accounts are off on this server (AUTH=off).")
+
+
+def _caller() -> User:
+    user = current_user()
+    if user is None:  # only reachable if this blueprint were made open by mistake
+        raise Forbidden("Sign in first.")
+    return user
+
+
+def _admin() -> User:
+    user = _caller()
+    if not user.admin:
+        raise Forbidden("Only an admin can manage users.")
+    return user
+
+
+def _json_object() -> dict:
+    data = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(data, dict):
+        raise InvalidInput("Send a JSON object as the request body.")
+    return data
+
+
+def user_json(user: User) -> dict:
+    return {"id": user.id, "username": user.username, "admin": user.admin, "created_at": iso(user.created_at)}
+
+
+def token_json(token: Token) -> dict:
+    return {"id": token.id, "name": token.name, "created_at": iso(token.created_at),
+            "last_used_at": iso(token.last_used_at)}
+
+
+@bp.get("/me")
+def me():
+    from gateway.quotas import limits_for
+
+    user = _caller()
+    files, size = repository().usage(user.id)
+    quota_bytes, quota_files = limits_for(user, current_app.config)
+    return jsonify(user_json(user) | {"usage": {"files": files, "bytes": size},
+                                       "quota": {"files": quota_files, "bytes": quota_bytes}})
+
+
+@bp.post("/users")
+def create_user():
+    _admin()
+    data = _json_object()
+    admin = data.get("admin", False)
+    if not isinstance(admin, bool):
+        raise InvalidInput("'admin' must be true or false.")
+    password = data.get("password")
+    if password is not None and not isinstance(password, str):
+        raise InvalidInput("'password' must be a string.")
+    user = accounts().create_user(data.get("username"), password or None, admin)
+    token, secret = accounts().create_token(user.id, "first token")
+    response = jsonify(user_json(user) | {"token": secret, "token_id": token.id})
+    response.status_code = 201
+    return response
+
+
+@bp.get("/users")
+def list_users():
+    _admin()
+    return jsonify(users=[user_json(u) for u in accounts().list_users()])
+
+
+@bp.delete("/users/<user_id>")
+def delete_user(user_id: str):
+    """Removes the user, their tokens and sessions; their files stay (an admin still sees them)."""
+    admin = _admin()
+    if user_id == admin.id:
+        raise InvalidInput("You cannot delete yourself.")
+    if not accounts().delete_user(user_id):
+        raise NotFound("No user with that id.")
+    return "", 204
+
+
+@bp.post("/tokens")
+def create_token():
+    data = _json_object()
+    name = data.get("name", "")
+    if not isinstance(name, str) or len(name) > 100:
+        raise InvalidInput("'name' must be a string of at most 100 characters.")
+    token, secret = accounts().create_token(_caller().id, name)
+    response = jsonify(token_json(token) | {"token": secret})
+    response.status_code = 201
+    return response
+
+
+@bp.get("/tokens")
+def list_tokens():
+    return jsonify(tokens=[token_json(t) for t in accounts().list_tokens(_caller().id)])
+
+
+@bp.delete("/tokens/<token_id>")
+def revoke_token(token_id: str):
+    # Only the caller's own: another user's token id is as unknown as a made-up one.
+    if not accounts().revoke_token(token_id, _caller().id):
+        raise NotFound("You have no token with that id.")
+    return "", 204

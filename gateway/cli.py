@@ -1,0 +1,115 @@
+"""`flask --app gateway users ...` and `... tokens ...`: manage accounts from a shell."""
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from gateway.accounts import accounts
+from gateway.db import repository
+from protos.errors import UploadError
+from protos.text import human_size
+
+users_cli = AppGroup("users", help="Create, list and delete users.")
+tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
+
+
+def _user(username: str):
+    user = accounts().user_named(username)
+    if user is None:
+        raise click.ClickException(f"There is no user called {username!r}.")
+    return user
+
+
+def _fail(error: UploadError):
+    raise click.ClickException(error.message)
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="An admin sees every file and manages users.")
+@click.option("--password", is_flag=True, help="Ask for a password, for signing in from the browser.")
+def create_user(username: str, admin: bool, password: bool):
+    """Create a user and print their first API token (shown this once)."""
+    secret = click.prompt("Password", hide_input=True, confirmation_prompt=True) if password else None
+    try:
+        user = accounts().create_user(username, secret, admin)
+    except UploadError as error:
+        _fail(error)
+    token, value = accounts().create_token(user.id, "first token")
+    click.echo(f"Created {'admin ' if admin else ''}user {user.username} (id {user.id}).")
+    click.echo(f"API token (id {token.id}), shown only now:\n{value}")
+
+
+@users_cli.command("list")
+def list_users():
+    """Every user with their role and usage."""
+    for user in accounts().list_users():
+        files, size = repository().usage(user.id)
+        role = "admin" if user.admin else "user"
+        click.echo(f"{user.username}\t{role}\t{files} files\t{human_size(size)}\tid {user.id}")
+
+
+@users_cli.command("delete")
+@click.argument("username")
+def delete_user(username: str):
+    """Delete a user with their tokens and sessions (their files stay, visible to admins)."""
+    accounts().delete_user(_user(username).id)
+    click.echo(f"Deleted user {username}.")
+
+
+@users_cli.command("password")
+@click.argument("username")
+def set_password(username: str):
+    """Set a user's password (signs their browsers out)."""
+    user = _user(username)
+    secret = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        accounts().set_password(user.id, secret)
+    except UploadError as error:
+        _fail(error)
+    click.echo(f"Password set for {username}.")
+
+
+@users_cli.command("quota")
+@click.argument("username")
+@click.option("--bytes", "quota_bytes", type=int, default=None, help="Most bytes stored; omit for the default.")
+@click.option("--files", "quota_files", type=int, default=None, help="Most files stored; omit for the default.")
+def set_quota(username: str, quota_bytes: int | None, quota_files: int | None):
+    """Give a user their own quota (0 means unlimited)."""
+    accounts().set_quota(_user(username).id, quota_bytes, quota_files)
+    click.echo(f"Quota of {username}: bytes {quota_bytes if quota_bytes is not None else 'default'}, "
+               f"files {quota_files if quota_files is not None else 'default'}.")
+
+
+@tokens_cli.command("create")
+@click.argument("username")
+@click.option("--name", default="", help="A label to recognise the token by.")
+def create_token(username: str, name: str):
+    """Make an API token for a user and print it (shown this once)."""
+    token, value = accounts().create_token(_user(username).id, name)
+    click.echo(f"API token (id {token.id}) for {username}, shown only now:\n{value}")
+
+
+@tokens_cli.command("list")
+@click.argument("username", required=False)
+def list_tokens(username: str | None):
+    """Tokens (ids and labels, never the secrets), of one user or of all."""
+    names = {u.id: u.username for u in accounts().list_users()}
+    for token in accounts().list_tokens(_user(username).id if username else None):
+        used = token.last_used_at.isoformat(timespec="seconds") if token.last_used_at else "never"
+        click.echo(f"{token.id}\t{names.get(token.user_id, '?')}\t{token.name}\tlast used {used}")
+
+
+@tokens_cli.command("revoke")
+@click.argument("token_id")
+def revoke_token(token_id: str):
+    """Revoke a token by its id: it stops working at once."""
+    if not accounts().revoke_token(token_id):
+        raise click.ClickException(f"There is no token with id {token_id!r}.")
+    click.echo(f"Revoked token {token_id}.")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(tokens_cli)

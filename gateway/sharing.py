@@ -1,0 +1,68 @@
+"""Share links: a signed, expiring URL that downloads one file without a token.
+
+The link carries the file id and its expiry, signed with itsdangerous under
+the app's secret key: changing a character makes it fail the signature (403),
+time makes it expire (410), and deleting the file kills it (404), because the
+id it names is gone for good (ids are random and never reused).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from gateway.auth import owner_scope
+from gateway.db import repository
+from gateway.downloads import send_stored
+from gateway.records import iso
+from protos.errors import Forbidden, Gone, InvalidInput, NotFound
+
+bp = Blueprint("sharing", __name__)
+
+SALT = "share-link-v1"
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key, salt=SALT)
+
+
+def _expires_in() -> int:
+    config = current_app.config
+    data = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(data, dict):
+        raise InvalidInput('Send JSON like {"expires_in": 3600} (seconds), or no body for the default.')
+    value = data.get("expires_in", config["SHARE_TTL"])
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= config["SHARE_MAX_TTL"]:
+        raise InvalidInput(f"expires_in must be a whole number of seconds from 1 to {config['SHARE_MAX_TTL']}.")
+    return value
+
+
+@bp.post("/files/<file_id>/share")
+def share(file_id: str):
+    row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
+    if row is None:
+        raise NotFound("No file with that id.")
+    expires_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=_expires_in())
+    token = _serializer().dumps([row.id, int(expires_at.timestamp())])
+    response = jsonify(url=url_for("sharing.open_share", token=token, _external=True), expires_at=iso(expires_at))
+    response.status_code = 201
+    return response
+
+
+@bp.get("/s/<token>")
+def open_share(token: str):
+    try:
+        file_id, expires = _serializer().loads(token)
+    except (BadSignature, ValueError, TypeError):
+        raise Forbidden("This share link is not valid: it was changed or cut short. Ask for a new one.") from None
+    if datetime.now(timezone.utc).timestamp() >= expires:
+        raise Gone("This share link has expired. Ask the person who shared it for a new one.")
+    row = repository().get(file_id)
+    if row is None:
+        raise NotFound("The file this link shared has been deleted.")
+    response = send_stored(row)
+    # The link is the credential: keep it out of Referer headers and shared caches.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
