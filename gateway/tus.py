@@ -28,7 +28,7 @@ from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, Ch
                                   parse_concat, parse_metadata, parse_size, read_metadata)
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
 from gateway.tus_write import append, complete, finish_stalled, live, max_size, store
-from protos.errors import Forbidden, Gone, InvalidInput, Locked, Refused, UploadError
+from protos.errors import Forbidden, Gone, InvalidInput, Locked, NotFound, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
 
@@ -176,9 +176,10 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
     parts = []
     for part_id in part_ids:
         part = store().get(part_id)
-        if part is not None and part.owner_id != upload.owner_id:
-            part = None  # someone else's upload is not one this client may join
-        if part is None or not part.is_partial or part.state != "uploading":
+        if part is None or part.owner_id != upload.owner_id:
+            # Someone else's upload answers exactly like one that never existed.
+            raise NotFound(f"There is no upload {part_id} on this server.")
+        if not part.is_partial or part.state != "uploading":
             raise InvalidInput(f"Upload {part_id} is not a partial upload of this server.")
         if not part.finished_bytes:
             raise InvalidInput(f"Partial upload {part_id} is not finished yet.")
