@@ -26,6 +26,13 @@
   const action = (root, name) => root.querySelector(`[data-action="${name}"]`);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  /**
+   * With accounts on, the signed-in page carries its session's CSRF token; every request that
+   * changes something sends it back (the server refuses cookie-only writes without it).
+   */
+  const CSRF_TOKEN = ($('meta[name="csrf-token"]') || {}).content || "";
+  const CSRF_HEADERS = CSRF_TOKEN ? { "X-CSRF-Token": CSRF_TOKEN } : {};
+
   /** The same wording as the server's human_size: 1536 -> "1.5 KiB", 52428800 -> "50 MiB". */
   function humanSize(bytes) {
     let size = Number(bytes) || 0;
@@ -102,7 +109,8 @@
   async function requestJSON(url, options = {}) {
     let response;
     try {
-      response = await fetch(url, { credentials: "same-origin", ...options });
+      const headers = { ...CSRF_HEADERS, ...(options.headers || {}) };
+      response = await fetch(url, { credentials: "same-origin", ...options, headers });
     } catch {
       const error = new Error("The server could not be reached. Check your connection and try again.");
       error.status = 0;
@@ -205,6 +213,7 @@
     const form = new FormData();
     form.append("file", file, file.name);
     xhr.open("POST", "/upload");
+    if (CSRF_TOKEN) xhr.setRequestHeader("X-CSRF-Token", CSRF_TOKEN);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) callbacks.onProgress(event.loaded, event.total);
     });
@@ -307,6 +316,7 @@
       endpoint,
       chunkSize,
       retryDelays: TUS_RETRY_DELAYS,
+      headers: CSRF_HEADERS,
       metadata: { filename: file.name, filetype: file.type || "application/octet-stream" },
       removeFingerprintOnSuccess: true,
       onShouldRetry(error) {
@@ -518,6 +528,7 @@
     action(el, "retry").addEventListener("click", () => retry(item));
     action(el, "dismiss").addEventListener("click", () => dismiss(item));
     action(el, "copy").addEventListener("click", () => copyLink(item));
+    action(el, "share").addEventListener("click", () => shareLink(item.record, action(el, "share"), el));
     items.push(item);
     return item;
   }
@@ -658,6 +669,9 @@
     const copy = action(el, "copy");
     copy.hidden = false;
     copy.setAttribute("aria-label", `Copy link to ${record.original_name}`);
+    const share = action(el, "share");
+    share.hidden = false;
+    share.setAttribute("aria-label", `Make a share link for ${record.original_name}`);
     fillThumb(slot(el, "thumb"), record, `Preview of ${record.original_name}`);
     setState(item, "done");
     announce(`${record.original_name} uploaded, ${record.size_formatted}.`);
@@ -880,6 +894,34 @@
     }
   }
 
+  /**
+   * One click: ask the server for a signed, expiring link that works without signing in, copy it,
+   * and show it (with its expiry) under the file, so it can also be selected by hand.
+   */
+  async function shareLink(record, button, container) {
+    button.disabled = true;
+    const out = slot(container, "share");
+    try {
+      const link = await requestJSON(`/files/${encodeURIComponent(record.id)}/share`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+      });
+      slot(out, "share-url").value = link.url;
+      slot(out, "share-expires").textContent = `Works without signing in until ${humanDate(link.expires_at)}.`;
+      out.hidden = false;
+      const copied = await copyText(link.url);
+      button.textContent = copied ? "Link copied" : "Share link";
+      announce(copied ? "Share link copied to the clipboard." : "Share link made; copy it from the box.");
+      if (!copied) slot(out, "share-url").select();
+    } catch (error) {
+      slot(out, "share-url").value = "";
+      slot(out, "share-expires").textContent = `No share link: ${error.message}`;
+      out.hidden = false;
+      announce(`No share link: ${error.message}`, { urgent: true });
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------ recent uploads
 
   const recentList = $("#recent-list");
@@ -897,6 +939,7 @@
       li = recentTemplate.content.firstElementChild.cloneNode(true);
       li.dataset.fileId = record.id;
       action(li, "delete").addEventListener("click", () => deleteFile(li));
+      action(li, "share").addEventListener("click", () => shareLink(li.record, action(li, "share"), li));
       recentById.set(record.id, li);
     }
     li.record = record;
@@ -909,6 +952,7 @@
     date.dateTime = record.uploaded_at;
     date.textContent = humanDate(record.uploaded_at);
     action(li, "delete").setAttribute("aria-label", `Delete ${record.original_name}`);
+    action(li, "share").setAttribute("aria-label", `Make a share link for ${record.original_name}`);
     const thumb = slot(li, "thumb");
     const img = thumb.querySelector("img");
     if (!img || !record.thumbnail_url || !img.src.endsWith(record.thumbnail_url)) fillThumb(thumb, record, "");
@@ -980,6 +1024,8 @@
     for (const item of items) {
       if (item.record && item.record.id === record.id && item.state === "done") {
         action(item.el, "copy").hidden = true;
+        action(item.el, "share").hidden = true;
+        slot(item.el, "share").hidden = true;
         slot(item.el, "download").hidden = true;
         placeholder(slot(item.el, "thumb"), record.type, extensionOf(record.original_name));
         setState(item, "deleted");
