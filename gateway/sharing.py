@@ -43,7 +43,10 @@ def share(file_id: str):
     row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
     if row is None:
         raise NotFound("No file with that id.")
-    expires_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=_expires_in())
+    # Whole seconds, rounded up: a link never lives shorter than asked.
+    expires_at = datetime.now(timezone.utc) + timedelta(seconds=_expires_in())
+    if expires_at.microsecond:
+        expires_at = expires_at.replace(microsecond=0) + timedelta(seconds=1)
     token = _serializer().dumps([row.id, int(expires_at.timestamp())])
     response = jsonify(url=url_for("sharing.open_share", token=token, _external=True), expires_at=iso(expires_at))
     response.status_code = 201
@@ -54,6 +57,9 @@ def share(file_id: str):
 def open_share(token: str):
     try:
         file_id, expires = _serializer().loads(token)
+        # Only what share() signs: anything else signed with this key (and salt) is not a link.
+        if not isinstance(file_id, str) or type(expires) is not int:
+            raise ValueError("not a share link")
     except (BadSignature, ValueError, TypeError):
         raise Forbidden("This share link is not valid: it was changed or cut short. Ask for a new one.") from None
     if datetime.now(timezone.utc).timestamp() >= expires:
