@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from flask import current_app, request
 
 from gateway import metrics
 from gateway.body import read_piece, request_body
+from gateway.expiry import expires_at
 from gateway.ingest import ingest, too_large
 from gateway.services import services
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
@@ -179,12 +180,10 @@ def _judge_head(upload: TusUpload, handle, size: int) -> None:
 
 
 def complete(upload: TusUpload) -> None:
-    expires_at = None
-    if upload.expires_in:
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=upload.expires_in)
     try:
+        # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
-                             expires_at)
+                             expires_at(upload.expires_in))
     except Refused as refusal:
         _refuse(upload, refusal)
         raise
