@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, send_file
 
 from gateway.db import repository
+from gateway.expiry import refuse_expired
 from gateway.storage import storage
 from protos.errors import NotFound
 
@@ -33,6 +34,7 @@ def download(name: str):
     row = repository().by_filename(name)
     if row is None:
         raise NotFound("Nothing is stored under that name.")
+    refuse_expired(row)
     active = row.type in ACTIVE_TYPES or row.type.endswith("+xml")
     response = _serve("files", name, row.type, row.sha256, row.original_name, active)
     response.headers["Cache-Control"] = "private, no-cache"
@@ -44,6 +46,7 @@ def thumbnail(name: str):
     row = repository().by_thumbnail(name)
     if row is None:
         raise NotFound("There is no thumbnail under that name.")
+    refuse_expired(row)
     mimetype = "image/png" if name.endswith(".png") else "image/jpeg"
     response = _serve("thumbnails", name, mimetype, f"t-{row.sha256}", name, False)
     # Thumbnail names are random and never reused: cache them for good.

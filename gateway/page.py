@@ -5,7 +5,7 @@ import hashlib
 import os
 from functools import lru_cache
 
-from flask import Blueprint, current_app, make_response, render_template, request, url_for
+from flask import Blueprint, Response, current_app, make_response, render_template, request, url_for
 
 from protos.errors import NotFound
 
@@ -67,9 +67,15 @@ def vendor_url(filename: str) -> str | None:
     return None if version is None else url_for("page.vendor.static", filename=filename, v=version)
 
 
-@bp.get("/")
-def index():
-    response = make_response(render_template("index.html", asset_url=asset_url, vendor_url=vendor_url))
+def render_page(template: str, status: int = 200, **context) -> Response:
+    """One of our HTML pages, with the headers every one of them carries."""
+    html = render_template(template, asset_url=asset_url, vendor_url=vendor_url, **context)
+    response = make_response(html, status)
     response.headers["Content-Security-Policy"] = PAGE_CSP
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+@bp.get("/")
+def index():
+    return render_page("index.html")

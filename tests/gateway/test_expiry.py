@@ -206,6 +206,89 @@ def test_the_gateway_refuses_to_start_when_file_ttl_passes_the_maximum(tmp_path)
     assert "FILE_TTL (7200) must be from 0" in result.stderr
 
 
+# ---------------------------------------------------------------- an expired file
+
+
+def test_an_expired_file_is_hidden_and_gone(app, client, tmp_path):
+    kept = upload(client, "kept.txt")
+    rec = upload(client, "p.png", make_sample("png", tmp_path).read_bytes())
+    assert rec["thumbnail_url"]
+    expire(app, rec["id"])
+
+    assert [r["id"] for r in client.get("/files").get_json()["files"]] == [kept["id"]]
+    for url in (f"/files/{rec['id']}", rec["download_url"], rec["thumbnail_url"]):
+        response = client.get(url)
+        assert response.status_code == 410, url
+        assert response.is_json and "expired" in response.get_json()["error"]
+        assert "Accept" in response.headers.get("Vary", "")
+    # Conditional and range requests do not get around it.
+    assert client.get(rec["download_url"], headers={"If-None-Match": f'"{rec["sha256"]}"'}).status_code == 410
+    assert client.get(rec["download_url"], headers={"Range": "bytes=0-3"}).status_code == 410
+    # Not yet reaped: the bytes are still there, only no longer served.
+    assert app.extensions["storage"].path("files", rec["filename"]).is_file()
+    # The other file is untouched.
+    assert client.get(f"/files/{kept['id']}").status_code == 200
+    assert client.get(kept["download_url"]).status_code == 200
+
+
+def test_a_file_expires_on_its_own(client):
+    record = upload(client, expires_in=1)
+    assert client.get(f"/files/{record['id']}").status_code == 200
+    time.sleep(1.1)
+    assert client.get(f"/files/{record['id']}").status_code == 410
+    assert client.get(record["download_url"]).status_code == 410
+    assert client.get("/files").get_json()["files"] == []
+
+
+def test_paging_skips_expired_files(app, client):
+    ids = [upload(client, f"f{i}.txt")["id"] for i in range(5)]
+    expire(app, ids[1], ids[3])
+    first = client.get("/files?limit=2").get_json()
+    second = client.get(f"/files?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [r["id"] for r in first["files"] + second["files"]] == [ids[4], ids[2], ids[0]]
+    assert second["next_cursor"] is None
+
+
+def test_a_browser_gets_a_page_saying_the_file_has_expired(app, client, tmp_path):
+    rec = upload(client, "p.png", make_sample("png", tmp_path).read_bytes())
+    expire(app, rec["id"])
+    for url in (rec["download_url"], f"/files/{rec['id']}", rec["thumbnail_url"]):
+        response = client.get(url, headers={"Accept": BROWSER_ACCEPT})
+        assert response.status_code == 410, url
+        assert response.mimetype == "text/html"
+        html = response.get_data(as_text=True)
+        assert "This file has expired" in html
+        assert response.headers["Content-Security-Policy"] == PAGE_CSP
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Accept" in response.headers["Vary"]
+        # Nothing for the CSP to forbid: no inline script, style or handler.
+        assert all("src=" in attrs and not body.strip()
+                   for attrs, body in re.findall(r"<script\b([^>]*)>(.*?)</script\s*>", html, re.S | re.I))
+        assert not re.search(r"<[^>]+\s(style|on[a-z]+)\s*=", html, re.I)
+        assert "<style" not in html.lower()
+        assert re.search(r'<link rel="stylesheet" href="/static/app\.css', html)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "*/*", "text/html, application/json",
+                                    "image/avif,image/webp,*/*;q=0.8", None])
+def test_programs_get_json_for_an_expired_file(app, client, accept):
+    record = upload(client)
+    expire(app, record["id"])
+    response = client.get(record["download_url"], headers={"Accept": accept} if accept else {})
+    assert response.status_code == 410
+    assert response.is_json and response.get_json()["error"] == "This file has expired."
+
+
+def test_deleting_an_expired_file_removes_it(app, client):
+    record = upload(client)
+    expire(app, record["id"])
+    assert client.delete(f"/files/{record['id']}").status_code == 204
+    assert stored_files(app) == []
+    assert client.get(f"/files/{record['id']}").status_code == 404
+    assert client.get(record["download_url"]).status_code == 404
+
+
 # ---------------------------------------------------------------- tus
 
 
@@ -252,3 +335,19 @@ def test_tus_bad_expires_in_is_400_and_nothing_is_stored(tus_gateway, value):
     assert "expires_in" in response.json()["error"]
     assert "Location" not in response.headers
     assert leftover_files(tus_gateway.data_dir) == before
+
+
+def test_an_expired_tus_file_is_gone_for_a_real_browser(tus_gateway, page):
+    record = tuspy_upload(tus_gateway, text_bytes(1000, seed=52), {"filename": "brief.txt", "expires_in": "1"})
+    time.sleep(1.1)
+    page.add_init_script("""window.__violations = [];
+        document.addEventListener("securitypolicyviolation",
+            (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));""")
+    response = page.goto(tus_gateway.url + record["download_url"])
+    assert response.status == 410
+    assert page.locator("h1").inner_text() == "This file has expired"
+    # The stylesheet loaded under the page's own CSP.
+    page.wait_for_load_state("load")
+    assert page.evaluate("Array.from(document.styleSheets).some((s) => s.href && s.cssRules.length > 0)")
+    assert page.evaluate("window.__violations") == []
+    assert page.evaluate("document.scripts.length") == 0
