@@ -103,6 +103,7 @@ def app(tmp_path, validator, thumbnailer):
     })
     yield app
     app.extensions["thumbnails"].stop()
+    app.extensions["file_reaper"].stop()
     app.extensions["services"].close()
 
 

@@ -289,6 +289,126 @@ def test_deleting_an_expired_file_removes_it(app, client):
     assert client.get(record["download_url"]).status_code == 404
 
 
+# ---------------------------------------------------------------- the reaper
+
+
+def reaped_total(client) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    match = re.search(r"^upload_files_reaped_total (\S+)$", text, re.M)
+    assert match, "no upload_files_reaped_total in /metrics"
+    return float(match.group(1))
+
+
+def test_the_reaper_removes_expired_files_and_leaves_the_others(app, client, tmp_path):
+    storage = app.extensions["storage"]
+    doomed = upload(client, "p.png", make_sample("png", tmp_path).read_bytes())
+    later = upload(client, "later.txt", expires_in=3600)
+    forever = upload(client, "forever.txt")
+    expire(app, doomed["id"])
+    thumbnail = doomed["thumbnail_url"].rsplit("/", 1)[-1]
+    assert storage.path("thumbnails", thumbnail).is_file()
+    reaped_before = reaped_total(client)
+
+    assert app.extensions["file_reaper"].reap() == 1
+
+    assert not storage.path("files", doomed["filename"]).exists()
+    assert not storage.path("thumbnails", thumbnail).exists()
+    assert app.extensions["files"].get(doomed["id"]) is None
+    for url in (f"/files/{doomed['id']}", doomed["download_url"], doomed["thumbnail_url"]):
+        assert client.get(url).status_code == 404, url
+    for kept in (later, forever):
+        assert client.get(f"/files/{kept['id']}").status_code == 200
+        assert client.get(kept["download_url"]).get_data() == b"some text\n"
+    assert sorted(r["id"] for r in client.get("/files").get_json()["files"]) == sorted([later["id"], forever["id"]])
+    assert reaped_total(client) == reaped_before + 1
+    # A second pass finds nothing to do.
+    assert app.extensions["file_reaper"].reap() == 0
+
+
+def test_the_reaper_does_not_trip_over_what_is_already_gone(app, client, tmp_path):
+    storage = app.extensions["storage"]
+    no_bytes = upload(client, "a.txt")
+    no_thumbnail = upload(client, "p.png", make_sample("png", tmp_path).read_bytes())
+    expire(app, no_bytes["id"], no_thumbnail["id"])
+    storage.path("files", no_bytes["filename"]).unlink()
+    storage.path("thumbnails", no_thumbnail["thumbnail_url"].rsplit("/", 1)[-1]).unlink()
+    assert app.extensions["file_reaper"].reap() == 2
+    assert stored_files(app) == []
+    # A row another request deleted meanwhile: nothing left to do, no error.
+    stale = app.extensions["files"].get(upload(client, "b.txt")["id"])
+    assert client.delete(f"/files/{stale.id}").status_code == 204
+    assert app.extensions["ingest"].remove(stale) is False
+
+
+def test_a_failure_between_bytes_and_row_leaves_nothing_half_visible(app, client, monkeypatch):
+    """An expired file loses its bytes first: if the row cannot go, it stays hidden
+    for the next pass. A live file loses its row first: if the bytes cannot go,
+    it is no longer listed or served."""
+    repo, storage = app.extensions["files"], app.extensions["storage"]
+    expired, live = upload(client, "expired.txt"), upload(client, "live.txt")
+    expire(app, expired["id"])
+
+    delete_row = repo.delete
+    monkeypatch.setattr(repo, "delete", lambda file_id: (_ for _ in ()).throw(OSError("database gone")))
+    assert app.extensions["file_reaper"].reap() == 0
+    assert not storage.path("files", expired["filename"]).exists()
+    assert client.get(f"/files/{expired['id']}").status_code == 410
+    monkeypatch.setattr(repo, "delete", delete_row)
+    assert app.extensions["file_reaper"].reap() == 1
+    assert client.get(f"/files/{expired['id']}").status_code == 404
+
+    monkeypatch.setattr(storage, "delete", lambda area, name: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError):
+        app.extensions["ingest"].remove(repo.get(live["id"]))
+    assert client.get(f"/files/{live['id']}").status_code == 404
+    assert client.get("/files").get_json()["files"] == []
+
+
+def test_the_reaper_works_in_batches_and_past_a_file_it_cannot_remove(app, client):
+    from gateway.expiry import Reaper
+
+    ids = [upload(client, f"f{i}.txt")["id"] for i in range(7)]
+    expire(app, *ids)
+    stuck = ids[2]
+    remove = app.extensions["ingest"].remove
+    calls = []
+
+    def flaky_remove(row):
+        calls.append(row.id)
+        if row.id == stuck:
+            raise PermissionError("not allowed")
+        return remove(row)
+
+    reaper = Reaper(app.extensions["files"], flaky_remove, interval=0, batch=2)
+    assert reaper.reap() == 6
+    assert sorted(calls) == sorted(ids)  # every one tried once in the pass
+    assert [r.id for r in app.extensions["files"].expired(now(), 10)] == [stuck]
+    # Once it can be removed, the next pass does it.
+    assert Reaper(app.extensions["files"], remove, interval=0, batch=2).reap() == 1
+    assert stored_files(app) == []
+
+
+def test_the_reaper_runs_in_the_background(tmp_path, validator, thumbnailer):
+    from gateway import create_app
+
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "VALIDATOR_ADDR": validator.address,
+                      "THUMBNAIL_ADDR": thumbnailer.address, "FILE_REAP_INTERVAL": 0.2})
+    try:
+        client = app.test_client()
+        record = upload(client, expires_in=1)
+        kept = upload(client, "kept.txt")
+        deadline = time.monotonic() + 15
+        while client.get(f"/files/{record['id']}").status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get(f"/files/{record['id']}").status_code == 404
+        assert not app.extensions["storage"].path("files", record["filename"]).exists()
+        assert client.get(f"/files/{kept['id']}").status_code == 200
+    finally:
+        app.extensions["file_reaper"].stop()
+        app.extensions["thumbnails"].stop()
+        app.extensions["services"].close()
+
+
 # ---------------------------------------------------------------- tus
 
 
