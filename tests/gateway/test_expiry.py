@@ -270,6 +270,23 @@ def test_a_browser_gets_a_page_saying_the_file_has_expired(app, client, tmp_path
         assert re.search(r'<link rel="stylesheet" href="/static/app\.css', html)
 
 
+def test_410_answers_conform_to_the_openapi_document(app, client, tmp_path):
+    from tests.gateway.test_openapi import conforms
+
+    spec = client.get("/openapi.json").get_json()
+    form = spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert (form["properties"]["expires_in"]["minimum"], form["properties"]["expires_in"]["maximum"]) == (1, 31536000)
+    rec = upload(client, "p.png", make_sample("png", tmp_path).read_bytes())
+    expire(app, rec["id"])
+    for accept in ("application/json", BROWSER_ACCEPT):
+        for template, url in (("/files/{file_id}", f"/files/{rec['id']}"), ("/uploads/{name}", rec["download_url"]),
+                              ("/thumbnails/{name}", rec["thumbnail_url"])):
+            response = client.get(url, headers={"Accept": accept})
+            assert response.status_code == 410
+            conforms(spec, "GET", template, response)
+    conforms(spec, "POST", "/upload", post(client, field("expires_in", "0"), file_part("a.txt")))
+
+
 @pytest.mark.parametrize("accept", ["application/json", "*/*", "text/html, application/json",
                                     "image/avif,image/webp,*/*;q=0.8", None])
 def test_programs_get_json_for_an_expired_file(app, client, accept):
