@@ -84,7 +84,7 @@ class _Form:
     def _expire(self, raw: str) -> None:
         """expires_in applies to every file of the request, wherever it stands:
         files stored before it arrived get it now (all are removed if it is bad).
-        Before the files, a bad one is refused before any file byte is read."""
+        Before the files, a bad one is refused before any file is started."""
         if EXPIRES_IN in self.fields:
             raise InvalidInput(f"The form field {EXPIRES_IN!r} is given more than once.")
         self.expires_in = parse_expires_in(raw)
