@@ -12,8 +12,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import (accounts, accounts_api, auth, cli, cors, db, downloads, errors, files, ingest, limits,
-                         login, meta, openapi, page, services, sharing, storage, thumbnails, tus, uploads)
+    from gateway import (accounts, accounts_api, auth, cli, cors, db, downloads, errors, expiry, files, ingest,
+                         limits, login, meta, openapi, page, services, sharing, storage, thumbnails, tus, uploads)
 
     # Resources first (each init_app puts one in app.extensions), then the HTTP surface.
     storage.init_app(app)
@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     services.init_app(app)
     thumbnails.init_app(app)
     ingest.init_app(app)
+    expiry.init_app(app)
     tus.init_app(app)
     errors.init_app(app)
     auth.init_app(app)

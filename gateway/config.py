@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+# expires_in is kept in a 32-bit column (tus) and must stay far from datetime's
+# year 9999: FILE_MAX_TTL may not pass this (68 years).
+LARGEST_FILE_TTL = 2**31 - 1
+
 
 def from_env(env: Mapping[str, str] | None = None) -> dict:
     env = os.environ if env is None else env
@@ -33,6 +37,13 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
 
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
+    file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
+    if not 1 <= file_max_ttl <= LARGEST_FILE_TTL:
+        raise SystemExit(f"FILE_MAX_TTL must be a number of seconds from 1 to {LARGEST_FILE_TTL}, got {file_max_ttl}.")
+    if not 0 <= file_ttl <= file_max_ttl:
+        # A default longer than uploads may ask for would be a lifetime no upload can have.
+        raise SystemExit(f"FILE_TTL ({file_ttl}) must be from 0 (files never expire) to FILE_MAX_TTL "
+                         f"({file_max_ttl}): lower FILE_TTL or raise FILE_MAX_TTL.")
     return {
         "GATEWAY_HOST": env.get("GATEWAY_HOST", "127.0.0.1"),
         "GATEWAY_PORT": number("GATEWAY_PORT", 5000),
@@ -58,6 +69,12 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "UPLOAD_TIMEOUT": number("UPLOAD_TIMEOUT", 3600.0, float),
         # Seconds a health probe of a gRPC service may take before it counts as down.
         "HEALTH_TIMEOUT": number("HEALTH_TIMEOUT", 1.0, float),
+        # Seconds a stored file lives when its upload gives no expires_in; 0: for ever.
+        "FILE_TTL": file_ttl,
+        # The longest expires_in an upload may ask for (POST /upload and tus).
+        "FILE_MAX_TTL": file_max_ttl,
+        # Seconds between passes of the reaper of expired files (0: no reaper).
+        "FILE_REAP_INTERVAL": number("FILE_REAP_INTERVAL", 60.0, float),
         # Seconds an unfinished tus upload is kept after its last PATCH (and an
         # ended one is remembered, answering 410, before it is forgotten).
         "TUS_EXPIRY": number("TUS_EXPIRY", 86400.0, float),

@@ -41,6 +41,9 @@ files = sa.Table(
     sa.Index("ix_files_owner_uploaded_at", "owner_id", "uploaded_at"),
     sa.Index("ix_files_thumbnail_status", "thumbnail_status"),
 )
+# The reaper's query. Created apart from the table: create_all() skips a table
+# that exists, so a database from before expiry would never get it.
+EXPIRES_INDEX = sa.Index("ix_files_expires_at", files.c.expires_at)
 
 
 @dataclass
@@ -127,12 +130,15 @@ class FileRepository:
             count, size = conn.execute(query).one()
         return int(count), int(size)
 
-    def page(self, limit: int, cursor: str | None = None,
-             owner: str | None = None) -> tuple[list[FileRow], str | None]:
-        """Newest first; the cursor continues after the last row of the previous page."""
+    def page(self, limit: int, cursor: str | None = None, owner: str | None = None, *,
+             now: datetime | None = None) -> tuple[list[FileRow], str | None]:
+        """Newest first; the cursor continues after the last row of the previous page.
+        Expired files are left out (the reaper may not have removed them yet)."""
         query = files.select().order_by(files.c.uploaded_at.desc(), files.c.id.desc()).limit(limit + 1)
         if owner is not None:
             query = query.where(files.c.owner_id == owner)
+        now = now or datetime.now(timezone.utc)
+        query = query.where(sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now))
         if cursor:
             stamp, file_id = decode_cursor(cursor)
             query = query.where(sa.or_(
@@ -152,6 +158,25 @@ class FileRepository:
                 return None
             conn.execute(files.delete().where(files.c.id == file_id))
         return _row(found)
+
+    def expired(self, now: datetime, limit: int,
+                after: tuple[datetime, str] | None = None) -> list[FileRow]:
+        """Files whose time is up at ``now``, in (expires_at, id) order; ``after``
+        continues past the last row of a previous batch."""
+        query = (files.select().where(files.c.expires_at <= now)
+                 .order_by(files.c.expires_at, files.c.id).limit(limit))
+        if after:
+            stamp, file_id = after
+            query = query.where(sa.or_(
+                files.c.expires_at > stamp,
+                sa.and_(files.c.expires_at == stamp, files.c.id > file_id),
+            ))
+        with self.engine.connect() as conn:
+            return [_row(m) for m in conn.execute(query).mappings()]
+
+    def set_expires_at(self, file_ids: list[str], expires_at: datetime | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(files.update().where(files.c.id.in_(file_ids)).values(expires_at=expires_at))
 
     def set_thumbnail(self, file_id: str, thumbnail: str | None, status: str) -> bool:
         """False when the file's row is gone (deleted meanwhile)."""
@@ -187,6 +212,7 @@ def create_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     _add_missing_columns(engine)
+    EXPIRES_INDEX.create(engine, checkfirst=True)
     return engine
 
 

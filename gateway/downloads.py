@@ -5,6 +5,7 @@ from flask import Blueprint, send_file
 
 from gateway.auth import owner_scope
 from gateway.db import repository
+from gateway.expiry import refuse_expired
 from gateway.storage import storage
 from protos.errors import NotFound
 
@@ -30,7 +31,8 @@ def _serve(area: str, name: str, mimetype: str, etag: str, download_name: str, a
 
 
 def send_stored(row):
-    """The bytes of a stored file (downloads and share links alike)."""
+    """The bytes of a stored file (downloads and share links alike); 410 once it has expired."""
+    refuse_expired(row)
     active = row.type in ACTIVE_TYPES or row.type.endswith("+xml")
     response = _serve("files", row.filename, row.type, row.sha256, row.original_name, active)
     response.headers["Cache-Control"] = "private, no-cache"
@@ -50,6 +52,7 @@ def thumbnail(name: str):
     row = repository().by_thumbnail(name, owner=owner_scope())
     if row is None:
         raise NotFound("There is no thumbnail under that name.")
+    refuse_expired(row)
     mimetype = "image/png" if name.endswith(".png") else "image/jpeg"
     response = _serve("thumbnails", name, mimetype, f"t-{row.sha256}", name, False)
     # Thumbnail names are random and never reused: cache them for good.

@@ -3,15 +3,37 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from protos.errors import Refused, UploadError
+from gateway.page import render_page
+from protos.errors import Gone, Refused, UploadError
 
 log = logging.getLogger("upload.gateway")
 
 
+def prefers_html() -> bool:
+    """A browser following a link (its Accept ranks text/html above JSON),
+    not a script or an API client (JSON, or */* alike)."""
+    accept = request.accept_mimetypes
+    return accept.quality("text/html") > accept.quality("application/json")
+
+
 def error_response(error: UploadError) -> Response:
+    if isinstance(error, Gone):
+        # A 410 is met by people following an old link (an expired file, later
+        # an expired share link): they get a page saying so, programs the JSON.
+        response = _gone_page(error) if prefers_html() else _json_error(error)
+        response.vary.add("Accept")
+        return response
+    return _json_error(error)
+
+
+def _gone_page(error: Gone) -> Response:
+    return render_page("gone.html", status=error.http_status, heading=error.message.rstrip("."))
+
+
+def _json_error(error: UploadError) -> Response:
     body = {"error": error.message}
     if isinstance(error, Refused):
         body["code"] = error.code

@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify, request
 
 from gateway.auth import owner_scope
 from gateway.db import repository
+from gateway.expiry import refuse_expired
 from gateway.ingest import ingest
 from gateway.records import record
 from protos.errors import InvalidInput, NotFound
@@ -43,7 +44,7 @@ def _row_or_404(file_id: str):
 
 @bp.get("/files/<file_id>")
 def get_file(file_id: str):
-    return jsonify(record(_row_or_404(file_id)))
+    return jsonify(record(refuse_expired(_row_or_404(file_id))))
 
 
 @bp.delete("/files/<file_id>")

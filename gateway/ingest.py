@@ -17,6 +17,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from gateway.db import FileRepository, FileRow
+from gateway.expiry import is_expired
 from gateway.hashing import StreamHasher
 from gateway.names import extension, sanitize
 from gateway.services import Services
@@ -176,9 +177,23 @@ class Ingest:
             raise
         return row
 
-    def remove(self, row: FileRow) -> None:
-        """Delete a stored file: the row first, so it is never listed without bytes."""
-        self.repo.delete(row.id)
+    def remove(self, row: FileRow) -> bool:
+        """Delete a stored file (DELETE /files/<id> and the expiry reaper); False
+        when its row was already gone. Deleting what is already gone is fine.
+
+        A live file loses its row first: a crash in between leaves unlisted
+        bytes, never a listed file without bytes. An expired file is already
+        unlisted and answers 410 everywhere, so its bytes go first: a crash in
+        between leaves its row for the reaper's next pass, instead of bytes
+        that nothing would ever delete (an expired file must really go)."""
+        if is_expired(row):
+            self._delete_bytes(row)
+        removed = self.repo.delete(row.id)
+        # The row as it was deleted: a thumbnail made meanwhile is named there.
+        self._delete_bytes(removed or row)
+        return removed is not None
+
+    def _delete_bytes(self, row: FileRow) -> None:
         self.storage.delete("files", row.filename)
         if row.thumbnail:
             self.storage.delete("thumbnails", row.thumbnail)

@@ -6,11 +6,11 @@ signing out or deleting the user ends the session at once.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request, session
+from flask import Blueprint, current_app, jsonify, make_response, redirect, request, session
 
 from gateway.accounts import accounts
 from gateway.auth import auth_enabled, check_csrf, csrf_token, current_user
-from gateway.page import html_response
+from gateway.page import render_page
 from protos.errors import InvalidInput, NotFound, Unauthenticated
 
 bp = Blueprint("login", __name__)
@@ -20,8 +20,7 @@ BAD_CREDENTIALS = "The username or password is not right."
 
 def login_page(error: str | None = None, username: str = "", status: int = 200):
     """The sign-in form (also what GET / shows to a browser that is not signed in)."""
-    body = render_template("login.html", error=error, username=username, csrf_token=csrf_token())
-    return html_response(body, status)
+    return render_page("login.html", status, error=error, username=username, csrf_token=csrf_token())
 
 
 @bp.get("/login")

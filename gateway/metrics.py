@@ -16,6 +16,8 @@ SERVICE_UP = Gauge("upload_service_up", "1 when the gRPC service answers its hea
                    ["service"], registry=REGISTRY)
 THUMBNAILS_PENDING = Gauge("upload_thumbnails_pending", "Thumbnails waiting for the thumbnail service.",
                            registry=REGISTRY)
+FILES_REAPED = Counter("upload_files_reaped_total", "Expired files removed by the reaper (bytes, thumbnail, record).",
+                       registry=REGISTRY)
 
 
 def observe_services(status: dict[str, str]) -> None:

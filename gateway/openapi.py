@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from gateway.files import MAX_PAGE
 from gateway.openapi_accounts import accounts_paths, add_authentication
@@ -37,6 +37,15 @@ def _ref(name: str) -> dict:
 
 def _error(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _gone(what: str) -> dict:
+    """410: JSON like every error, or a short page for a browser (Accept prefers text/html)."""
+    response = _error(f"{what} has expired; the reaper has not removed it yet (404 once it has). "
+                      "A browser gets a short HTML page instead.")
+    response["content"]["text/html"] = {"schema": {"type": "string"}}
+    response["headers"] = {"Vary": _header("`Accept`: the body depends on it.")}
+    return response
 
 
 def _json(description: str, schema: dict, headers: dict | None = None) -> dict:
@@ -208,6 +217,7 @@ def _stored_bytes(area: str, name_pattern: str, media: list[str], operation_id: 
                 "206": partial,
                 "304": {"description": "Not modified (If-None-Match or If-Modified-Since matched)."},
                 "404": _error(f"No {area} under that name (never stored, or deleted)."),
+                "410": _gone("The file"),
                 "412": {"description": "If-Match given and it does not match the ETag "
                                        "(the body is still the bytes).",
                         "content": content},
@@ -256,6 +266,14 @@ def build_spec() -> dict:
                                         "items": {"type": "string", "format": "binary"},
                                         "description": "One part per file, each with a file name.",
                                     },
+                                    "expires_in": {
+                                        "type": "integer",
+                                        "minimum": 1,
+                                        "maximum": current_app.config["FILE_MAX_TTL"],
+                                        "description": "Seconds every file of the request lives, from when it "
+                                                       "is stored; before or after the files. Without it: the "
+                                                       "server's default (`expires_at` null when that is never).",
+                                    },
                                 },
                             },
                             "encoding": {"file": {"contentType": "application/octet-stream"}},
@@ -268,7 +286,7 @@ def build_spec() -> dict:
                                  headers={"Location": _header("The record's URL (one file only).",
                                                               format="uri-reference")}),
                     "400": _error("Malformed request: not multipart/form-data, no `file` part, "
-                                  "an empty file name, an empty file, a truncated body."),
+                                  "an empty file name, an empty file, a truncated body, a bad `expires_in`."),
                     "413": _error("Over the size limit (`code`: file_too_large), or over the user's "
                                   "storage quota (AUTH=token)."),
                     "415": _error("Type not allowed, or the content does not match the extension."),
@@ -301,7 +319,8 @@ def build_spec() -> dict:
                 "summary": "One file's record.",
                 "tags": ["files"],
                 "parameters": [file_id],
-                "responses": {"200": _json("The record.", _ref("Record")), "404": _error("No file with that id.")},
+                "responses": {"200": _json("The record.", _ref("Record")), "404": _error("No file with that id."),
+                              "410": _gone("The file")},
             },
             "delete": {
                 "operationId": "deleteFile",

@@ -91,7 +91,7 @@ def tus_paths() -> dict:
                     _header("Upload-Length", "The file's size in bytes.", pattern="^[0-9]+$"),
                     _header("Upload-Defer-Length", "1: the size comes in a later PATCH.", enum=["1"]),
                     _header("Upload-Metadata", "`key base64value` pairs: filename (or name), filetype (or "
-                                               "type), expires_in."),
+                                               "type), expires_in (seconds the stored file lives, as for POST /upload)."),
                     _header("Upload-Concat", "`partial`, or `final;<url> <url>...`."),
                     _header("Upload-Checksum", "Checksum of a body sent with the creation."),
                 ],

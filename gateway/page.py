@@ -5,7 +5,7 @@ import hashlib
 import os
 from functools import lru_cache
 
-from flask import Blueprint, current_app, make_response, render_template, request, url_for
+from flask import Blueprint, Response, current_app, make_response, render_template, request, url_for
 
 from protos.errors import NotFound
 
@@ -67,11 +67,9 @@ def vendor_url(filename: str) -> str | None:
     return None if version is None else url_for("page.vendor.static", filename=filename, v=version)
 
 
-def html_response(body: str, status: int = 200):
-    """An HTML page of ours (its CSP and Referrer-Policy come from secure_html)."""
-    response = make_response(body, status)
-    response.mimetype = "text/html"
-    return response
+def render_page(template: str, status: int = 200, **context) -> Response:
+    """One of our HTML pages (its headers come from secure_html, like every HTML answer's)."""
+    return make_response(render_template(template, **context), status)
 
 
 def secure_html(response):
@@ -92,8 +90,7 @@ def index():
     user = current_user()
     if auth_enabled() and user is None:
         return login_page()
-    return html_response(render_template(
-        "index.html", user=user, csrf_token=csrf_token() if user is not None else ""))
+    return render_page("index.html", user=user, csrf_token=csrf_token() if user is not None else "")
 
 
 def init_app(app) -> None:

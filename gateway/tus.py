@@ -20,6 +20,7 @@ from gateway.auth import owner_id
 from gateway.background import Periodic
 from gateway.body import drain_then_close
 from gateway.errors import error_response
+from gateway.expiry import parse_expires_in
 from gateway.ingest import stored_name, too_large
 from gateway.names import extension
 from gateway.quotas import quota
@@ -138,7 +139,7 @@ def create():
     upload = TusUpload(
         id=upload_id, filename=stored_name(upload_id, meta.original_name), length=length, offset=0,
         metadata=raw_metadata.strip(), original_name=meta.original_name, declared_type=meta.declared_type,
-        expires_in=meta.expires_in, concat="partial" if is_partial else None, state="uploading",
+        expires_in=parse_expires_in(meta.expires_in), concat="partial" if is_partial else None, state="uploading",
         head_checked=is_partial, file_id=None, error=None, created_at=now, expires_at=store().expiry(),
         owner_id=owner_id())
     if not is_partial and (budget := quota()) is not None:

@@ -17,8 +17,6 @@ EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "term
               "expiration", "concatenation")
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512, "md5": hashlib.md5}
 PATCH_TYPE = "application/offset+octet-stream"
-# Ten years: any longer is "never", which is what leaving expires_in out means.
-MAX_EXPIRES_IN = 10 * 365 * 86400
 _KEY = re.compile(r"^[\x21-\x7e]+$")
 _UPLOAD_URL = re.compile(r"(?:^|/)tus/([0-9a-f]{32})/?$")
 
@@ -60,19 +58,17 @@ def parse_metadata(header: str | None) -> dict[str, str]:
 class UploadMetadata:
     original_name: str
     declared_type: str
-    expires_in: int | None
+    # As sent; gateway.expiry judges it against the settings.
+    expires_in: str | None
 
 
 def read_metadata(values: dict[str, str]) -> UploadMetadata:
     """The keys the service understands (Uppy sends `name` and `type`)."""
-    expires = values.get("expires_in")
-    if expires is not None and not (expires.isascii() and expires.isdigit() and int(expires) <= MAX_EXPIRES_IN):
-        raise InvalidInput(f"Upload-Metadata expires_in must be a whole number of seconds, at most {MAX_EXPIRES_IN}.")
     name = values.get("filename") or values.get("name") or ""
     return UploadMetadata(
         original_name=sanitize(name) if name else "",
         declared_type=(values.get("filetype") or values.get("type") or "")[:255],
-        expires_in=int(expires) if expires else None,
+        expires_in=values.get("expires_in"),
     )
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from flask import current_app, request
 
 from gateway import metrics
 from gateway.auth import owner_scope
 from gateway.body import read_piece, request_body
+from gateway.expiry import expires_at
 from gateway.ingest import ingest, too_large
 from gateway.quotas import quota
 from gateway.services import services
@@ -182,15 +183,13 @@ def _judge_head(upload: TusUpload, handle, size: int) -> None:
 
 
 def complete(upload: TusUpload) -> None:
-    expires_at = None
-    if upload.expires_in:
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=upload.expires_in)
     if (budget := quota()) is not None:
         # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
         budget.check(new_files=1, new_bytes=upload.length or 0)
     try:
+        # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
-                             expires_at, upload.owner_id)
+                             expires_at(upload.expires_in), upload.owner_id)
     except Refused as refusal:
         _refuse(upload, refusal)
         raise

@@ -12,7 +12,9 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from gateway import metrics
 from gateway.auth import owner_id
 from gateway.body import READ_SIZE, drain_then_close, read_piece, request_body
+from gateway.db import repository
 from gateway.errors import error_response
+from gateway.expiry import FIELD as EXPIRES_IN, expires_at, parse_expires_in
 from gateway.ingest import Upload, ingest, too_large
 from gateway.quotas import Budget, quota
 from gateway.records import record
@@ -52,6 +54,8 @@ class _Form:
         self.fields: dict[str, str] = {}
         self.upload: Upload | None = None
         self._field: tuple[str, bytearray] | None = None
+        # What the form's expires_in asked; None: FILE_TTL.
+        self.expires_in: int | None = None
 
     def handle(self, event) -> None:
         if isinstance(event, File):
@@ -72,7 +76,7 @@ class _Form:
             self.upload.write(event.data)
             if not event.more_data:
                 upload, self.upload = self.upload, None
-                self.stored.append(upload.finish())
+                self.stored.append(upload.finish(expires_at(self.expires_in)))
                 self.budget.confirm()
         elif self._field is not None:
             name, value = self._field
@@ -80,8 +84,24 @@ class _Form:
             if len(value) > MAX_FIELD_BYTES:
                 raise InvalidInput(f"The form field {name!r} is too long.")
             if not event.more_data:
-                self.fields[name] = value.decode("utf-8", errors="replace")
+                text = value.decode("utf-8", errors="replace")
+                if name == EXPIRES_IN:
+                    self._expire(text)
+                self.fields[name] = text
                 self._field = None
+
+    def _expire(self, raw: str) -> None:
+        """expires_in applies to every file of the request, wherever it stands:
+        files stored before it arrived get it now (all are removed if it is bad).
+        Before the files, a bad one is refused before any file is started."""
+        if EXPIRES_IN in self.fields:
+            raise InvalidInput(f"The form field {EXPIRES_IN!r} is given more than once.")
+        self.expires_in = parse_expires_in(raw)
+        if self.stored:
+            at = expires_at(self.expires_in)
+            repository().set_expires_at([row.id for row in self.stored], at)
+            for row in self.stored:
+                row.expires_at = at
 
     def rollback(self) -> None:
         if self.upload is not None:

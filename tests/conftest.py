@@ -112,6 +112,7 @@ def make_app(tmp_path, validator, thumbnailer):
     yield make
     for app in apps:
         app.extensions["thumbnails"].stop()
+        app.extensions["file_reaper"].stop()
         app.extensions["services"].close()
 
 
