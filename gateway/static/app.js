@@ -93,6 +93,10 @@
 
   /** Turns a failed response into {message, code, status}: the server's own sentence when it sent one. */
   function errorFromBody(status, statusText, text) {
+    if (status === 401 && CSRF_TOKEN) {
+      // This page was signed in: the session has ended (signed out elsewhere, expired, revoked).
+      return { message: "You have been signed out. Reload the page to sign in again.", code: "signed_out", status };
+    }
     let body = null;
     try {
       body = JSON.parse(text);
