@@ -7,6 +7,7 @@ id it names is gone for good (ids are random and never reused).
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -43,11 +44,10 @@ def share(file_id: str):
     row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
     if row is None:
         raise NotFound("No file with that id.")
-    # Whole seconds, rounded up: a link never lives shorter than asked.
+    # Not cut to whole seconds: a link lives exactly as long as asked (links made
+    # before carry whole seconds, which open_share still reads).
     expires_at = datetime.now(timezone.utc) + timedelta(seconds=_expires_in())
-    if expires_at.microsecond:
-        expires_at = expires_at.replace(microsecond=0) + timedelta(seconds=1)
-    token = _serializer().dumps([row.id, int(expires_at.timestamp())])
+    token = _serializer().dumps([row.id, expires_at.timestamp()])
     response = jsonify(url=url_for("sharing.open_share", token=token, _external=True), expires_at=iso(expires_at))
     response.status_code = 201
     return response
@@ -58,7 +58,7 @@ def open_share(token: str):
     try:
         file_id, expires = _serializer().loads(token)
         # Only what share() signs: anything else signed with this key (and salt) is not a link.
-        if not isinstance(file_id, str) or type(expires) is not int:
+        if not isinstance(file_id, str) or type(expires) not in (int, float) or not math.isfinite(expires):
             raise ValueError("not a share link")
     except (BadSignature, ValueError, TypeError):
         raise Forbidden("This share link is not valid: it was changed or cut short. Ask for a new one.") from None
