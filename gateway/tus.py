@@ -188,18 +188,27 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
     upload.length = sum(p.length for p in parts)
     if upload.length > limit:
         raise too_large(limit, upload.original_name or None)
+    if (budget := quota()) is not None:
+        budget.check(new_files=1, new_bytes=upload.length)  # before copying a byte
     upload.concat = "final;" + " ".join(url_for("tus.resource", upload_id=p.id) for p in parts)
     store().add(upload)
-    with store().writing(upload, wait=0) as handle:
-        for part in parts:
-            with open(store().path(part), "rb") as source:
-                shutil.copyfileobj(source, handle, 1024 * 1024)
-        os.fsync(handle.fileno())
-        upload.offset = upload.length
-        store().save(upload, "offset")
-        response = _empty(201)
-        response.headers["Location"] = url_for("tus.resource", upload_id=upload.id)
-        complete(upload)
+    try:
+        with store().writing(upload, wait=0) as handle:
+            for part in parts:
+                with open(store().path(part), "rb") as source:
+                    shutil.copyfileobj(source, handle, 1024 * 1024)
+            os.fsync(handle.fileno())
+            upload.offset = upload.length
+            store().save(upload, "offset")
+            response = _empty(201)
+            response.headers["Location"] = url_for("tus.resource", upload_id=upload.id)
+            complete(upload)
+    except BaseException:
+        # The answer carries no Location, so nobody could ever finish or end this
+        # join: nothing of it may stay. Its partials stay, to be joined again.
+        store().drop_bytes(upload)
+        store().forget(upload.id)
+        raise
     for part in parts:
         store().drop_bytes(part)
         store().forget(part.id)
