@@ -22,11 +22,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from gateway.accounts import User, accounts
 from protos.errors import Forbidden, Unauthenticated
 
-# Endpoints anyone may call: the page shell, sign-in, probes, the public
-# description of the service, static assets and share links.
+# Endpoints anyone may call: the page shell, sign-in and sign-out, probes, the
+# public description of the service, static assets and share links. These are
+# endpoint names (blueprint.function), not paths: a renamed view function must
+# be renamed here too (tests/gateway/test_auth.py calls each one without credentials).
 OPEN = {
-    "page.index", "login.login_form", "login.login", "meta.healthz", "meta.readyz", "meta.metrics",
-    "meta.policy", "openapi.openapi", "static", "page.vendor.static", "sharing.open_share",
+    "page.index", "login.login_form", "login.login", "login.logout", "meta.healthz", "meta.readyz",
+    "meta.metrics_endpoint", "meta.policy", "openapi.openapi_json", "static", "page.vendor.static",
+    "sharing.open_share",
 }
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
