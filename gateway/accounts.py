@@ -7,6 +7,7 @@ hash is enough: nothing to brute-force). A token is shown once, when made.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -271,7 +272,16 @@ def init_app(app) -> None:
     accounts = Accounts(app.extensions["files"].engine)
     app.extensions["accounts"] = accounts
     if app.config["AUTH"] == "token" and app.config["ADMIN_TOKEN"]:
-        app.extensions["admin_user"] = accounts.ensure_admin()
+        admin = accounts.ensure_admin()
+        if admin.admin:
+            app.extensions["admin_user"] = admin
+        else:
+            # A plain user already has the name (`flask users create admin` before ADMIN_TOKEN was
+            # set): the token must not act as them, nor as an admin that does not exist.
+            logging.getLogger("upload.gateway").error(
+                "ADMIN_TOKEN is ignored: ADMIN_TOKEN acts as the user %r, and that user here is not an "
+                "admin. Delete it (`flask --app gateway users delete %s`; its files "
+                "stay) and start again, or leave ADMIN_TOKEN unset.", ADMIN_USERNAME, ADMIN_USERNAME)
 
 
 def accounts() -> Accounts:

@@ -88,9 +88,9 @@ def _bearer() -> str | None:
 
 
 def _from_bearer(secret: str, app: Flask) -> User:
-    admin_token = app.config["ADMIN_TOKEN"]
-    if admin_token and hmac.compare_digest(secret.encode(), admin_token.encode()):
-        return app.extensions["admin_user"]
+    admin_token, admin_user = app.config["ADMIN_TOKEN"], app.extensions.get("admin_user")
+    if admin_token and admin_user is not None and hmac.compare_digest(secret.encode(), admin_token.encode()):
+        return admin_user
     user = accounts().user_for_token(secret)
     if user is None:
         raise Unauthenticated("This API token is not valid (revoked, mistyped, or from another server).")
