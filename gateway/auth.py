@@ -90,7 +90,14 @@ def _bearer() -> str | None:
 def _from_bearer(secret: str, app: Flask) -> User:
     admin_token, admin_user = app.config["ADMIN_TOKEN"], app.extensions.get("admin_user")
     if admin_token and admin_user is not None and hmac.compare_digest(secret.encode(), admin_token.encode()):
-        return admin_user
+        current = accounts().user(admin_user.id)
+        if current is None:
+            # Deleted by another admin: made again, as at start-up, rather than acting as a ghost.
+            current = accounts().ensure_admin()
+            if not current.admin:
+                raise Unauthenticated("ADMIN_TOKEN is disabled on this server (see its log).")
+            app.extensions["admin_user"] = current
+        return current
     user = accounts().user_for_token(secret)
     if user is None:
         raise Unauthenticated("This API token is not valid (revoked, mistyped, or from another server).")
@@ -103,10 +110,17 @@ def _authenticate() -> None:
     g.user = None
     if app.config["AUTH"] != "token" or request.method == "OPTIONS":
         return  # CORS preflights carry no credentials by design
-    secret = _bearer()
-    if secret is not None:
-        g.user, g.auth_via = _from_bearer(secret, app), "token"
-        return
+    try:
+        secret = _bearer()
+        if secret is not None:
+            g.user, g.auth_via = _from_bearer(secret, app), "token"
+            return
+    except Unauthenticated:
+        # Open endpoints stay open to a client that sends a stale token
+        # (a script opening a share link, a probe with a leftover header).
+        if request.endpoint in OPEN:
+            return
+        raise
     session_id = session.get("sid")
     if session_id:
         g.user = accounts().user_for_session(session_id)

@@ -90,7 +90,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "AUTH": auth,
         # A bearer token that acts as the built-in admin (automation, first start); empty: none.
         "ADMIN_TOKEN": env.get("ADMIN_TOKEN", "").strip(),
-        # Signs session cookies and share links; empty: a random key kept in DATA_DIR/secret_key.
+        # Signs session cookies and share links; empty: a random key made once and kept in the database.
         "SECRET_KEY": env.get("SECRET_KEY", ""),
         # Seconds a browser sign-in lasts.
         "SESSION_LIFETIME": number("SESSION_LIFETIME", 7 * 86400),

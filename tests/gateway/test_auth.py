@@ -844,3 +844,28 @@ def test_with_auth_off_the_accounts_api_and_sign_in_are_404(make_app):
     assert client.post("/login", json={"username": "a", "password": "b"}).status_code == 404
     assert client.get("/files").status_code == 200
     assert client.get("/login").status_code == 303
+
+
+# --- stale credentials ---
+
+@pytest.mark.parametrize("authorization", ["Bearer ust_revoked-or-never-made", "Basic YWxpY2U6cHc="])
+def test_open_endpoints_ignore_stale_credentials_but_protected_ones_do_not(api, world, authorization):
+    rec = world["record"]
+    link = urlsplit(api.post(f"/files/{rec['id']}/share", headers=world["alice"]["headers"])
+                    .get_json()["url"]).path
+    headers = {"Authorization": authorization}
+    assert api.get(link, headers=headers).status_code == 200
+    assert api.get("/healthz", headers=headers).status_code == 200
+    assert api.get("/policy", headers=headers).status_code == 200
+    assert_401(api.get("/files", headers=headers), "GET /files with stale credentials")
+
+
+def test_admin_token_deleted_by_another_admin_is_made_again_not_a_ghost(api):
+    first = api.get("/me", headers=ADMIN).get_json()
+    other = create_user(api, "root2", admin=True)
+    assert api.delete(f"/users/{first['id']}", headers=other["headers"]).status_code == 204
+    again = api.get("/me", headers=ADMIN)
+    assert again.status_code == 200
+    assert again.get_json()["admin"] is True
+    assert again.get_json()["id"] != first["id"]
+    assert any(u["id"] == again.get_json()["id"] for u in api.get("/users", headers=ADMIN).get_json()["users"])
