@@ -73,11 +73,19 @@ def set_password(username: str):
 
 @users_cli.command("quota")
 @click.argument("username")
-@click.option("--bytes", "quota_bytes", type=int, default=None, help="Most bytes stored; omit for the default.")
-@click.option("--files", "quota_files", type=int, default=None, help="Most files stored; omit for the default.")
-def set_quota(username: str, quota_bytes: int | None, quota_files: int | None):
-    """Give a user their own quota (0 means unlimited)."""
-    accounts().set_quota(_user(username).id, quota_bytes, quota_files)
+@click.option("--bytes", "quota_bytes", type=click.IntRange(min=0), default=None,
+              help="Most bytes stored (0: unlimited); left out: unchanged.")
+@click.option("--files", "quota_files", type=click.IntRange(min=0), default=None,
+              help="Most files stored (0: unlimited); left out: unchanged.")
+@click.option("--default", "to_default", is_flag=True,
+              help="Back to USER_QUOTA_BYTES / USER_QUOTA_FILES for whatever is not given.")
+def set_quota(username: str, quota_bytes: int | None, quota_files: int | None, to_default: bool):
+    """Give a user their own quota, or show it when no option is given."""
+    user = _user(username)
+    if not to_default:
+        quota_bytes = user.quota_bytes if quota_bytes is None else quota_bytes
+        quota_files = user.quota_files if quota_files is None else quota_files
+    accounts().set_quota(user.id, quota_bytes, quota_files)
     click.echo(f"Quota of {username}: bytes {quota_bytes if quota_bytes is not None else 'default'}, "
                f"files {quota_files if quota_files is not None else 'default'}.")
 

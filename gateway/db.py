@@ -123,9 +123,10 @@ class FileRepository:
         return self._one(files.c.thumbnail == thumbnail, owner)
 
     def usage(self, owner: str) -> tuple[int, int]:
-        """(files, bytes) stored by one user."""
+        """(files, bytes) stored by one user; expired files (hidden, soon reaped) do not count."""
+        now = datetime.now(timezone.utc)
         query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0)).where(
-            files.c.owner_id == owner)
+            files.c.owner_id == owner, sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now))
         with self.engine.connect() as conn:
             count, size = conn.execute(query).one()
         return int(count), int(size)

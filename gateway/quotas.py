@@ -3,7 +3,8 @@
 Checked before a body is read (from Content-Length or Upload-Length), while it
 streams, and once more just before the file is accepted, so one request
 cannot pass a quota; two racing requests can overshoot it by one file at most.
-Admins and AUTH=off have no quota.
+Unfinished tus uploads count with the length they announced (not their
+partial uploads, whose final upload counts). Admins and AUTH=off have no quota.
 """
 from __future__ import annotations
 
@@ -31,9 +32,16 @@ class Quota:
     max_bytes: int
     max_files: int
 
-    def check(self, new_files: int = 0, new_bytes: int = 0) -> None:
-        """Raise QuotaExceeded if storing this much more would pass the quota."""
+    def used(self, except_upload: str | None = None) -> tuple[int, int]:
+        """(files, bytes): stored, plus announced by unfinished tus uploads
+        (but ``except_upload``, the one being finished)."""
         files, size = repository().usage(self.user_id)
+        open_uploads, announced = current_app.extensions["tus"].reserved(self.user_id, except_upload)
+        return files + open_uploads, size + announced
+
+    def check(self, new_files: int = 0, new_bytes: int = 0, except_upload: str | None = None) -> None:
+        """Raise QuotaExceeded if storing this much more would pass the quota."""
+        files, size = self.used(except_upload)
         if self.max_files and files + new_files > self.max_files:
             raise QuotaExceeded(f"You have reached your quota of {self.max_files} files; "
                                 "delete some files (or ask an admin for a larger quota) to upload more.")
@@ -52,7 +60,7 @@ class Budget:
         self.quota = quota
         self.files_left = self.bytes_left = None
         if quota is not None:
-            files, size = repository().usage(quota.user_id)
+            files, size = quota.used()
             self.used_bytes = size
             self.files_left = quota.max_files - files if quota.max_files else None
             self.bytes_left = quota.max_bytes - size if quota.max_bytes else None

@@ -159,6 +159,18 @@ class TusStore:
         finally:
             os.close(fd)  # also releases the lock
 
+    def reserved(self, owner: str, except_id: str | None = None) -> tuple[int, int]:
+        """(uploads, bytes) a user's unfinished uploads have announced: room a
+        quota keeps for them, so many open uploads cannot pass it together."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(tus_uploads.c.length), 0)).where(
+            tus_uploads.c.owner_id == owner, tus_uploads.c.state == "uploading",
+            sa.or_(tus_uploads.c.concat.is_(None), tus_uploads.c.concat != "partial"))
+        if except_id is not None:
+            query = query.where(tus_uploads.c.id != except_id)
+        with self.engine.connect() as conn:
+            count, size = conn.execute(query).one()
+        return int(count), int(size)
+
     def due(self, limit: int = 100) -> list[TusUpload]:
         """Uploads whose time is up: unfinished ones to reap, finished ones to forget."""
         now = datetime.now(timezone.utc)

@@ -113,7 +113,10 @@ def make_app(tmp_path, validator, thumbnailer):
     for app in apps:
         app.extensions["thumbnails"].stop()
         app.extensions["file_reaper"].stop()
+        app.extensions["tus_reaper"].stop()
         app.extensions["services"].close()
+        # Each app holds a few SQLite connections: hundreds of apps would run the process out of descriptors.
+        app.extensions["files"].engine.dispose()
 
 
 @pytest.fixture

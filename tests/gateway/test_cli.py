@@ -195,15 +195,17 @@ def test_users_quota_bytes_are_enforced(app, api):
     assert api.get("/files", headers=bearer(token)).get_json()["files"] == []
 
 
-def test_users_quota_without_options_goes_back_to_the_default(make_app):
+def test_users_quota_changes_only_what_is_given_and_default_goes_back(make_app):
     app = make_app(**TOKEN_SETTINGS, USER_QUOTA_FILES=7)
     api = app.test_client()
     token, _ = created(run(app, "users", "create", "alice"))
     assert api.get("/me", headers=bearer(token)).get_json()["quota"]["files"] == 7
     run(app, "users", "quota", "alice", "--files", "3")
-    assert api.get("/me", headers=bearer(token)).get_json()["quota"]["files"] == 3
-    run(app, "users", "quota", "alice")
-    assert api.get("/me", headers=bearer(token)).get_json()["quota"]["files"] == 7
+    run(app, "users", "quota", "alice", "--bytes", "9000")
+    assert api.get("/me", headers=bearer(token)).get_json()["quota"] == {"files": 3, "bytes": 9000}
+    assert "files 3" in run(app, "users", "quota", "alice").output  # no option: shown, unchanged
+    run(app, "users", "quota", "alice", "--default")
+    assert api.get("/me", headers=bearer(token)).get_json()["quota"] == {"files": 7, "bytes": 0}
 
 
 def test_users_quota_of_an_unknown_user_fails(app):

@@ -244,31 +244,31 @@ def test_tus_creation_over_the_file_quota_is_413(quota_app):
     assert "Location" not in response.headers
 
 
-def test_a_tus_upload_that_no_longer_fits_when_it_finishes_waits_for_room(quota_app):
-    """Room is not reserved at creation: if it has gone by the last byte, the upload
-    is refused then, keeps its bytes, and finishes once room is made."""
+def test_an_unfinished_tus_upload_keeps_its_room(quota_app):
+    """The length a tus upload announces counts at once, so open uploads (and
+    uploads made meanwhile) cannot pass the quota together."""
     app = quota_app(USER_QUOTA_BYTES=1000)
     client = app.test_client()
     user = create_user(client, "alice")["headers"]
     created = tus_create(client, user, 600)
     assert created.status_code == 201
     path = urlsplit(created.headers["Location"]).path
-    meanwhile = upload(client, user, "meanwhile.txt", text(600, 1))
 
-    data = text(600, 2)
-    last = tus_patch(client, user, path, 0, data)
-    assert_quota_refusal(last)
-    assert listed(client, user) == [meanwhile["id"]]
-    head = client.head(path, headers={**TUS, **user})
-    assert head.status_code == 413
+    assert_quota_refusal(post_files(client, user, ("meanwhile.txt", text(600, 1))))
+    assert_quota_refusal(tus_create(client, user, 600, name="second.txt"))
+    assert client.get("/me", headers=user).get_json()["usage"]["files"] == 0
 
-    assert client.delete(f"/files/{meanwhile['id']}", headers=user).status_code == 204
-    head = client.head(path, headers={**TUS, **user})
-    assert head.status_code == 200
-    file_id = head.headers["Upload-File-Id"]
-    record = client.get(f"/files/{file_id}", headers=user).get_json()
-    assert record["size"] == 600
-    assert listed(client, user) == [file_id]
+    # Its own last byte is not counted twice.
+    assert tus_patch(client, user, path, 0, text(600, 2)).status_code == 204
+    [file_id] = listed(client, user)
+    assert client.get(f"/files/{file_id}", headers=user).get_json()["size"] == 600
+
+    # A terminated upload gives its room back.
+    other = tus_create(client, user, 300, name="third.txt")
+    assert other.status_code == 201
+    assert_quota_refusal(post_files(client, user, ("fourth.txt", text(300, 3))))
+    assert client.delete(urlsplit(other.headers["Location"]).path, headers={**TUS, **user}).status_code == 204
+    assert upload(client, user, "fourth.txt", text(300, 3))["size"] == 300
 
 
 # ---------------------------------------------------------------- who has which quota
@@ -309,8 +309,8 @@ def test_a_byte_quota_set_from_the_cli_applies_where_the_default_is_none(quota_a
     upload(client, alice["headers"], "a.txt", text(100))
     assert_quota_refusal(post_files(client, alice["headers"], ("b.txt", text(100, 1))))
     assert_quota_refusal(tus_create(client, alice["headers"], 100))
-    # Back to the default (none) when the option is left out.
-    assert app.test_cli_runner().invoke(args=["users", "quota", "alice"]).exit_code == 0
+    # Back to the default (none) with --default.
+    assert app.test_cli_runner().invoke(args=["users", "quota", "alice", "--default"]).exit_code == 0
     upload(client, alice["headers"], "b.txt", text(100, 1))
 
 
