@@ -16,6 +16,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.downloads import send_stored
+from gateway.expiry import refuse_expired
 from gateway.records import iso
 from protos.errors import Forbidden, Gone, InvalidInput, NotFound
 
@@ -44,6 +45,7 @@ def share(file_id: str):
     row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
     if row is None:
         raise NotFound("No file with that id.")
+    refuse_expired(row)  # a link to a file that is already gone would only mislead
     # Not cut to whole seconds: a link lives exactly as long as asked (links made
     # before carry whole seconds, which open_share still reads).
     expires_at = datetime.now(timezone.utc) + timedelta(seconds=_expires_in())

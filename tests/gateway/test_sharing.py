@@ -349,3 +349,15 @@ def test_a_correctly_signed_token_that_is_not_a_share_link_is_403(token_app, pay
         token = URLSafeSerializer(token_app.secret_key, salt="share-link-v1").dumps(payload)
     response = token_app.test_client().get(f"/s/{token}")
     assert_json_error(response, 403)
+
+
+def test_an_expired_file_cannot_be_shared_and_its_links_answer_410(token_app, owner, image):
+    client = token_app.test_client()
+    record = upload(client, "x.png", image, owner["headers"])
+    url = share_url(client, record["id"], owner["headers"], json={"expires_in": 3600})
+    token_app.extensions["files"].set_expires_at([record["id"]], datetime.now(timezone.utc))
+    assert_json_error(share(client, record["id"], owner["headers"]), 410)
+    assert_json_error(token_app.test_client().get(path_of(url)), 410)
+    page = token_app.test_client().get(path_of(url), headers={"Accept": "text/html"})
+    assert page.status_code == 410 and page.mimetype == "text/html"
+    assert b"expired" in page.data
