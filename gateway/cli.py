@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from gateway.accounts import accounts
 from gateway.db import repository
@@ -118,6 +118,28 @@ def revoke_token(token_id: str):
     click.echo(f"Revoked token {token_id}.")
 
 
+@click.command("reconcile")
+@click.option("--verify", is_flag=True, help="Also re-hash every stored file against its record (reads everything).")
+@click.option("--dry-run", is_flag=True, help="Say what would be repaired; change nothing.")
+@click.option("--orphan-age", type=float, default=None,
+              help="Seconds after which leftovers count as orphans (default ORPHAN_AGE).")
+@with_appcontext
+def reconcile_command(verify: bool, dry_run: bool, orphan_age: float | None):
+    """Make DATA_DIR and the records agree: remove temp files and bytes without a
+    record, and records whose bytes are missing or damaged; report each."""
+    from flask import current_app
+
+    reconciler = current_app.extensions["reconciler"]
+    if orphan_age is not None:
+        reconciler = type(reconciler)(reconciler.storage, reconciler.repo, reconciler.tus, orphan_age)
+    report = reconciler.run(verify=verify, dry_run=dry_run)
+    click.echo(report.summary() + (" (dry run: nothing changed)" if dry_run and report.changed() else ""))
+    for kind, names in vars(report).items():
+        for name in names:
+            click.echo(f"  {kind.replace('_', ' ')}: {name}")
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(reconcile_command)

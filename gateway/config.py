@@ -75,6 +75,11 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "FILE_MAX_TTL": file_max_ttl,
         # Seconds between passes of the reaper of expired files (0: no reaper).
         "FILE_REAP_INTERVAL": number("FILE_REAP_INTERVAL", 60.0, float),
+        # Seconds after which a temp file, or bytes without a record, count as left behind by a crash.
+        "ORPHAN_AGE": number("ORPHAN_AGE", 3600.0, float),
+        # Reconcile disk and records at start-up, and every this many seconds (0: only at start-up).
+        "RECONCILE_ON_START": flag("RECONCILE_ON_START", True),
+        "RECONCILE_INTERVAL": number("RECONCILE_INTERVAL", 3600.0, float),
         # Seconds an unfinished tus upload is kept after its last PATCH (and an
         # ended one is remembered, answering 410, before it is forgotten).
         "TUS_EXPIRY": number("TUS_EXPIRY", 86400.0, float),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -121,6 +122,18 @@ class FileRepository:
 
     def by_thumbnail(self, thumbnail: str, owner: str | None = None) -> FileRow | None:
         return self._one(files.c.thumbnail == thumbnail, owner)
+
+    def each(self, batch: int = 500) -> Iterator[FileRow]:
+        """Every row, in id order, a batch at a time (for reconcile)."""
+        after = ""
+        while True:
+            query = files.select().where(files.c.id > after).order_by(files.c.id).limit(batch)
+            with self.engine.connect() as conn:
+                rows = [_row(m) for m in conn.execute(query).mappings()]
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1].id
 
     def usage(self, owner: str) -> tuple[int, int]:
         """(files, bytes) stored by one user; expired files (hidden, soon reaped) do not count."""

@@ -18,6 +18,14 @@ THUMBNAILS_PENDING = Gauge("upload_thumbnails_pending", "Thumbnails waiting for 
                            registry=REGISTRY)
 FILES_REAPED = Counter("upload_files_reaped_total", "Expired files removed by the reaper (bytes, thumbnail, record).",
                        registry=REGISTRY)
+RECONCILED = Counter("upload_reconciled_total", "What reconcile repaired, by kind (see gateway/reconcile.py).",
+                     ["kind"], registry=REGISTRY)
+
+
+def count_reconciled(counts: dict[str, int]) -> None:
+    for kind, count in counts.items():
+        if count:
+            RECONCILED.labels(kind=kind).inc(count)
 
 
 def observe_services(status: dict[str, str]) -> None:

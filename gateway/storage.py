@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 # Stored names: 128 random bits in hex, optionally a validated extension.
 NAME_RE = re.compile(r"^[0-9a-f]{32}(\.[a-z0-9]{1,16})?$")
@@ -105,6 +105,43 @@ class LocalStorage:
         path = self.path(area, name)
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+    def entries(self, area: str) -> Iterator[Entry]:
+        """Everything on disk in an area, classified by name (for reconcile)."""
+        root = self.areas[area]
+        for folder, _dirs, names in os.walk(root):
+            for filename in names:
+                path = Path(folder) / filename
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue  # removed while we walked
+                yield Entry(_kind(filename), filename, path, stat.st_size, stat.st_mtime)
+
+
+@dataclass(frozen=True)
+class Entry:
+    # stored: a final name; temp: a POST upload or thumbnail being written;
+    # partial: a resumable (tus) upload's bytes; other: nothing we made.
+    kind: str
+    filename: str
+    path: Path
+    size: int
+    mtime: float
+
+
+def _kind(filename: str) -> str:
+    if NAME_RE.fullmatch(filename):
+        return "stored"
+    if filename.startswith(".") and filename.endswith(TEMP_SUFFIX):
+        inner = filename[1:-len(TEMP_SUFFIX)]
+        if NAME_RE.fullmatch(inner):
+            return "partial"
+        name, _, tag = inner.rpartition(".")
+        if NAME_RE.fullmatch(name) and re.fullmatch(r"[0-9a-f]{8}", tag):
+            return "temp"
+    return "other"
 
 
 def init_app(app) -> None:

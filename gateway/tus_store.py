@@ -159,6 +159,12 @@ class TusStore:
         finally:
             os.close(fd)  # also releases the lock
 
+    def unfinished_filenames(self) -> set[str]:
+        """The stored names of uploads that still have bytes collecting (for reconcile)."""
+        query = sa.select(tus_uploads.c.filename).where(tus_uploads.c.state == "uploading")
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def reserved(self, owner: str, except_id: str | None = None) -> tuple[int, int]:
         """(uploads, bytes) a user's unfinished uploads have announced: room a
         quota keeps for them, so many open uploads cannot pass it together."""

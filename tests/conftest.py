@@ -114,6 +114,7 @@ def make_app(tmp_path, validator, thumbnailer):
         app.extensions["thumbnails"].stop()
         app.extensions["file_reaper"].stop()
         app.extensions["tus_reaper"].stop()
+        app.extensions["reconcile_timer"].stop()
         app.extensions["services"].close()
         # Each app holds a few SQLite connections: hundreds of apps would run the process out of descriptors.
         app.extensions["files"].engine.dispose()
@@ -139,7 +140,7 @@ class LiveGateway:
         self.data_dir = data_dir
 
 
-def start_gateway_process(data_dir, validator_addr: str, thumbnail_addr: str, **env):
+def start_gateway_process(data_dir, validator_addr: str, thumbnail_addr: str, port: int | None = None, **env):
     import os
     import subprocess
     import sys
@@ -148,7 +149,7 @@ def start_gateway_process(data_dir, validator_addr: str, thumbnail_addr: str, **
 
     from tests.processes import ROOT
 
-    port = free_port()
+    port = port or free_port()
     full_env = {**os.environ, "GATEWAY_PORT": str(port), "DATA_DIR": str(data_dir),
                 "VALIDATOR_ADDR": validator_addr, "THUMBNAIL_ADDR": thumbnail_addr,
                 "THUMBNAIL_RETRY_INTERVAL": "0.5", **{k: str(v) for k, v in env.items()}}
