@@ -1,13 +1,15 @@
 """The file records: list (newest first, paged), read one, delete one."""
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, jsonify, request
 
 from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.expiry import refuse_expired
 from gateway.ingest import ingest
-from gateway.records import record
+from gateway.records import iso, record
 from protos.errors import InvalidInput, NotFound
 
 bp = Blueprint("files", __name__)
@@ -45,6 +47,25 @@ def _row_or_404(file_id: str):
 @bp.get("/files/<file_id>")
 def get_file(file_id: str):
     return jsonify(record(refuse_expired(_row_or_404(file_id))))
+
+
+@bp.get("/files/<file_id>/audit")
+def audit(file_id: str):
+    """Why the file was let in: every rule the validator ran and what it
+    decided, as recorded when the file was stored."""
+    row = refuse_expired(_row_or_404(file_id))
+    verdict = json.loads(row.verdict or "{}")
+    return jsonify(
+        id=row.id, filename=row.filename, original_name=row.original_name, size=row.size, sha256=row.sha256,
+        uploaded_at=iso(row.uploaded_at), detected_type=verdict.get("detected_type", row.type),
+        accepted=bool(verdict.get("accepted", False)),
+        # The validator's count of head bytes it read before deciding (protobuf JSON writes int64 as text).
+        bytes_read=int(verdict.get("bytes_read", 0)),
+        decisions=[{"rule": d.get("rule", ""), "outcome": d.get("outcome", ""), "code": d.get("code", "")}
+                   for d in verdict.get("decisions", [])],
+        reasons=[{"code": r.get("code", ""), "message": r.get("message", ""), "rule": r.get("rule", "")}
+                 for r in verdict.get("reasons", [])],
+    )
 
 
 @bp.delete("/files/<file_id>")

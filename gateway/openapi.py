@@ -168,6 +168,32 @@ def _schemas() -> dict:
                 },
             },
         },
+        "Audit": {
+            "type": "object",
+            "description": "The validator's verdict on a stored file, as recorded when it was stored.",
+            "required": ["id", "filename", "original_name", "size", "sha256", "uploaded_at", "detected_type",
+                         "accepted", "bytes_read", "decisions", "reasons"],
+            "properties": {
+                "id": {"type": "string", "pattern": ID_PATTERN},
+                "filename": {"type": "string"},
+                "original_name": {"type": "string"},
+                "size": {"type": "integer", "minimum": 0},
+                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "uploaded_at": {"type": "string", "format": "date-time"},
+                "detected_type": {"type": "string"},
+                "accepted": {"type": "boolean"},
+                "bytes_read": {"type": "integer", "minimum": 0,
+                               "description": "Bytes of the file's head the rules read before deciding."},
+                "decisions": {"type": "array", "items": {
+                    "type": "object", "required": ["rule", "outcome", "code"],
+                    "properties": {"rule": {"type": "string"}, "outcome": {"type": "string", "enum": ["pass", "reject"]},
+                                   "code": {"type": "string"}}}},
+                "reasons": {"type": "array", "items": {
+                    "type": "object", "required": ["code", "message", "rule"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                   "rule": {"type": "string"}}}},
+            },
+        },
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -328,6 +354,19 @@ def build_spec() -> dict:
                 "tags": ["files"],
                 "parameters": [file_id],
                 "responses": {"204": {"description": "Deleted."}, "404": _error("No file with that id.")},
+            },
+        },
+        "/files/{file_id}/audit": {
+            "get": {
+                "operationId": "auditFile",
+                "summary": "Which validator rules ran on the file and what each decided.",
+                "tags": ["files"],
+                "parameters": [file_id],
+                "responses": {
+                    "200": _json("The audit record.", _ref("Audit")),
+                    "404": _error("No file with that id."),
+                    "410": _error("The file has expired."),
+                },
             },
         },
         "/uploads/{name}": _stored_bytes("file", NAME_RE.pattern, ["*/*"], "downloadFile",
