@@ -13,9 +13,11 @@ def sanitize(name: str) -> str:
     """Keep only the last path component, drop control/format characters,
     normalise to NFC, trim dots and spaces, and cap at 255 UTF-8 bytes while
     keeping the extension. Never empty."""
-    name = unicodedata.normalize("NFC", name or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch) not in _DROP_CATEGORIES)
+    # After the drop: a zero-width character between a letter and its accent
+    # kept them apart, and removing it leaves a pair NFC must compose.
+    name = unicodedata.normalize("NFC", name)
     name = " ".join(name.split()).strip(" .")
     if len(name.encode()) > MAX_NAME_BYTES:
         stem, dot, ext = name.rpartition(".")
