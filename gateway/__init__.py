@@ -13,8 +13,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
 
     from gateway import (accounts, accounts_api, auth, cli, cors, db, downloads, errors, expiry, files, ingest,
-                         limits, login, meta, openapi, page, reconcile, services, sharing, storage, thumbnails, tus,
-                         uploads)
+                         jsonbody, limits, login, meta, openapi, page, reconcile, services, sharing, storage,
+                         thumbnails, tus, uploads)
 
     # Resources first (each init_app puts one in app.extensions), then the HTTP surface.
     storage.init_app(app)
@@ -27,6 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     tus.init_app(app)
     reconcile.init_app(app)  # after tus: it must know which partial bytes are still wanted
     errors.init_app(app)
+    app.before_request(jsonbody.limit_small_bodies)
     auth.init_app(app)
     cors.init_app(app)
     page.init_app(app)

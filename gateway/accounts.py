@@ -102,9 +102,10 @@ def _user(mapping) -> User:
 
 
 def check_username(username) -> str:
+    """The username as stored: case does not make a different user ("Alice" is "alice")."""
     if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         raise InvalidInput("A username is 1 to 64 letters, digits or . _ @ -, starting with a letter or digit.")
-    return username
+    return username.lower()
 
 
 def check_password(password) -> str:
@@ -135,10 +136,10 @@ class Accounts:
     # --- users ---
 
     def create_user(self, username: str, password: str | None = None, admin: bool = False) -> User:
-        check_username(username)
+        username = check_username(username)
         user = User(id=secrets.token_hex(16), username=username, admin=admin, created_at=_now())
         values = {"id": user.id, "username": username, "admin": admin, "created_at": user.created_at,
-                  "password_hash": generate_password_hash(check_password(password)) if password else None}
+                  "password_hash": generate_password_hash(check_password(password)) if password is not None else None}
         try:
             with self.engine.begin() as conn:
                 conn.execute(users.insert().values(**values))
@@ -153,7 +154,7 @@ class Accounts:
 
     def user_named(self, username: str) -> User | None:
         with self.engine.connect() as conn:
-            found = conn.execute(users.select().where(users.c.username == username)).mappings().first()
+            found = conn.execute(users.select().where(users.c.username == username.lower())).mappings().first()
         return _user(found) if found else None
 
     def list_users(self) -> list[User]:
@@ -181,7 +182,7 @@ class Accounts:
 
     def authenticate(self, username: str, password: str) -> User | None:
         with self.engine.connect() as conn:
-            found = conn.execute(users.select().where(users.c.username == username)).mappings().first()
+            found = conn.execute(users.select().where(users.c.username == username.lower())).mappings().first()
         if found is None or not found["password_hash"]:
             # Same work as a real check, so timing does not tell which usernames exist.
             check_password_hash(_DUMMY_HASH, password)

@@ -1,11 +1,12 @@
 """The accounts API (AUTH=token): users (admin), the caller's tokens, who am I."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from gateway.accounts import Token, User, accounts
 from gateway.auth import auth_enabled, current_user
 from gateway.db import repository
+from gateway.jsonbody import json_object, text
 from gateway.records import iso
 from protos.errors import Forbidden, InvalidInput, NotFound
 
@@ -32,13 +33,6 @@ def _admin() -> User:
     return user
 
 
-def _json_object() -> dict:
-    data = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(data, dict):
-        raise InvalidInput("Send a JSON object as the request body.")
-    return data
-
-
 def user_json(user: User) -> dict:
     return {"id": user.id, "username": user.username, "admin": user.admin, "created_at": iso(user.created_at)}
 
@@ -62,14 +56,14 @@ def me():
 @bp.post("/users")
 def create_user():
     _admin()
-    data = _json_object()
+    data = json_object('{"username": "alice", "password": "...", "admin": false}')
     admin = data.get("admin", False)
     if not isinstance(admin, bool):
         raise InvalidInput("'admin' must be true or false.")
     password = data.get("password")
-    if password is not None and not isinstance(password, str):
-        raise InvalidInput("'password' must be a string.")
-    user = accounts().create_user(data.get("username"), password or None, admin)
+    if password is not None:
+        text(password, "password")  # an empty one is refused with the length rule
+    user = accounts().create_user(text(data.get("username"), "username", max_length=64), password, admin)
     token, secret = accounts().create_token(user.id, "first token")
     response = jsonify(user_json(user) | {"token": secret, "token_id": token.id})
     response.status_code = 201
@@ -95,10 +89,7 @@ def delete_user(user_id: str):
 
 @bp.post("/tokens")
 def create_token():
-    data = _json_object()
-    name = data.get("name", "")
-    if not isinstance(name, str) or len(name) > 100:
-        raise InvalidInput("'name' must be a string of at most 100 characters.")
+    name = text(json_object('{"name": "laptop"}').get("name", ""), "name", max_length=100)
     token, secret = accounts().create_token(_caller().id, name)
     response = jsonify(token_json(token) | {"token": secret})
     response.status_code = 201

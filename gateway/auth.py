@@ -113,7 +113,7 @@ def _authenticate() -> None:
     try:
         secret = _bearer()
         if secret is not None:
-            g.user, g.auth_via = _from_bearer(secret, app), "token"
+            g.user = _from_bearer(secret, app)
             return
     except Unauthenticated:
         # Open endpoints stay open to a client that sends a stale token
@@ -127,8 +127,8 @@ def _authenticate() -> None:
         if g.user is None:
             session.pop("sid", None)  # ended or expired: the cookie is dropped
         else:
-            g.auth_via = "session"
-            if request.method not in SAFE_METHODS:
+            # Sign-in checks its own forms (and JSON needs none): signing in again must work.
+            if request.method not in SAFE_METHODS and request.endpoint != "login.login":
                 check_csrf()
             return
     if request.endpoint not in OPEN:

@@ -101,6 +101,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "SESSION_LIFETIME": number("SESSION_LIFETIME", 7 * 86400),
         # How many proxies in front set X-Forwarded-For/-Proto/-Host (0: trust none).
         "TRUST_PROXY": number("TRUST_PROXY", 0),
+        # The gateway's address as people reach it (https://files.example.org); share links use it.
+        # Empty: the address of the request that made the link.
+        "PUBLIC_URL": env.get("PUBLIC_URL", "").strip(),
         # Share links: lifetime when the request gives none, and the longest allowed (seconds).
         "SHARE_TTL": number("SHARE_TTL", 86400),
         "SHARE_MAX_TTL": number("SHARE_MAX_TTL", 30 * 86400),

@@ -6,6 +6,7 @@ from flask import Blueprint, send_file
 from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.expiry import refuse_expired
+from gateway.names import sanitize
 from gateway.storage import storage
 from protos.errors import NotFound
 
@@ -34,7 +35,9 @@ def send_stored(row):
     """The bytes of a stored file (downloads and share links alike); 410 once it has expired."""
     refuse_expired(row)
     active = row.type in ACTIVE_TYPES or row.type.endswith("+xml")
-    response = _serve("files", row.filename, row.type, row.sha256, row.original_name, active)
+    # Sanitized on the way in already; once more on the way out (idempotent), so a row written
+    # by anything else (an older version, a migration, another tool) cannot break the header.
+    response = _serve("files", row.filename, row.type, row.sha256, sanitize(row.original_name), active)
     response.headers["Cache-Control"] = "private, no-cache"
     return response
 
@@ -55,6 +58,7 @@ def thumbnail(name: str):
     refuse_expired(row)
     mimetype = "image/png" if name.endswith(".png") else "image/jpeg"
     response = _serve("thumbnails", name, mimetype, f"t-{row.sha256}", name, False)
-    # Thumbnail names are random and never reused: cache them for good.
-    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    # Thumbnail names are random and never reused: cache them for good, but only in the
+    # browser (with accounts a thumbnail is as private as its file; no shared cache may keep it).
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
     return response

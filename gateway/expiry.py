@@ -24,9 +24,6 @@ from protos.errors import Gone, InvalidInput
 log = logging.getLogger("upload.gateway")
 
 FIELD = "expires_in"
-# The tus table keeps expires_in in a 32-bit column, and a datetime a few
-# thousand years ahead overflows: FILE_MAX_TTL may not pass this (68 years).
-LARGEST_TTL = 2**31 - 1
 
 
 def now() -> datetime:

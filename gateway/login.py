@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify, make_response, redirect, requ
 
 from gateway.accounts import accounts
 from gateway.auth import auth_enabled, check_csrf, csrf_token, current_user
+from gateway.jsonbody import json_object, text
 from gateway.page import render_page
 from protos.errors import InvalidInput, NotFound, Unauthenticated
 
@@ -36,14 +37,15 @@ def login():
         raise NotFound("Accounts are off on this server (AUTH=off): there is nothing to sign in to.")
     if request.is_json:
         # A cross-site form cannot send JSON without a CORS preflight, which this server never allows
-        # with credentials: no CSRF token needed here.
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise InvalidInput("Send JSON like {\"username\": \"...\", \"password\": \"...\"}.")
+        # with credentials: no CSRF token needed here (auth skips its check for this endpoint).
+        data = json_object('{"username": "...", "password": "..."}')
         username, password = data.get("username"), data.get("password")
     else:
         check_csrf()
         username, password = request.form.get("username"), request.form.get("password")
+    for value, name in ((username, "username"), (password, "password")):
+        if value is not None:
+            text(value, name)
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         if request.is_json:
             raise InvalidInput("Both a username and a password are needed.")
@@ -59,7 +61,8 @@ def login():
     session.permanent = True
     csrf_token()
     if request.is_json:
-        return jsonify(username=user.username, admin=user.admin)
+        # The token a cookie-based client must send back with every write.
+        return jsonify(username=user.username, admin=user.admin, csrf_token=csrf_token())
     return redirect("/", 303)
 
 

@@ -141,7 +141,7 @@ def accounts_paths() -> dict:
 
 
 RATE_LIMITED = {("/upload", "post"), ("/tus/", "post"), ("/login", "post")}
-OPEN_PATHS = {"/", "/login", "/healthz", "/readyz", "/metrics", "/policy", "/openapi.json", "/s/{token}"}
+OPEN_PATHS = {"/", "/login", "/logout", "/healthz", "/readyz", "/metrics", "/policy", "/openapi.json", "/s/{token}"}
 
 
 def add_authentication(spec: dict) -> None:

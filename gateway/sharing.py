@@ -13,10 +13,12 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, current_app, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from gateway.accounts import accounts
 from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.downloads import send_stored
 from gateway.expiry import refuse_expired
+from gateway.jsonbody import json_object
 from gateway.records import iso
 from protos.errors import Forbidden, Gone, InvalidInput, NotFound
 
@@ -31,13 +33,17 @@ def _serializer() -> URLSafeSerializer:
 
 def _expires_in() -> int:
     config = current_app.config
-    data = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(data, dict):
-        raise InvalidInput('Send JSON like {"expires_in": 3600} (seconds), or no body for the default.')
-    value = data.get("expires_in", config["SHARE_TTL"])
+    value = json_object('{"expires_in": 3600} (seconds), or no body for the default').get(
+        "expires_in", config["SHARE_TTL"])
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= config["SHARE_MAX_TTL"]:
         raise InvalidInput(f"expires_in must be a whole number of seconds from 1 to {config['SHARE_MAX_TTL']}.")
     return value
+
+
+def _public_url(path: str) -> str:
+    """Links go out under PUBLIC_URL when it is set, not whatever Host a request claimed."""
+    base = current_app.config["PUBLIC_URL"].rstrip("/") or request.host_url.rstrip("/")
+    return base + path
 
 
 @bp.post("/files/<file_id>/share")
@@ -50,7 +56,7 @@ def share(file_id: str):
     # before carry whole seconds, which open_share still reads).
     expires_at = datetime.now(timezone.utc) + timedelta(seconds=_expires_in())
     token = _serializer().dumps([row.id, expires_at.timestamp()])
-    response = jsonify(url=url_for("sharing.open_share", token=token, _external=True), expires_at=iso(expires_at))
+    response = jsonify(url=_public_url(url_for("sharing.open_share", token=token)), expires_at=iso(expires_at))
     response.status_code = 201
     return response
 
@@ -67,7 +73,8 @@ def open_share(token: str):
     if datetime.now(timezone.utc).timestamp() >= expires:
         raise Gone("This share link has expired. Ask the person who shared it for a new one.")
     row = repository().get(file_id)
-    if row is None:
+    if row is None or (row.owner_id and accounts().user(row.owner_id) is None):
+        # Deleting a user ends what they shared, as deleting the file does.
         raise NotFound("The file this link shared has been deleted.")
     response = send_stored(row)
     # The link is the credential: keep it out of Referer headers and shared caches.

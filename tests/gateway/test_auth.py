@@ -611,10 +611,17 @@ def test_json_sign_in_starts_a_session(api, token_app):
     browser = token_app.test_client()
     response = browser.post("/login", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 200
-    assert response.get_json() == {"username": "alice", "admin": False}
+    body = response.get_json()
+    assert {k: body[k] for k in ("username", "admin")} == {"username": "alice", "admin": False}
     assert "httponly" in cookie_attributes(set_cookie_header(response))
     assert browser.get("/files").status_code == 200
     assert browser.get("/me").get_json()["username"] == "alice"
+    # The answer carries the CSRF token a cookie-based client sends back with its writes...
+    assert browser.post("/tokens", json={}).status_code == 403
+    assert browser.post("/tokens", json={}, headers={"X-CSRF-Token": body["csrf_token"]}).status_code == 201
+    # ...and signing in again from the same cookie jar works.
+    again = browser.post("/login", json={"username": "alice", "password": PASSWORD})
+    assert again.status_code == 200
 
 
 def test_json_sign_in_with_missing_fields_is_400(api):
@@ -869,3 +876,38 @@ def test_admin_token_deleted_by_another_admin_is_made_again_not_a_ghost(api):
     assert again.get_json()["admin"] is True
     assert again.get_json()["id"] != first["id"]
     assert any(u["id"] == again.get_json()["id"] for u in api.get("/users", headers=ADMIN).get_json()["users"])
+
+
+# --- hostile bodies on the open endpoints ---
+
+def test_a_big_body_on_the_open_sign_in_is_413_before_it_is_read(api):
+    big = b"x" * (2 * 1024 * 1024)
+    for content_type in ("application/json", "application/x-www-form-urlencoded"):
+        response = api.post("/login", data=big, content_type=content_type)
+        assert response.status_code == 413, content_type
+        assert response.is_json
+
+
+def test_lone_surrogates_are_400_not_500(api):
+    alice = create_user(api, "alice", password=PASSWORD)
+    raw = '{"username": "alice", "password": "\\ud800"}'
+    assert api.post("/login", data=raw, content_type="application/json").status_code in (400, 401)
+    for path, body in (("/users", '{"username": "bob", "password": "\\ud800xxxxxxxx"}'),
+                       ("/tokens", '{"name": "\\udfff"}')):
+        headers = ADMIN if path == "/users" else alice["headers"]
+        response = api.post(path, data=body, content_type="application/json", headers=headers)
+        assert response.status_code == 400, (path, response.get_json())
+        assert "valid text" in response.get_json()["error"]
+
+
+def test_usernames_are_one_user_whatever_their_case(api):
+    create_user(api, "alice", password=PASSWORD)
+    clash = api.post("/users", json={"username": "Alice"}, headers=ADMIN)
+    assert clash.status_code == 409
+    assert api.post("/login", json={"username": "ALICE", "password": PASSWORD}).status_code == 200
+
+
+def test_an_empty_password_is_refused_not_ignored(api):
+    response = api.post("/users", json={"username": "carol", "password": ""}, headers=ADMIN)
+    assert response.status_code == 400
+    assert "password" in response.get_json()["error"]

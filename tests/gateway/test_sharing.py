@@ -361,3 +361,26 @@ def test_an_expired_file_cannot_be_shared_and_its_links_answer_410(token_app, ow
     page = token_app.test_client().get(path_of(url), headers={"Accept": "text/html"})
     assert page.status_code == 410 and page.mimetype == "text/html"
     assert b"expired" in page.data
+
+
+def test_deleting_the_owner_ends_their_links(token_app, owner, shared):
+    from tests.accounts import ADMIN
+
+    record, url = shared
+    client = token_app.test_client()
+    assert client.get(path_of(url)).status_code == 200
+    assert client.delete(f"/users/{owner['id']}", headers=ADMIN).status_code == 204
+    assert_json_error(client.get(path_of(url)), 404)
+
+
+def test_links_use_public_url_not_the_requests_host(make_app, image):
+    from tests.accounts import TOKEN_SETTINGS, create_user
+
+    app = make_app(**TOKEN_SETTINGS, PUBLIC_URL="https://files.example.org/")
+    client = app.test_client()
+    alice = create_user(client, "alice")
+    record = upload(client, "x.png", image, alice["headers"])
+    body = client.post(f"/files/{record['id']}/share", json={},
+                       headers={**alice["headers"], "Host": "evil.example"}).get_json()
+    assert body["url"].startswith("https://files.example.org/s/")
+    assert app.test_client().get(path_of(body["url"])).data == image
