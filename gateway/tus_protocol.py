@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         try:
             raw = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
             result[key] = raw.decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (non-ASCII letters too: WSGI gives header bytes as latin-1), not UTF-8
             raise InvalidInput(f"Upload-Metadata's value for {key!r} is not base64 of UTF-8 text.") from None
     return result
 
@@ -81,7 +80,7 @@ def parse_checksum(header: str | None):
         raise InvalidInput(f"Upload-Checksum must be '<algorithm> <base64>' with one of: {', '.join(CHECKSUMS)}.")
     try:
         expected = base64.b64decode(parts[1], validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise InvalidInput("Upload-Checksum's digest is not base64.") from None
     return CHECKSUMS[parts[0]](), expected
 
