@@ -15,7 +15,7 @@ import pytest
 
 from gateway.names import sanitize
 from tests.hostile.checks import (assert_nothing_stored, assert_refused, assert_safe_download,
-                                  assert_stored, filename_param, post_raw, stored_files)
+                                  assert_stored, assert_unsplittable, filename_param, post_raw, stored_files)
 from tests.hostile.corpus import PHP_SCRIPT, genuine
 
 TEXT = b"just some words\n"
@@ -80,6 +80,25 @@ def test_a_crlf_name_cannot_split_the_download_headers(client, app):
     response = assert_safe_download(client, rec, TEXT)
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert len(response.headers.getlist("Content-Type")) == 1
+
+
+def test_a_stored_row_with_a_line_break_still_cannot_split_the_header(client, app):
+    """Belt and braces: a record written by something other than the upload path (an older
+    version, a migration, another tool on the same database) is made safe on the way out."""
+    from sqlalchemy import text
+
+    from gateway.db import repository
+
+    rec = assert_stored(client, app, "plain.txt", TEXT, "text/plain")
+    with app.app_context():
+        repo = repository()
+        row = repo.get(rec["id"])
+        bad = "x\r\nSet-Cookie: pwned=1\r\n..\\..\\evil\u202e.txt"
+        with repo.engine.begin() as conn:
+            conn.execute(text("UPDATE files SET original_name = :n WHERE id = :i"), {"n": bad, "i": row.id})
+    response = client.get(rec["download_url"])
+    assert response.status_code == 200 and response.data == TEXT
+    assert_unsplittable(response, sanitize(bad))
 
 
 @pytest.mark.parametrize("raw,code", [
