@@ -142,8 +142,9 @@ def create():
         expires_in=parse_expires_in(meta.expires_in), concat="partial" if is_partial else None, state="uploading",
         head_checked=is_partial, file_id=None, error=None, created_at=now, expires_at=store().expiry(),
         owner_id=owner_id())
-    if not is_partial and (budget := quota()) is not None:
-        budget.check(new_files=1, new_bytes=length or 0)
+    if (budget := quota()) is not None:
+        # A partial upload is bytes, not yet a file: its final upload is the file.
+        budget.check(new_files=0 if is_partial else 1, new_bytes=length or 0)
     if is_final:
         return _create_final(upload, concat[1], limit)
     store().add(upload)
@@ -189,7 +190,8 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
     if upload.length > limit:
         raise too_large(limit, upload.original_name or None)
     if (budget := quota()) is not None:
-        budget.check(new_files=1, new_bytes=upload.length)  # before copying a byte
+        # The partials' bytes are counted already; the copy replaces them.
+        budget.check(new_files=1, new_bytes=0)
     upload.concat = "final;" + " ".join(url_for("tus.resource", upload_id=p.id) for p in parts)
     store().add(upload)
     try:

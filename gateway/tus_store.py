@@ -166,11 +166,15 @@ class TusStore:
             return set(conn.execute(query).scalars())
 
     def reserved(self, owner: str, except_id: str | None = None) -> tuple[int, int]:
-        """(uploads, bytes) a user's unfinished uploads have announced: room a
-        quota keeps for them, so many open uploads cannot pass it together."""
-        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(tus_uploads.c.length), 0)).where(
-            tus_uploads.c.owner_id == owner, tus_uploads.c.state == "uploading",
-            sa.or_(tus_uploads.c.concat.is_(None), tus_uploads.c.concat != "partial"))
+        """(files, bytes) a user's unfinished uploads hold: room a quota keeps
+        for them, so open uploads cannot pass it together. Bytes are the length
+        announced (or, deferred, what has arrived); partial uploads count bytes
+        but no file (their final upload will be the file)."""
+        is_partial = tus_uploads.c.concat == "partial"
+        query = sa.select(
+            sa.func.coalesce(sa.func.sum(sa.case((is_partial, 0), else_=1)), 0),
+            sa.func.coalesce(sa.func.sum(sa.func.coalesce(tus_uploads.c.length, tus_uploads.c.offset)), 0),
+        ).where(tus_uploads.c.owner_id == owner, tus_uploads.c.state == "uploading")
         if except_id is not None:
             query = query.where(tus_uploads.c.id != except_id)
         with self.engine.connect() as conn:

@@ -185,7 +185,9 @@ def _judge_head(upload: TusUpload, handle, size: int) -> None:
 def complete(upload: TusUpload) -> None:
     if (budget := quota()) is not None:
         # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
-        budget.check(new_files=1, new_bytes=upload.length or 0, except_upload=upload.id)
+        # A final concatenation's bytes are still counted in its partials (dropped once it is stored).
+        budget.check(new_files=1, new_bytes=0 if upload.is_final else upload.length or 0,
+                     except_upload=upload.id)
     try:
         # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,

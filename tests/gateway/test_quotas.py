@@ -369,32 +369,37 @@ def test_with_auth_off_there_is_no_quota(make_app):
     assert len(listed(client, {})) == 3
 
 
-def test_a_final_concatenation_over_the_quota_is_refused_and_leaves_no_copy(quota_app):
-    """Partial uploads are not files yet; joining them is where the quota applies.
-    A refused join answers 413 without a Location (so the client could never finish
-    it): it must not leave a joined copy behind, and the partials stay joinable."""
+def test_partial_uploads_count_their_bytes_and_the_join_does_not_count_them_twice(quota_app):
+    """Partial uploads are bytes on disk before they are a file: they count
+    against the byte quota when created, and joining them adds no bytes."""
     app = quota_app(USER_QUOTA_BYTES=1000)
     client = app.test_client()
     user = create_user(client, "alice")["headers"]
-    parts = []
-    for i in range(2):
-        created = tus_create(client, user, 600, **{"Upload-Concat": "partial"})
-        assert created.status_code == 201
-        path = urlsplit(created.headers["Location"]).path
-        assert tus_patch(client, user, path, 0, text(600, i)).status_code == 204
-        parts.append(path)
-    on_disk = stored_files(app)
+    first = tus_create(client, user, 600, **{"Upload-Concat": "partial"})
+    assert first.status_code == 201
+    assert_quota_refusal(tus_create(client, user, 600, **{"Upload-Concat": "partial"}))
 
-    final = tus_create(client, user, None, name="joined.txt", **{"Upload-Concat": "final;" + " ".join(parts)})
-    assert_quota_refusal(final)
-    assert "Location" not in final.headers
-    assert listed(client, user) == []
-    assert stored_files(app) == on_disk, "a refused join left bytes behind"
-
-    # With room made (a larger quota), the same partials join.
     with app.app_context():
-        app.extensions["accounts"].set_quota(client.get("/me", headers=user).get_json()["id"], 2000, None)
+        app.extensions["accounts"].set_quota(client.get("/me", headers=user).get_json()["id"], 1200, None)
+    second = tus_create(client, user, 600, **{"Upload-Concat": "partial"})
+    assert second.status_code == 201
+    parts = [urlsplit(r.headers["Location"]).path for r in (first, second)]
+    for i, path in enumerate(parts):
+        assert tus_patch(client, user, path, 0, text(600, i)).status_code == 204
     joined = tus_create(client, user, None, name="joined.txt", **{"Upload-Concat": "final;" + " ".join(parts)})
     assert joined.status_code == 201, joined.get_json()
     record = client.get(f"/files/{joined.headers['Upload-File-Id']}", headers=user).get_json()
     assert record["size"] == 1200
+    assert client.get("/me", headers=user).get_json()["usage"] == {"files": 1, "bytes": 1200}
+
+
+def test_a_deferred_length_upload_counts_what_has_arrived(quota_app):
+    app = quota_app(USER_QUOTA_BYTES=1000)
+    client = app.test_client()
+    user = create_user(client, "alice")["headers"]
+    created = tus_create(client, user, None, **{"Upload-Defer-Length": "1"})
+    assert created.status_code == 201
+    path = urlsplit(created.headers["Location"]).path
+    assert tus_patch(client, user, path, 0, text(800)).status_code == 204
+    assert_quota_refusal(post_files(client, user, ("more.txt", text(300, 1))))
+
