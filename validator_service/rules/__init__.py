@@ -7,5 +7,6 @@ DEFAULT_PLUGINS = (
     "validator_service.rules.filetypes",
     "validator_service.rules.size",
     "validator_service.rules.content",
+    "validator_service.rules.ooxml",
     "validator_service.rules.image",
 )

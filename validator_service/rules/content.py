@@ -14,6 +14,7 @@ EXECUTABLE_TYPES = frozenset({
     "application/x-elf",
     "application/x-mach-binary",
     "application/x-java-applet",
+    "application/java-archive",  # a JAR as the jar tool writes it: runnable with `java -jar`
 })
 
 
