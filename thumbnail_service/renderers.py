@@ -8,6 +8,7 @@ pixel is allocated.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from math import ceil, floor
 from typing import BinaryIO
 
@@ -19,7 +20,13 @@ from thumbnail_service.hookspecs import Renderer
 
 log = logging.getLogger("upload.thumbnail")
 
-RASTER_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff")
+# The Pillow decoders each type may use: the type libmagic detected picks the
+# decoder, never the bytes (a file judged a PNG is not parsed by the TIFF decoder).
+PILLOW_FORMATS = {
+    "image/jpeg": ("JPEG", "MPO"), "image/png": ("PNG",), "image/gif": ("GIF",), "image/webp": ("WEBP",),
+    "image/bmp": ("BMP", "DIB"), "image/tiff": ("TIFF",),
+}
+RASTER_TYPES = tuple(PILLOW_FORMATS)
 # EXIF orientations that swap width and height.
 _TRANSPOSED = {5, 6, 7, 8}
 
@@ -60,10 +67,10 @@ def _shrink(im: Image.Image, box: tuple[int, int]) -> Image.Image:
     return im.resize(size, Image.Resampling.BICUBIC, box=crop, reducing_gap=2.0)
 
 
-def render_raster(source: BinaryIO, box: tuple[int, int]) -> Image.Image:
+def render_raster(source: BinaryIO, box: tuple[int, int], formats: tuple[str, ...] | None = None) -> Image.Image:
     # No `with`: closing an image destroys its pixels, and the caller owns `source`.
     try:
-        im = Image.open(source)
+        im = Image.open(source, formats=formats)
         if im.width * im.height > Image.MAX_IMAGE_PIXELS:
             raise TooLarge(
                 f"The image is {im.width}x{im.height} pixels, more than the "
@@ -94,4 +101,5 @@ def render_raster(source: BinaryIO, box: tuple[int, int]) -> Image.Image:
 
 @hookimpl
 def upload_thumbnail_renderers():
-    return [Renderer("pillow", RASTER_TYPES, render_raster)]
+    return [Renderer("pillow", (mime,), partial(render_raster, formats=formats))
+            for mime, formats in PILLOW_FORMATS.items()]

@@ -160,3 +160,13 @@ def test_renderers_are_listed(thumbnailer):
     stub = thumbnail_pb2_grpc.ThumbnailStub(thumbnailer.channel)
     types = stub.GetRenderers(thumbnail_pb2.GetRenderersRequest()).mime_types
     assert {"image/jpeg", "image/png", "image/gif", "image/webp"} <= set(types)
+
+
+@pytest.mark.parametrize("fmt,claimed", [("PNG", "image/jpeg"), ("TIFF", "image/png"), ("GIF", "image/webp")])
+def test_the_detected_type_picks_the_decoder_not_the_bytes(thumbnailer, fmt, claimed):
+    """A file judged one type is never parsed by another type's decoder."""
+    data = encode(Image.new("RGB", (40, 30), "teal"), fmt)
+    error = rpc_error(thumbnailer.channel, data, claimed)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The same bytes under their own type render.
+    assert render(thumbnailer.channel, data, Image.MIME[fmt])
