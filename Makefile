@@ -7,7 +7,7 @@ PROTOS := $(wildcard protos/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test bench install protos system-deps lock clean
+.PHONY: run test bench fuzz install protos system-deps lock clean
 
 run: install
 	$(BIN)/honcho start -f Procfile
@@ -18,6 +18,21 @@ test: install
 bench: install
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Coverage-guided fuzzing of the validator's rules (atheris): not part of `make test`.
+# Seeds come from tests/samples.py; what it learns stays in build/fuzz/corpus, a crash
+# lands in build/fuzz/ (replay: $(BIN)/python fuzz/validator_pipeline.py build/fuzz/crash-...).
+# atheris (pyproject's `fuzz` extra) is installed here only, from its manylinux wheel.
+FUZZ_SECONDS ?= 60
+
+fuzz: system-deps protos
+	@$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -c "import tomllib; \
+	  print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['fuzz'], sep='\n')" \
+	  | $(BIN)/pip install -q -c requirements.lock -r /dev/stdin
+	$(BIN)/python fuzz/validator_pipeline.py --make-seeds build/fuzz/seeds
+	mkdir -p build/fuzz/corpus
+	$(BIN)/python fuzz/validator_pipeline.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  -artifact_prefix=build/fuzz/ build/fuzz/corpus build/fuzz/seeds
 
 install: system-deps $(STAMP) protos $(NODE_STAMP)
 
