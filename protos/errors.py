@@ -7,6 +7,9 @@ lives here and nowhere else.
 """
 from __future__ import annotations
 
+import errno
+from contextlib import contextmanager
+
 import grpc
 
 
@@ -105,6 +108,23 @@ class TimedOut(UploadError):
     default_message = "A service this request needs did not answer in time; please try again shortly."
 
 
+class InsufficientStorage(UploadError):
+    """The disk the bytes go to is full (ENOSPC, EDQUOT): nothing was stored."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 507
+    default_message = ("The server has run out of storage space, so nothing was stored. "
+                       "Please try again later.")
+
+
+class RequestTimeout(UploadError):
+    """The client stopped sending (or sent too slowly) in the middle of its request."""
+
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 408
+    default_message = "The request stopped arriving before it was complete; nothing was stored."
+
+
 class Internal(UploadError):
     pass
 
@@ -160,6 +180,42 @@ def from_rpc_error(error: grpc.RpcError) -> UploadError:
     code = error.code() if hasattr(error, "code") else None
     details = error.details() if hasattr(error, "details") else None
     return error_for_code(code, details)
+
+
+# A full disk, or a user's disk quota that is used up.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SQLITE_FULL = 13
+POSTGRES_DISK_FULL = "53100"
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full: an OSError with ENOSPC or EDQUOT,
+    or a database driver's own "disk full" (SQLite's SQLITE_FULL, PostgreSQL's
+    53100), also when wrapped by SQLAlchemy (``exc.orig``)."""
+    for error in (exc, getattr(exc, "orig", None)):
+        if error is None:
+            continue
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+            return True
+        if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL:
+            return True
+        if getattr(error, "sqlstate", None) == POSTGRES_DISK_FULL or getattr(error, "pgcode", None) == POSTGRES_DISK_FULL:
+            return True
+    return False
+
+
+@contextmanager
+def out_of_space_as_error():
+    """Turn a full disk met inside the block into InsufficientStorage (the one
+    place where that happens); every other error passes unchanged."""
+    try:
+        yield
+    except UploadError:
+        raise
+    except Exception as exc:
+        if is_out_of_space(exc):
+            raise InsufficientStorage() from exc
+        raise
 
 
 def abort(context: grpc.ServicerContext, error: UploadError):

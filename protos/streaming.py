@@ -16,6 +16,18 @@ def read_chunks(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[byte
         yield chunk
 
 
+def write_all(handle: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data`` to an unbuffered file. Its ``write`` may
+    store only part (the disk filled up meanwhile): the rest is written again,
+    so a full disk raises its OSError (ENOSPC) instead of losing bytes quietly."""
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        if written is None:  # a non-blocking file that cannot take more now
+            raise BlockingIOError("the file cannot take more bytes now")
+        view = view[written:]
+
+
 def file_info(original_name: str, declared_size: int | None = None, declared_type: str = ""):
     info = common_pb2.FileInfo(original_name=original_name, declared_type=declared_type)
     if declared_size is not None:
