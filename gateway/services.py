@@ -1,29 +1,93 @@
 """Long-lived gRPC channels to the validator and thumbnail services, and the
-calls the gateway makes on them. gRPC failures become protos.errors here."""
+calls the gateway makes on them. gRPC failures become protos.errors here.
+
+Every call has a deadline. Calls that are safe to repeat (GetPolicy, health
+checks, GetRenderers, Render from a file still on disk) go through
+``call_with_retry``: UNAVAILABLE is tried again after a short pause, within
+the same deadline. A Validate stream is never repeated: it is fed while the
+body arrives, and bytes already read from the client cannot be sent again.
+"""
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 from flask import Flask, current_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
-from protos.errors import error_for_code, from_rpc_error
+from protos.errors import TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
 from protos.streaming import file_info, render_requests
+
+log = logging.getLogger("upload.gateway")
 
 CHANNEL_OPTIONS = [
     # A DNS name that resolves to several replicas spreads the calls over them.
     ("grpc.lb_policy_name", "round_robin"),
     # gRPC's default backoff grows to 2 minutes; a restarted service should be
-    # used again within seconds.
+    # used again within a second or so (a refused local connection costs nothing).
     ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 3000),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 _END = object()
+
+# Pauses before the second and the third attempt of a call that is safe to repeat.
+RETRY_DELAYS = (0.05, 0.2)
+# An attempt that would have less time than this before the deadline is not made.
+MIN_ATTEMPT = 0.05
+
+# What a person reads when a service is down or silent (the generic sentence
+# does not say which part of the upload failed).
+UNREACHABLE = {
+    "validate": "The validation service cannot be reached, so the file could not be checked; "
+                "nothing was stored. Please try again shortly.",
+    "policy": "The validation service cannot be reached, so the upload rules are not known right now. "
+              "Please try again shortly.",
+}
+SILENT = {
+    "validate": "The validation service did not answer in time, so the file could not be checked; "
+                "nothing was stored. Please try again shortly.",
+    "policy": "The validation service did not answer in time, so the upload rules are not known right now. "
+              "Please try again shortly.",
+}
+
+T = TypeVar("T")
+
+
+def _explain(error: UploadError, call: str | None) -> UploadError:
+    """``error`` with a sentence that names what failed, for the calls that have one."""
+    if call is not None and type(error) is Unavailable:
+        return Unavailable(UNREACHABLE[call])
+    if call is not None and type(error) is TimedOut:
+        return TimedOut(SILENT[call])
+    return error
+
+
+def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "call",
+                    explain: str | None = None) -> T:
+    """Run ``attempt(seconds_left)``, one gRPC call that is safe to repeat, with
+    ``timeout`` seconds for all attempts together. A call failing with
+    UNAVAILABLE (the service is restarting, a connection just broke) is made
+    again after each pause of RETRY_DELAYS while the deadline leaves room.
+    Any other failure, or the last one, raises its UploadError."""
+    deadline = time.monotonic() + timeout
+    delays = iter(RETRY_DELAYS)
+    while True:
+        try:
+            return attempt(max(deadline - time.monotonic(), 0.001))
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise _explain(from_rpc_error(exc), explain) from None
+            delay = next(delays, None)
+            if delay is None or time.monotonic() + delay + MIN_ATTEMPT > deadline:
+                raise _explain(from_rpc_error(exc), explain) from None
+            log.debug("%s: service unavailable, trying again in %.0f ms", what, delay * 1000)
+            time.sleep(delay)
 
 
 class ValidationStream:
@@ -71,9 +135,9 @@ class ValidationStream:
             return self._future.result(timeout=wait)
         except grpc.FutureTimeoutError:
             self.cancel()
-            raise error_for_code(grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise _explain(error_for_code(grpc.StatusCode.DEADLINE_EXCEEDED), "validate") from None
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise _explain(from_rpc_error(exc), "validate") from None
 
     def cancel(self) -> None:
         """Stop the call; always lets the request iterator end (no stuck thread)."""
@@ -105,18 +169,20 @@ class Services:
             if self._policy is not None and fresh:
                 return self._policy
         try:
-            policy = self.validator.GetPolicy(validator_pb2.GetPolicyRequest(),
-                                              timeout=self.config["HEALTH_TIMEOUT"] * 3)
-        except grpc.RpcError as exc:
+            policy = call_with_retry(
+                lambda left: self.validator.GetPolicy(validator_pb2.GetPolicyRequest(), timeout=left),
+                self.config["HEALTH_TIMEOUT"] * 3, "GetPolicy", explain="policy")
+        except UploadError:
             if self._policy is not None:
                 return self._policy
-            raise from_rpc_error(exc) from None
+            raise
         with self._lock:
             self._policy, self._policy_at = policy, time.monotonic()
         return policy
 
     def start_validation(self, original_name: str, declared_type: str, head_bytes: int,
                          declared_size: int | None = None) -> ValidationStream:
+        # Not retried: the stream is fed with body bytes as they arrive.
         return ValidationStream(self.validator, original_name, declared_type, head_bytes,
                                 self.config["UPLOAD_TIMEOUT"], declared_size)
 
@@ -125,23 +191,22 @@ class Services:
     def renderable(self) -> frozenset[str]:
         """MIME types the thumbnail service renders (asked once, then cached)."""
         if self._renderable is None:
-            try:
-                reply = self.thumbnailer.GetRenderers(thumbnail_pb2.GetRenderersRequest(),
-                                                      timeout=self.config["THUMBNAIL_TIMEOUT"])
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc) from None
+            reply = call_with_retry(
+                lambda left: self.thumbnailer.GetRenderers(thumbnail_pb2.GetRenderersRequest(), timeout=left),
+                self.config["THUMBNAIL_TIMEOUT"], "GetRenderers")
             self._renderable = frozenset(reply.mime_types)
         return self._renderable
 
-    def render(self, chunks: Iterator[bytes], original_name: str, mime_type: str, size: int):
-        """Render a thumbnail; raises an UploadError (Unavailable, TimedOut,
-        InvalidInput...) when no thumbnail can be had now."""
+    def render(self, open_chunks: Callable[[], Iterator[bytes]], original_name: str, mime_type: str,
+               size: int):
+        """Render a thumbnail of a file that is at hand as a whole: ``open_chunks()``
+        gives its bytes from the start, once per attempt (so a call that fails
+        UNAVAILABLE can be made again). Raises an UploadError (Unavailable,
+        TimedOut, InvalidInput...) when no thumbnail can be had now."""
         options = thumbnail_pb2.RenderOptions(info=file_info(original_name, size), mime_type=mime_type)
-        try:
-            return self.thumbnailer.Render(render_requests(options, chunks),
-                                           timeout=self.config["THUMBNAIL_TIMEOUT"])
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        return call_with_retry(
+            lambda left: self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left),
+            self.config["THUMBNAIL_TIMEOUT"], "Render")
 
     # --- health ---
 
@@ -151,10 +216,11 @@ class Services:
         for name, channel in self.channels.items():
             stub = health_pb2_grpc.HealthStub(channel)
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""),
-                                   timeout=self.config["HEALTH_TIMEOUT"])
+                reply = call_with_retry(
+                    lambda left: stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=left),
+                    self.config["HEALTH_TIMEOUT"], f"health check of the {name} service")
                 status[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            except grpc.RpcError:
+            except UploadError:
                 status[name] = "UNREACHABLE"
         return status
 

@@ -39,15 +39,25 @@ class Thumbnails:
             return False
 
     def make(self, row: FileRow) -> UploadError | None:
-        """Try once; set ``row.thumbnail`` and ``row.thumbnail_status`` (the
-        caller saves them). Returns the error when there is no thumbnail."""
+        """Try now (the call itself is repeated at once if the service is
+        briefly unavailable); set ``row.thumbnail`` and ``row.thumbnail_status``
+        (the caller saves them). Returns the error when there is no thumbnail."""
         source = self.storage.open("files", row.filename)
         if source is None:
             row.thumbnail, row.thumbnail_status = None, "failed"
             return NotFound("The file's bytes are gone.")
+        source.close()
+
+        def from_the_start():
+            # A file of its own per attempt: gRPC may still be reading a failed
+            # attempt's iterator on its own thread when the next one starts.
+            source = self.storage.open("files", row.filename)
+            if source is not None:
+                with source:
+                    yield from read_chunks(source, RENDER_CHUNK)
+
         try:
-            with source:
-                reply = self.services.render(read_chunks(source, RENDER_CHUNK), row.original_name, row.type, row.size)
+            reply = self.services.render(from_the_start, row.original_name, row.type, row.size)
         except TRANSIENT as exc:
             log.info("thumbnail for %s postponed: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "pending"
