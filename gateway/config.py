@@ -117,6 +117,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "RATE_LIMIT_STORAGE": env.get("RATE_LIMIT_STORAGE", "memory://").strip(),
         # Serve AUTH=off on a non-loopback address anyway (an authenticating proxy is in front).
         "ALLOW_PUBLIC_WITHOUT_AUTH": flag("ALLOW_PUBLIC_WITHOUT_AUTH", False),
+        # Bytes left free on the data disk for the database, thumbnails and deletions:
+        # an upload that would eat into them gets 507 (0: uploads may fill the disk).
+        "DISK_RESERVE": number("DISK_RESERVE", 32 * 1024 * 1024),
     }
 
 

@@ -7,7 +7,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.page import render_page
-from protos.errors import Gone, Refused, UploadError
+from protos.errors import Gone, InsufficientStorage, Refused, UploadError, is_out_of_space
 
 log = logging.getLogger("upload.gateway")
 
@@ -56,6 +56,12 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
+    # A full disk met outside the upload paths (a session, a share, a tus
+    # creation, the database itself): a 507 like the uploads get.
+    if is_out_of_space(exc):
+        log.warning("storage full: %s", exc)
+        return error_response(InsufficientStorage(
+            "The server has run out of storage space, so this could not be done. Please try again later."))
     log.exception("unhandled error")
     response = jsonify(error="Something went wrong on our side; nothing was stored. Please try again.")
     response.status_code = 500

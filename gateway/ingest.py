@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from gateway.names import extension, sanitize
 from gateway.services import Services
 from gateway.storage import LocalStorage, new_id
 from gateway.thumbnails import Thumbnails
-from protos.errors import Refused
-from protos.streaming import read_chunks
+from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
+from protos.streaming import read_chunks, write_all
 from protos.text import human_size
 
 
@@ -40,6 +41,28 @@ def refusal(verdict, original_name: str) -> Refused:
 
 def too_large(limit: int, original_name: str | None = None) -> Refused:
     return Refused("file_too_large", f"The file is larger than the {human_size(limit)} limit.", original_name)
+
+
+class DataDisk:
+    """Where upload bytes are written (POST /upload and tus): every byte of each
+    piece (a short write on a filling disk is finished or fails, never lost),
+    a full disk becomes InsufficientStorage, and DISK_RESERVE bytes are left
+    free for what must still work when uploads cannot: the database (SQLite
+    lives in DATA_DIR by default), thumbnails, deletions."""
+
+    def __init__(self, root: str | os.PathLike, reserve: int):
+        self.root = root
+        self.reserve = reserve
+
+    def free(self) -> int:
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
+
+    def write(self, handle, data: bytes) -> None:
+        if self.reserve > 0 and self.free() - len(data) < self.reserve:
+            raise InsufficientStorage()
+        with out_of_space_as_error():
+            write_all(handle, data)
 
 
 class Upload:
@@ -69,7 +92,7 @@ class Upload:
         self.size += len(chunk)
         if self.size > self.max_size:
             raise too_large(self.max_size, self.original_name)
-        self._temp.handle.write(chunk)
+        self.pipeline.disk.write(self._temp.handle, chunk)
         self._sha256.update(chunk)
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
@@ -102,6 +125,7 @@ class Ingest:
         self.services = services
         self.thumbnails = thumbnails
         self.validator_timeout = config["VALIDATOR_TIMEOUT"]
+        self.disk = DataDisk(storage.root, config["DISK_RESERVE"])
 
     def start(self, original_name: str, declared_type: str = "", owner_id: str | None = None) -> Upload:
         return Upload(self, original_name, declared_type, owner_id)

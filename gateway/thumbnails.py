@@ -10,8 +10,8 @@ from gateway.background import Periodic
 from gateway.db import FileRepository, FileRow
 from gateway.services import Services
 from gateway.storage import LocalStorage
-from protos.errors import NotFound, TimedOut, Unavailable, UploadError
-from protos.streaming import read_chunks
+from protos.errors import InsufficientStorage, NotFound, TimedOut, Unavailable, UploadError, out_of_space_as_error
+from protos.streaming import read_chunks, write_all
 
 log = logging.getLogger("upload.gateway")
 
@@ -19,8 +19,11 @@ log = logging.getLogger("upload.gateway")
 # per byte (and stay well under the 4 MiB message cap).
 RENDER_CHUNK = 1024 * 1024
 # Faults that may pass: try again later. Anything else (a damaged image, a
-# type no renderer handles) will not get better by retrying.
-TRANSIENT = (Unavailable, TimedOut)
+# type no renderer handles) will not get better by retrying. A full disk only
+# costs the thumbnail: the file itself is already in place.
+TRANSIENT = (Unavailable, TimedOut, InsufficientStorage)
+# Faults that hold for every pending thumbnail at once: a retry pass stops at them.
+STILL_DOWN = (Unavailable, InsufficientStorage)
 
 
 class Thumbnails:
@@ -58,6 +61,8 @@ class Thumbnails:
 
         try:
             reply = self.services.render(from_the_start, row.original_name, row.type, row.size)
+            name = f"{row.id}.{'png' if reply.mime_type == 'image/png' else 'jpg'}"
+            self._store(name, reply.data)
         except TRANSIENT as exc:
             log.info("thumbnail for %s postponed: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "pending"
@@ -66,18 +71,28 @@ class Thumbnails:
             log.info("no thumbnail for %s: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "failed"
             return exc
-        name = f"{row.id}.{'png' if reply.mime_type == 'image/png' else 'jpg'}"
-        self.storage.write("thumbnails", name, reply.data)
         row.thumbnail, row.thumbnail_status = name, "done"
         return None
+
+    def _store(self, name: str, data: bytes) -> None:
+        """Write the thumbnail atomically, every byte of it (a short write on a
+        filling disk must not leave a truncated image in place)."""
+        with out_of_space_as_error():
+            temp = self.storage.create_temp("thumbnails", name)
+            try:
+                write_all(temp.handle, data)
+                self.storage.commit(temp)
+            except BaseException:
+                self.storage.discard(temp)
+                raise
 
     def retry_pending(self) -> int:
         """One pass over the postponed thumbnails; returns how many were made."""
         made = 0
         for row in self.repo.pending_thumbnails():
             error = self.make(row)
-            if isinstance(error, Unavailable):
-                break  # still down: wait for the next pass
+            if isinstance(error, STILL_DOWN):
+                break  # the service is still down, or the disk still full: wait for the next pass
             if row.thumbnail_status == "pending":
                 continue  # this one was slow; the others may not be
             if not self.repo.set_thumbnail(row.id, row.thumbnail, row.thumbnail_status) and row.thumbnail:

@@ -19,7 +19,8 @@ from gateway.quotas import quota
 from gateway.services import services
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
-from protos.errors import Conflict, Gone, InvalidInput, Locked, NotFound, Refused, TooLong, UploadError
+from protos.errors import (Conflict, Gone, InsufficientStorage, InvalidInput, Locked, NotFound, Refused,
+                           TooLong, UploadError, out_of_space_as_error)
 
 log = logging.getLogger("upload.tus")
 
@@ -123,7 +124,7 @@ def _write_body(upload: TusUpload, handle) -> None:
     checkpoints = _head_checkpoints(upload, start)
     handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
     handle.seek(start)
-    body, written = request_body(), 0
+    body, written, disk = request_body(), 0, ingest().disk
     while True:
         chunk = read_piece(body)  # b"" also when the client went away: keep what arrived
         if not chunk:
@@ -131,7 +132,13 @@ def _write_body(upload: TusUpload, handle) -> None:
         if start + written + len(chunk) > limit:
             handle.truncate(start)
             raise _over(upload, limit)
-        handle.write(chunk)
+        try:
+            disk.write(handle, chunk)
+        except InsufficientStorage:
+            # The offset stays where the last fsync left it, and the bytes of this
+            # PATCH give their room back: the client resumes once there is space.
+            handle.truncate(start)
+            raise
         written += len(chunk)
         if checksum:
             checksum[0].update(chunk)
@@ -142,7 +149,12 @@ def _write_body(upload: TusUpload, handle) -> None:
     if checksum and checksum[0].digest() != checksum[1]:
         handle.truncate(start)
         raise ChecksumMismatch()
-    os.fsync(handle.fileno())
+    try:
+        with out_of_space_as_error():
+            os.fsync(handle.fileno())
+    except InsufficientStorage:
+        handle.truncate(start)
+        raise
     upload.offset = start + written
     upload.expires_at = store().expiry()
     store().save(upload, "offset", "expires_at")

@@ -19,7 +19,7 @@ from gateway.ingest import Upload, ingest, too_large
 from gateway.quotas import Budget, quota
 from gateway.records import record
 from gateway.services import services
-from protos.errors import InvalidInput, Refused, UploadError
+from protos.errors import InvalidInput, Refused, UploadError, out_of_space_as_error
 
 log = logging.getLogger("upload.gateway")
 bp = Blueprint("uploads", __name__)
@@ -156,18 +156,22 @@ def upload():
         stream = request_body()
         received = 0
         finished = False
-        while not finished:
-            chunk = read_piece(stream)
-            received += len(chunk)
-            if received > limit:
-                raise _too_large(limit)
-            for event in _parse(decoder, chunk):
-                if isinstance(event, Epilogue):
-                    finished = True
+        # A full disk anywhere on the way (temp file, its bytes, the rename, the
+        # row) is a 507, and the rollback below leaves nothing. (A thumbnail that
+        # does not fit is only postponed: gateway/thumbnails.py.)
+        with out_of_space_as_error():
+            while not finished:
+                chunk = read_piece(stream)
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(limit)
+                for event in _parse(decoder, chunk):
+                    if isinstance(event, Epilogue):
+                        finished = True
+                        break
+                    form.handle(event)
+                if not chunk:
                     break
-                form.handle(event)
-            if not chunk:
-                break
         if form.upload is not None or not finished:
             raise InvalidInput("The multipart body ended before its closing boundary.")
         if not form.stored:
