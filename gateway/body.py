@@ -1,4 +1,4 @@
-"""The request body as a stream, read in large pieces.
+"""The request body as a stream, read in large pieces, and with deadlines.
 
 gunicorn's ``wsgi.input`` assembles every read from 1 KiB reads of its inner
 reader, fed by 8 KiB ``recv`` calls: profiling a 512 MiB upload put 61% of the
@@ -6,14 +6,22 @@ request thread there. Its inner reader (which honours Content-Length and
 chunked framing) gives what is asked in one piece, so the gateway reads that,
 with 256 KiB receives. Anything else (another server, a test client, a body
 already partly read) gets werkzeug's ``request.stream`` as usual.
+
+Under ``python -m gateway`` every receive goes through a ``ClientGuard``
+(installed by the worker in ``gateway/__main__.py``): the request line and
+headers must arrive within CLIENT_HEADER_TIMEOUT, a body that stops for
+CLIENT_IDLE_TIMEOUT or comes slower than CLIENT_MIN_RATE is given up, so a
+slow or silent client cannot hold one of the gateway's threads for long.
 """
 from __future__ import annotations
+
+import time
 
 from flask import Response, request
 from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData, ParseException
 from werkzeug.exceptions import ClientDisconnected
 
-from protos.errors import InvalidInput
+from protos.errors import InvalidInput, RequestTimeout
 
 READ_SIZE = 256 * 1024
 
@@ -35,13 +43,23 @@ def request_body():
 def read_piece(stream, size: int = READ_SIZE) -> bytes:
     """The next piece of the body; b"" at its end or when the client went away
     mid-body (what arrived is kept). A body whose chunked framing is broken
-    raises InvalidInput."""
+    raises InvalidInput; one the ClientGuard gave up on (the client stalled or
+    crawled), once what had arrived is read, RequestTimeout."""
     try:
-        return stream.read(size)
+        chunk = stream.read(size)
     except (InvalidChunkSize, ChunkMissingTerminator, ParseException) as exc:
         raise InvalidInput(f"The request body's chunked encoding is broken ({type(exc).__name__}).") from None
     except (ClientDisconnected, NoMoreData, OSError):
-        return b""
+        chunk = b""
+    if not chunk and (guard := _guard_of(stream)) is not None and guard.stalled:
+        raise RequestTimeout(guard.stalled)
+    return chunk
+
+
+def _guard_of(stream) -> "ClientGuard | None":
+    unreader = getattr(stream, "unreader", None) or getattr(getattr(stream, "req", None), "unreader", None)
+    guard = getattr(unreader, "sock", None)
+    return guard if isinstance(guard, ClientGuard) else None
 
 
 # Below this many unread bytes, the rest of a refused body is read before the
@@ -58,8 +76,10 @@ def drain_then_close(response: Response, limit: int) -> Response:
     is read and dropped. Usually that happens before answering: gunicorn's
     threaded worker does not notice a next request that arrived while it was
     still reading this body, so a client that read an early answer and sent
-    its next request on the same connection would wait for nothing. Only a
-    large remainder is answered first (curl stops sending when it sees it)."""
+    its next request on the same connection would wait for nothing. A large
+    remainder, or a chunked body (whose end is unknown: it may never come),
+    is answered first (curl stops sending when it sees it), then read up to
+    ``limit`` bytes, and the connection is closed."""
     stream = request_body()
 
     def drain():
@@ -67,11 +87,12 @@ def drain_then_close(response: Response, limit: int) -> Response:
         try:
             while left > 0 and (chunk := stream.read(min(READ_SIZE, left))):
                 left -= len(chunk)
-        except Exception:  # a client that hangs up mid-body is fine here
+        except Exception:  # a client that hangs up (or stalls) mid-body is fine here
             pass
 
     remaining = getattr(stream, "length", None)  # gunicorn's Content-Length reader
-    if remaining is None or remaining <= ANSWER_FIRST_ABOVE:
+    chunked = hasattr(stream, "parse_chunked")  # gunicorn's chunked reader
+    if not chunked and (remaining is None or remaining <= ANSWER_FIRST_ABOVE):
         drain()
         return response
     body = response.get_data()
@@ -81,5 +102,95 @@ def drain_then_close(response: Response, limit: int) -> Response:
         drain()
 
     response.response = answer_then_drain()
+    # Honoured by the gateway's worker (gunicorn itself ignores an application's Connection header).
     response.headers["Connection"] = "close"
     return response
+
+
+# --- deadlines for slow and silent clients ---
+
+
+class HeaderTimeout(Exception):
+    """The request line and headers did not arrive in time. Not an OSError, so
+    that gunicorn hands it to the worker's handle_error, which answers 408."""
+
+
+class ClientGuard:
+    """Stands in for the client's socket in gunicorn's request parser, so that
+    every receive has a deadline:
+
+    - the request line and headers must be complete within ``header_timeout``
+      seconds of their first byte (HeaderTimeout: the worker answers 408);
+    - a body read waits at most ``idle_timeout`` seconds for the next bytes,
+      and over each ``idle_timeout``-long stretch must average at least
+      ``min_rate`` bytes per second.
+
+    A body it gives up on ends there, as if the client had closed: what did
+    arrive is still read (tus keeps it), then ``read_piece`` raises
+    RequestTimeout with the reason in ``stalled`` (POST /upload answers 408).
+    Every later receive is an end of stream too, so gunicorn closes the
+    connection instead of waiting again. 0 turns a limit off.
+    """
+
+    def __init__(self, sock, header_timeout: float, idle_timeout: float, min_rate: float):
+        self.sock = sock
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.min_rate = min_rate
+        # Why the body was given up (a sentence for the client), or None.
+        self.stalled: str | None = None
+        self._in_headers = True
+        self._header_deadline: float | None = None
+        self._window_start = 0.0
+        self._window_bytes = 0
+
+    def expect_headers(self) -> None:
+        """A request (the first, or the next on a kept-alive connection) begins."""
+        self._in_headers = True
+        self._header_deadline = time.monotonic() + self.header_timeout if self.header_timeout > 0 else None
+
+    def expect_body(self) -> None:
+        """The headers are in: the application reads the body from now on."""
+        self._in_headers = False
+        self._window_start, self._window_bytes = time.monotonic(), 0
+
+    def recv(self, size: int) -> bytes:
+        if self.stalled:
+            return b""
+        idle = self.idle_timeout if self.idle_timeout > 0 else None
+        wait = idle
+        if self._in_headers and self._header_deadline is not None:
+            left = self._header_deadline - time.monotonic()
+            if left <= 0:
+                self._headers_too_slow()
+            wait = left if wait is None else min(wait, left)
+        self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(size)
+        except TimeoutError:
+            if self._in_headers:
+                self._headers_too_slow()
+            self.stalled = (f"Nothing more of the request arrived for {self.idle_timeout:g} seconds, so the "
+                            "gateway stopped waiting for it; nothing was stored.")
+            return b""
+        finally:
+            self.sock.settimeout(idle)  # for sending: a client that does not take its answer is given up too
+        if not self._in_headers and self.min_rate > 0 and idle is not None:
+            self._count(len(data))
+        return data
+
+    def _headers_too_slow(self):
+        self.stalled = "The request headers did not arrive in time."
+        raise HeaderTimeout("The request line and headers did not arrive in time (the gateway waits "
+                            f"{self.header_timeout:g} seconds for them, and {self.idle_timeout:g} for each piece).")
+
+    def _count(self, received: int) -> None:
+        self._window_bytes += received
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed < self.idle_timeout:
+            return
+        if self._window_bytes < self.min_rate * elapsed:
+            self.stalled = (f"The request body arrived at {self._window_bytes / elapsed:.0f} bytes per second, "
+                            f"slower than the {self.min_rate:g} the gateway waits for; nothing was stored.")
+        self._window_start, self._window_bytes = now, 0

@@ -120,6 +120,19 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Bytes left free on the data disk for the database, thumbnails and deletions:
         # an upload that would eat into them gets 507 (0: uploads may fill the disk).
         "DISK_RESERVE": number("DISK_RESERVE", 32 * 1024 * 1024),
+        # Seconds a client has for the request line and headers, from their first byte
+        # (and a new connection to send that byte); then 408 and the connection is closed.
+        "CLIENT_HEADER_TIMEOUT": number("CLIENT_HEADER_TIMEOUT", 30.0, float),
+        # Seconds a request body may pause (or a client leave a response unread)
+        # before the gateway gives up on it: 408, nothing stored (tus keeps what arrived).
+        "CLIENT_IDLE_TIMEOUT": number("CLIENT_IDLE_TIMEOUT", 60.0, float),
+        # Bytes per second a request body must average over each CLIENT_IDLE_TIMEOUT
+        # stretch (0: no minimum); a slower one is given up like a stalled one.
+        "CLIENT_MIN_RATE": number("CLIENT_MIN_RATE", 500.0, float),
+        # Longest request line (method, URL, version), header count and header line (gunicorn's limits).
+        "MAX_REQUEST_LINE": number("MAX_REQUEST_LINE", 4094),
+        "MAX_HEADER_COUNT": number("MAX_HEADER_COUNT", 100),
+        "MAX_HEADER_SIZE": number("MAX_HEADER_SIZE", 8190),
     }
 
 

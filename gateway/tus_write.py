@@ -20,7 +20,7 @@ from gateway.services import services
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
 from protos.errors import (Conflict, Gone, InsufficientStorage, InvalidInput, Locked, NotFound, Refused,
-                           TooLong, UploadError, out_of_space_as_error)
+                           RequestTimeout, TooLong, UploadError, out_of_space_as_error)
 
 log = logging.getLogger("upload.tus")
 
@@ -126,7 +126,10 @@ def _write_body(upload: TusUpload, handle) -> None:
     handle.seek(start)
     body, written, disk = request_body(), 0, ingest().disk
     while True:
-        chunk = read_piece(body)  # b"" also when the client went away: keep what arrived
+        try:
+            chunk = read_piece(body)  # b"" also when the client went away: keep what arrived
+        except RequestTimeout:
+            break  # a client that stalled: keep what arrived too, it can resume from there
         if not chunk:
             break
         if start + written + len(chunk) > limit:
