@@ -269,6 +269,19 @@ def test_a_body_slower_than_the_minimum_rate_is_given_up(one_thread_gateway):
     assert leftover_files(one_thread_gateway) == []
 
 
+def test_a_client_that_does_not_read_its_answer_is_given_up(one_thread_gateway):
+    big = b"a line of text to download\n" * (12 * MiB // 27)  # more than the socket buffers hold
+    response = requests.post(f"{one_thread_gateway.url}/upload", files={"file": ("big.txt", big)}, timeout=60)
+    assert response.status_code == 201, response.text
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address(one_thread_gateway))
+    sock.sendall(f"GET {response.json()['download_url']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    time.sleep(IDLE_TIMEOUT + 2)  # and never reads: the gateway's only thread is stuck sending, then gives up
+    assert_still_serving(one_thread_gateway)
+    sock.close()
+
+
 def test_a_stalled_tus_patch_keeps_what_arrived(one_thread_gateway):
     url = one_thread_gateway.url
     created = requests.post(f"{url}/tus/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "310000",
