@@ -442,7 +442,22 @@ def build_spec() -> dict:
         "components": {"schemas": schemas},
     }
     add_authentication(spec)
+    _add_transport_failures(spec)
     return spec
+
+
+def _add_transport_failures(spec: dict) -> None:
+    """What any request with a body can meet on the way in: a client too slow
+    (408) and a full data disk (507)."""
+    for path, method in (("/upload", "post"), ("/tus/", "post"), ("/tus/{upload_id}", "patch"),
+                         ("/tus/{upload_id}", "post")):
+        operation = spec["paths"].get(path, {}).get(method)
+        if operation is None:
+            continue
+        responses = operation["responses"]
+        responses.setdefault("408", _error("The body stopped arriving (CLIENT_IDLE_TIMEOUT, CLIENT_MIN_RATE); "
+                                           "nothing was stored."))
+        responses.setdefault("507", _error("The data disk is full; nothing was stored."))
 
 
 @bp.get("/openapi.json")

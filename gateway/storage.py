@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from protos.streaming import write_all
+
 # Stored names: 128 random bits in hex, optionally a validated extension.
 NAME_RE = re.compile(r"^[0-9a-f]{32}(\.[a-z0-9]{1,16})?$")
 TEMP_SUFFIX = ".part"
@@ -88,7 +90,7 @@ class LocalStorage:
         """Store a small blob (a thumbnail) atomically."""
         temp = self.create_temp(area, name)
         try:
-            temp.handle.write(data)
+            write_all(temp.handle, data)  # unbuffered: a filling disk may take only part of a write
             self.commit(temp)
         except BaseException:
             self.discard(temp)
