@@ -168,11 +168,14 @@ class Ingest:
             raise refusal(verdict, original_name)
         self.storage.place(path, "files", filename)
         return self._accept(file_id, filename, original_name, size, sha256.hexdigest(), verdict, expires_at,
-                            owner_id)
+                            owner_id, restore_to=path)
 
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
-                verdict, expires_at: datetime | None, owner_id: str | None) -> FileRow:
-        """The bytes are in place and accepted: thumbnail, then the row."""
+                verdict, expires_at: datetime | None, owner_id: str | None,
+                restore_to: Path | None = None) -> FileRow:
+        """The bytes are in place and accepted: thumbnail, then the row. If that
+        fails, the bytes go: deleted, or moved back to ``restore_to`` (a
+        finished tus upload's bytes, so its next HEAD can finish it again)."""
         row = FileRow(
             id=file_id,
             filename=filename,
@@ -195,7 +198,10 @@ class Ingest:
                 self.thumbnails.make(row)
             self.repo.add(row)
         except BaseException:
-            self.storage.delete("files", filename)
+            if restore_to is not None:
+                os.replace(self.storage.path("files", filename), restore_to)
+            else:
+                self.storage.delete("files", filename)
             if row.thumbnail:
                 self.storage.delete("thumbnails", row.thumbnail)
             raise

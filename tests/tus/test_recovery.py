@@ -53,3 +53,32 @@ def test_an_absurd_expires_in_is_400_and_leaves_no_file(live_gateway):
     assert response.status_code == 400
     left = [f for _, _, names in os.walk(live_gateway.data_dir / "files") for f in names]
     assert left == []
+
+
+def test_a_record_that_could_not_be_written_leaves_the_bytes_for_the_next_head(app, client, monkeypatch):
+    """The database refusing the row (a fault a test cannot cause on demand, hence
+    the stand-in) must not lose a finished upload's bytes: the next HEAD stores it."""
+    import sqlalchemy as sa
+
+    data = b"finished, then the database hiccupped\n" * 100
+    created = client.post("/tus/", headers={**T, "Upload-Length": str(len(data)),
+                                            "Upload-Metadata": meta(filename="late.txt")})
+    url = created.headers["Location"]
+    repo = app.extensions["files"]
+    real_add = repo.add
+
+    def fail_once(row):
+        monkeypatch.setattr(repo, "add", real_add)
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(repo, "add", fail_once)
+    last = client.patch(url, data=data, headers={
+        **T, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert last.status_code >= 500 and last.is_json
+    assert client.get("/files").get_json()["files"] == []
+
+    head = client.head(url, headers=T)
+    assert head.status_code == 200 and head.headers.get("Upload-File-Id")
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert client.get(record["download_url"]).data == data
