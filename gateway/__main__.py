@@ -26,7 +26,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from gateway import config, create_app
+from gateway import config, create_app, reconcile
 from gateway.body import ClientGuard, HeaderTimeout
 
 
@@ -223,7 +223,9 @@ class GatewayServer(BaseApplication):
         self.cfg.set("limit_request_field_size", s["MAX_HEADER_SIZE"])
 
     def load(self):
-        return create_app()
+        app = create_app()
+        reconcile.start(app)
+        return app
 
 
 if __name__ == "__main__":

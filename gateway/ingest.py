@@ -166,6 +166,9 @@ class Ingest:
             raise
         if not verdict.accepted:
             raise refusal(verdict, original_name)
+        # Placed bytes keep their mtime, and a resumed upload's last write may be old:
+        # made fresh, reconcile cannot take them for an orphan before their row is written.
+        os.utime(path)
         self.storage.place(path, "files", filename)
         return self._accept(file_id, filename, original_name, size, sha256.hexdigest(), verdict, expires_at,
                             owner_id, restore_to=path)

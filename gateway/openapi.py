@@ -11,17 +11,16 @@ import importlib.metadata
 
 from flask import Blueprint, current_app, jsonify
 
+from gateway import openapi_schemas
 from gateway.files import MAX_PAGE
 from gateway.openapi_accounts import accounts_paths, add_authentication
+from gateway.openapi_schemas import ID_PATTERN
 from gateway.openapi_tus import tus_paths
 from gateway.storage import NAME_RE
 
 bp = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.1.0"
-ID_PATTERN = "^[0-9a-f]{32}$"
-# The grpc.health.v1 status names, plus what the gateway reports when a service does not answer.
-SERVICE_STATES = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN", "UNREACHABLE"]
 
 
 def package_version() -> str:
@@ -31,8 +30,7 @@ def package_version() -> str:
         return "0.0.0"
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+_ref = openapi_schemas.ref
 
 
 def _error(description: str) -> dict:
@@ -57,149 +55,6 @@ def _json(description: str, schema: dict, headers: dict | None = None) -> dict:
 
 def _header(description: str, required: bool = False, **schema) -> dict:
     return {"description": description, "required": required, "schema": {"type": "string", **schema}}
-
-
-def _schemas() -> dict:
-    nullable_side = {"type": ["integer", "null"], "minimum": 1}
-    return {
-        "Error": {
-            "type": "object",
-            "description": "Every error: a sentence a person understands; refusals of a file add "
-                           "a stable reason `code` and the file's name.",
-            "required": ["error"],
-            "properties": {
-                "error": {"type": "string", "minLength": 1},
-                "code": {
-                    "type": "string",
-                    "description": "Why the rules refused the file, e.g. extension_not_allowed, "
-                                   "content_mismatch, executable_content, file_too_large, empty_file; "
-                                   "plugins may add their own codes.",
-                },
-                "filename": {"type": "string", "description": "The refused file's (sanitized) name."},
-            },
-        },
-        "Record": {
-            "type": "object",
-            "description": "One stored file.",
-            "required": ["id", "filename", "original_name", "size", "size_formatted", "type", "is_image",
-                         "width", "height", "thumbnail_url", "download_url", "sha256", "uploaded_at",
-                         "expires_at"],
-            "properties": {
-                "id": {"type": "string", "pattern": ID_PATTERN},
-                "filename": {"type": "string", "pattern": NAME_RE.pattern,
-                             "description": "The stored (random) name, as used in download_url."},
-                "original_name": {"type": "string", "minLength": 1, "maxLength": 255,
-                                  "description": "The client's name, sanitized; metadata only."},
-                "size": {"type": "integer", "minimum": 0, "description": "Bytes."},
-                "size_formatted": {"type": "string", "examples": ["1.5 KiB"]},
-                "type": {"type": "string", "description": "The detected MIME type."},
-                "is_image": {"type": "boolean"},
-                "width": {**nullable_side, "description": "Pixels, for images; null otherwise."},
-                "height": {**nullable_side, "description": "Pixels, for images; null otherwise."},
-                "thumbnail_url": {"type": ["string", "null"], "format": "uri-reference",
-                                  "description": "Null while there is no thumbnail."},
-                "download_url": {"type": "string", "format": "uri-reference"},
-                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "uploaded_at": {"type": "string", "format": "date-time", "description": "UTC."},
-                "expires_at": {"type": ["string", "null"], "format": "date-time"},
-            },
-        },
-        "RecordList": {
-            "type": "object",
-            "description": "One page of records, newest first.",
-            "required": ["files", "next_cursor"],
-            "properties": {
-                "files": {"type": "array", "maxItems": MAX_PAGE, "items": _ref("Record")},
-                "next_cursor": {"type": ["string", "null"],
-                                "description": "Pass as `cursor` for the next page; null on the last page."},
-            },
-        },
-        "UploadBatch": {
-            "type": "object",
-            "description": "The records of a request that sent several files.",
-            "required": ["files"],
-            "properties": {"files": {"type": "array", "minItems": 2, "items": _ref("Record")}},
-        },
-        "Policy": {
-            "type": "object",
-            "description": "The rules in force; the upload page configures its own checks from it.",
-            "required": ["allowed", "extensions", "accept", "max_file_size", "max_file_size_formatted",
-                         "max_image_dimension", "tus"],
-            "properties": {
-                "allowed": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["extension", "mime_types"],
-                        "properties": {
-                            "extension": {"type": "string", "examples": ["png"]},
-                            "mime_types": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                },
-                "extensions": {"type": "array", "items": {"type": "string"}},
-                "accept": {"type": "string", "description": "For an <input type=file accept=...>.",
-                           "examples": [".jpg,.png"]},
-                "max_file_size": {"type": "integer", "minimum": 0, "description": "Bytes."},
-                "max_file_size_formatted": {"type": "string"},
-                "max_image_dimension": {"type": "integer", "minimum": 0, "description": "Pixels, per side."},
-                "tus": {
-                    "type": "object",
-                    "required": ["endpoint", "chunk_size"],
-                    "properties": {
-                        "endpoint": {"type": "string"},
-                        "chunk_size": {"type": "integer", "minimum": 1},
-                    },
-                },
-            },
-        },
-        "Readiness": {
-            "type": "object",
-            "required": ["ready", "services"],
-            "properties": {
-                "ready": {"type": "boolean"},
-                "services": {
-                    "type": "object",
-                    "required": ["validator", "thumbnail"],
-                    "properties": {
-                        "validator": {"type": "string", "enum": SERVICE_STATES},
-                        "thumbnail": {"type": "string", "enum": SERVICE_STATES},
-                    },
-                },
-            },
-        },
-        "Audit": {
-            "type": "object",
-            "description": "The validator's verdict on a stored file, as recorded when it was stored.",
-            "required": ["id", "filename", "original_name", "size", "sha256", "uploaded_at", "detected_type",
-                         "accepted", "bytes_read", "decisions", "reasons"],
-            "properties": {
-                "id": {"type": "string", "pattern": ID_PATTERN},
-                "filename": {"type": "string"},
-                "original_name": {"type": "string"},
-                "size": {"type": "integer", "minimum": 0},
-                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "uploaded_at": {"type": "string", "format": "date-time"},
-                "detected_type": {"type": "string"},
-                "accepted": {"type": "boolean"},
-                "bytes_read": {"type": "integer", "minimum": 0,
-                               "description": "Bytes of the file's head the rules read before deciding."},
-                "decisions": {"type": "array", "items": {
-                    "type": "object", "required": ["rule", "outcome", "code"],
-                    "properties": {"rule": {"type": "string"}, "outcome": {"type": "string", "enum": ["pass", "reject"]},
-                                   "code": {"type": "string"}}}},
-                "reasons": {"type": "array", "items": {
-                    "type": "object", "required": ["code", "message", "rule"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                                   "rule": {"type": "string"}}}},
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"type": "string", "const": "ok"}},
-        },
-    }
 
 
 def _stored_bytes(area: str, name_pattern: str, media: list[str], operation_id: str, summary: str) -> dict:
@@ -255,7 +110,7 @@ def _stored_bytes(area: str, name_pattern: str, media: list[str], operation_id: 
 
 
 def build_spec() -> dict:
-    schemas = _schemas()
+    schemas = openapi_schemas.schemas()
     record_or_batch = {"oneOf": [_ref("Record"), _ref("UploadBatch")]}
     file_id = {"name": "file_id", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": ID_PATTERN}}

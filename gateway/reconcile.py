@@ -73,7 +73,8 @@ class Reconciler:
                 self._remove(entry.path, report.temp_removed, entry.filename, dry_run)
             elif entry.kind == "partial" and entry.filename[1:-len(".part")] not in unfinished:
                 self._remove(entry.path, report.partial_removed, entry.filename, dry_run)
-            elif entry.kind == "stored" and entry.filename not in rows:
+            elif entry.kind == "stored" and entry.filename not in rows \
+                    and self.repo.by_filename(entry.filename) is None:  # not written meanwhile
                 self._remove(entry.path, report.orphan_bytes_removed, entry.filename, dry_run)
         for entry in thumbnails:
             if entry.mtime > cutoff:
@@ -125,11 +126,18 @@ class Reconciler:
 
 
 def init_app(app) -> None:
+    ex = app.extensions
+    ex["reconciler"] = Reconciler(ex["storage"], ex["files"], ex["tus"], app.config["ORPHAN_AGE"])
+
+
+def start(app) -> None:
+    """When the gateway starts serving (not for every `flask` command, whose
+    --dry-run must find things as they are): a pass now, then every
+    RECONCILE_INTERVAL seconds."""
     from gateway.background import Periodic
 
-    ex = app.extensions
-    reconciler = Reconciler(ex["storage"], ex["files"], ex["tus"], app.config["ORPHAN_AGE"])
-    ex["reconciler"] = reconciler
+    reconciler = app.extensions["reconciler"]
     if app.config["RECONCILE_ON_START"]:
         reconciler.run()
-    ex["reconcile_timer"] = Periodic("reconcile", app.config["RECONCILE_INTERVAL"], reconciler.run).start()
+    app.extensions["reconcile_timer"] = Periodic(
+        "reconcile", app.config["RECONCILE_INTERVAL"], reconciler.run).start()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -21,7 +20,7 @@ from gateway.background import Periodic
 from gateway.body import drain_then_close
 from gateway.errors import error_response
 from gateway.expiry import parse_expires_in
-from gateway.ingest import stored_name, too_large
+from gateway.ingest import ingest, stored_name, too_large
 from gateway.names import extension
 from gateway.quotas import quota
 from gateway.services import services
@@ -29,7 +28,7 @@ from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, Ch
                                   parse_concat, parse_metadata, parse_size, read_metadata)
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
 from gateway.tus_write import append, complete, finish_stalled, live, max_size, store
-from protos.errors import Forbidden, Gone, InvalidInput, Locked, NotFound, Refused, UploadError
+from protos.errors import Forbidden, Gone, Internal, InvalidInput, Locked, NotFound, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
 
@@ -196,10 +195,14 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
     store().add(upload)
     try:
         with store().writing(upload, wait=0) as handle:
+            disk = ingest().disk  # every byte or an error: a filling disk must not cut the join short
             for part in parts:
                 with open(store().path(part), "rb") as source:
-                    shutil.copyfileobj(source, handle, 1024 * 1024)
+                    while chunk := source.read(1024 * 1024):
+                        disk.write(handle, chunk)
             os.fsync(handle.fileno())
+            if os.fstat(handle.fileno()).st_size != upload.length:
+                raise Internal("The joined upload came out the wrong size; nothing was stored.")
             upload.offset = upload.length
             store().save(upload, "offset")
             response = _empty(201)

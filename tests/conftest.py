@@ -114,7 +114,8 @@ def make_app(tmp_path, validator, thumbnailer):
         app.extensions["thumbnails"].stop()
         app.extensions["file_reaper"].stop()
         app.extensions["tus_reaper"].stop()
-        app.extensions["reconcile_timer"].stop()
+        if "reconcile_timer" in app.extensions:
+            app.extensions["reconcile_timer"].stop()
         app.extensions["services"].close()
         # Each app holds a few SQLite connections: hundreds of apps would run the process out of descriptors.
         app.extensions["files"].engine.dispose()

@@ -24,11 +24,13 @@ def get(url: str) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
-def test_procfile_starts_all_three_and_ctrl_c_stops_them():
+def test_procfile_starts_all_three_and_ctrl_c_stops_them(tmp_path):
     gateway = free_port()
     env = {
         **os.environ,
         "GATEWAY_PORT": str(gateway),
+        # Never the developer's ./data: the gateway reconciles its data folder at start-up.
+        "DATA_DIR": str(tmp_path / "data"),
         "VALIDATOR_ADDR": f"127.0.0.1:{free_port()}",
         "THUMBNAIL_ADDR": f"127.0.0.1:{free_port()}",
     }

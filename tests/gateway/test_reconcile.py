@@ -87,8 +87,13 @@ def test_a_dry_run_changes_nothing(app, client, leftovers):
     assert len(client.get("/files").get_json()["files"]) == 2
 
 
-def test_it_runs_at_start_up(app, make_app, leftovers):
+def test_it_runs_when_serving_starts_not_for_every_cli_command(app, make_app, leftovers):
+    from gateway import reconcile as reconcile_module
+
     restarted = make_app(DATA_DIR=app.config["DATA_DIR"], DATABASE_URL=app.config["DATABASE_URL"])
+    assert leftovers["orphan"].exists() and leftovers["temp"].exists()  # building an app (a `flask` command) does not
+    reconcile_module.start(restarted)  # what `python -m gateway` does once the app is built
+    restarted.extensions["reconcile_timer"].stop()
     assert not leftovers["orphan"].exists() and not leftovers["temp"].exists()
     files = restarted.test_client().get("/files").get_json()["files"]
     assert [f["id"] for f in files] == [leftovers["kept"]["id"]]

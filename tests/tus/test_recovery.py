@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 
 import requests
 
@@ -82,3 +83,39 @@ def test_a_record_that_could_not_be_written_leaves_the_bytes_for_the_next_head(a
     record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
     assert client.get(record["download_url"]).data == data
+
+
+def test_reconcile_during_a_late_finish_does_not_take_the_bytes(make_app, monkeypatch):
+    """A stalled upload finished by a HEAD long after its last PATCH: a reconcile
+    pass between placing its bytes and writing its record must not see an orphan."""
+    from protos.errors import Unavailable
+
+    app = make_app(ORPHAN_AGE=1.0)
+    client = app.test_client()
+    data = b"finished later than ORPHAN_AGE\n" * 50
+    url = client.post("/tus/", headers={**T, "Upload-Length": str(len(data)),
+                                        "Upload-Metadata": meta(filename="late.txt")}).headers["Location"]
+    ingest, thumbnails = app.extensions["ingest"], app.extensions["thumbnails"]
+    real_adopt, real_wanted = ingest.adopt, thumbnails.wanted
+
+    def validator_down(*args, **kwargs):
+        raise Unavailable()
+
+    monkeypatch.setattr(ingest, "adopt", validator_down)  # the last PATCH meets a validator outage
+    last = client.patch(url, data=data, headers={
+        **T, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert last.status_code == 503
+    monkeypatch.setattr(ingest, "adopt", real_adopt)
+    time.sleep(1.3)  # the client comes back later than ORPHAN_AGE
+
+    def reconcile_meanwhile(*args):
+        # The periodic pass lands between the bytes being placed and the row being written.
+        app.extensions["reconciler"].run()
+        return real_wanted(*args)
+
+    monkeypatch.setattr(thumbnails, "wanted", reconcile_meanwhile)
+    head = client.head(url, headers=T)
+    assert head.status_code == 200
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
+    assert "nothing to repair" in app.extensions["reconciler"].run().summary()
