@@ -5,24 +5,27 @@ import re
 import unicodedata
 
 MAX_NAME_BYTES = 255
-# Path separators, and every character that compatibility normalization
+# Path separators; below, every character that compatibility normalization
 # (NFKC/NFKD) turns into one or into text holding one: FULLWIDTH SOLIDUS,
 # FULLWIDTH and SMALL REVERSE SOLIDUS, and the U+2100 family ("a/c", "c/o").
 # Clients that fold names that way would find a path in them: the ASCII
 # fallback of Content-Disposition (werkzeug folds with NFKD, so
 # "..\uff0fetc\uff0fpasswd" went out as filename="../etc/passwd"), search
 # indexes, Windows' "best fit" code pages.
-_SEPARATORS = re.compile(r"[/\\\uff0f\uff3c\ufe68\u2100\u2101\u2105\u2106]")
+_SEPARATORS = re.compile(r"[/\\]")
+# Those lookalikes are not separators to the person who typed them ("資料／2024.pdf"),
+# so they become "_" rather than cutting the name.
+_LOOKALIKES = re.compile(r"[\uff0f\uff3c\ufe68\u2100\u2101\u2105\u2106]")
 # Control and format characters: NUL, CR/LF, bidi overrides (RTLO), zero-width
 # joiners... none belongs in a file name and several are used to disguise one.
 _DROP_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
 def sanitize(name: str) -> str:
-    """Keep only the last path component (any of _SEPARATORS ends one), drop
+    """Keep only the last path component, turn separator lookalikes into "_", drop
     control/format characters, normalise to NFC, trim dots and spaces, and cap
     at 255 UTF-8 bytes while keeping the extension. Never empty."""
-    name = _SEPARATORS.split(name or "")[-1]
+    name = _LOOKALIKES.sub("_", _SEPARATORS.split(name or "")[-1])
     name = "".join(ch for ch in name if unicodedata.category(ch) not in _DROP_CATEGORIES)
     # After the drop: a zero-width character between a letter and its accent
     # kept them apart, and removing it leaves a pair NFC must compose.
