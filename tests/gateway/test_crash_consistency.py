@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import time
 
 import pytest
 import requests
+from PIL import Image
 
 from gateway.storage import LocalStorage
 from tests.conftest import free_port, start_gateway_process
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 
 UPLOADS = 200
 CLIENTS = 4
+ORPHAN_AGE = 1.5
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -41,9 +44,11 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        # ORPHAN_AGE=0: the restart's reconcile may take anything a killed request left.
+        # Reconcile runs while uploads are in flight (every RECONCILE_INTERVAL), and takes
+        # what a killed request left once it is ORPHAN_AGE old: it must never take more.
         self.proc = start_gateway_process(self.data_dir, self.validator.address, self.thumbnailer.address,
-                                          port=self.port, ORPHAN_AGE=0, GATEWAY_THREADS=8).proc
+                                          port=self.port, ORPHAN_AGE=ORPHAN_AGE, RECONCILE_INTERVAL=0.5,
+                                          GATEWAY_THREADS=8).proc
         self.ready.set()
 
     def kill_and_restart(self) -> None:
@@ -59,11 +64,16 @@ class Gateway:
         self.proc.wait(timeout=15)
 
 
-def payload(n: int) -> bytes:
+def payload(n: int) -> tuple[str, bytes]:
+    """Text files of 1 KiB to 2 MiB, and every fifth a PNG (so thumbnails are made too)."""
     rng = random.Random(n)
+    if n % 5 == 0:
+        out = io.BytesIO()
+        Image.new("RGB", (320, 240), (n % 256, rng.randrange(256), 90)).save(out, "PNG")
+        return f"u{n:03d}.png", out.getvalue()
     size = rng.choice([1, 2, 8, 64, 512, 2048]) * 1024 + rng.randrange(1024)
     line = f"upload {n} ".encode()
-    return (line * (size // len(line) + 1))[:size]
+    return f"u{n:03d}.txt", (line * (size // len(line) + 1))[:size]
 
 
 # Names of uploads a kill cut off (a tus upload may be cut off and resumed several times).
@@ -72,7 +82,7 @@ INTERRUPTED: list[str] = []
 
 def multipart(gateway: Gateway, name: str, data: bytes) -> str | None:
     try:
-        response = requests.post(gateway.url + "/upload", files={"file": (name, data, "text/plain")}, timeout=20)
+        response = requests.post(gateway.url + "/upload", files={"file": (name, data)}, timeout=20)
     except requests.RequestException:
         INTERRUPTED.append(name)
         return None
@@ -126,7 +136,7 @@ def test_sigkill_during_uploads_loses_nothing_acknowledged_and_leaves_nothing(tm
                 n = next(attempts, None)
             if n is None:
                 return
-            name, data = f"u{n:03d}.txt", payload(n)
+            name, data = payload(n)
             gateway.ready.wait()
             file_id = (tus if n % 3 == 0 else multipart)(gateway, name, data)
             if file_id:
@@ -147,6 +157,7 @@ def test_sigkill_during_uploads_loses_nothing_acknowledged_and_leaves_nothing(tm
             t.join()
         done.set()
         chaos.join()
+        time.sleep(ORPHAN_AGE + 0.2)  # what the last kills left is old enough to be taken
         gateway.kill_and_restart()  # one last crash; the restart reconciles
 
         assert gateway.kills >= 10
@@ -176,6 +187,14 @@ def test_sigkill_during_uploads_loses_nothing_acknowledged_and_leaves_nothing(tm
         assert stored == {r["filename"] for r in listed.values()}
         thumbs = list(LocalStorage(data_dir).entries("thumbnails"))
         assert [e.filename for e in thumbs if e.kind == "temp"] == []
+        # Every thumbnail on disk belongs to a listed file (the retry may add one meanwhile,
+        # hence the second listing), and every thumbnail a record names is there.
+        named_before = {r["thumbnail_url"].rsplit("/", 1)[1] for r in listed.values() if r["thumbnail_url"]}
+        on_disk = {e.filename for e in thumbs if e.kind == "stored"}
+        after = requests.get(gateway.url + "/files?limit=200", timeout=10).json()["files"]
+        named_after = {r["thumbnail_url"].rsplit("/", 1)[1] for r in after if r["thumbnail_url"]}
+        assert named_before <= on_disk <= named_after | named_before
+        assert any(r["is_image"] for r in listed.values())
     finally:
         done.set()
         gateway.stop()
