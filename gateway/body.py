@@ -164,7 +164,10 @@ class ClientGuard:
             if left <= 0:
                 self._headers_too_slow()
             wait = left if wait is None else min(wait, left)
-        self.sock.settimeout(wait)
+        # Only when it changes: each settimeout switches the socket's blocking mode
+        # (two system calls), which on every 256 KiB of a body cost more than the copy.
+        if self.sock.gettimeout() != wait:
+            self.sock.settimeout(wait)
         try:
             data = self.sock.recv(size)
         except TimeoutError:
@@ -174,7 +177,8 @@ class ClientGuard:
                             "gateway stopped waiting for it; nothing was stored.")
             return b""
         finally:
-            self.sock.settimeout(idle)  # for sending: a client that does not take its answer is given up too
+            if wait != idle:
+                self.sock.settimeout(idle)  # for sending: a client that does not take its answer is given up too
         if not self._in_headers and self.min_rate > 0 and idle is not None:
             self._count(len(data))
         return data

@@ -50,17 +50,30 @@ class DataDisk:
     free for what must still work when uploads cannot: the database (SQLite
     lives in DATA_DIR by default), thumbnails, deletions."""
 
+    # The disk is asked how much is free (statvfs) only this often, or sooner
+    # near the reserve: asked on every 256 KiB piece it cost as much as the write.
+    RECHECK_EVERY = 32 * 1024 * 1024
+
     def __init__(self, root: str | os.PathLike, reserve: int):
         self.root = root
         self.reserve = reserve
+        # Room left above the reserve as last measured, less what was written since (an
+        # estimate shared by all uploads: a race only makes the next measurement sooner).
+        self._room = 0
+        self._since_check = 0
 
     def free(self) -> int:
         stat = os.statvfs(self.root)
         return stat.f_bavail * stat.f_frsize
 
     def write(self, handle, data: bytes) -> None:
-        if self.reserve > 0 and self.free() - len(data) < self.reserve:
-            raise InsufficientStorage()
+        if self.reserve > 0:
+            self._room -= len(data)
+            self._since_check += len(data)
+            if self._room < self.RECHECK_EVERY or self._since_check >= self.RECHECK_EVERY:
+                self._room, self._since_check = self.free() - self.reserve - len(data), 0
+                if self._room < 0:
+                    raise InsufficientStorage()
         with out_of_space_as_error():
             write_all(handle, data)
 
