@@ -61,7 +61,6 @@ class Budget:
         self.files_left = self.bytes_left = None
         if quota is not None:
             files, size = quota.used()
-            self.used_bytes = size
             self.files_left = quota.max_files - files if quota.max_files else None
             self.bytes_left = quota.max_bytes - size if quota.max_bytes else None
 
