@@ -36,7 +36,7 @@ def list_files():
     return jsonify(files=[record(row) for row in rows], next_cursor=next_cursor)
 
 
-def _row_or_404(file_id: str):
+def row_or_404(file_id: str):
     # Another user's file answers exactly like one that does not exist.
     row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
     if row is None:
@@ -46,14 +46,14 @@ def _row_or_404(file_id: str):
 
 @bp.get("/files/<file_id>")
 def get_file(file_id: str):
-    return jsonify(record(refuse_expired(_row_or_404(file_id))))
+    return jsonify(record(refuse_expired(row_or_404(file_id))))
 
 
 @bp.get("/files/<file_id>/audit")
 def audit(file_id: str):
     """Why the file was let in: every rule the validator ran and what it
     decided, as recorded when the file was stored."""
-    row = refuse_expired(_row_or_404(file_id))
+    row = refuse_expired(row_or_404(file_id))
     verdict = json.loads(row.verdict or "{}")
     return jsonify(
         id=row.id, filename=row.filename, original_name=row.original_name, size=row.size, sha256=row.sha256,
@@ -70,5 +70,5 @@ def audit(file_id: str):
 
 @bp.delete("/files/<file_id>")
 def delete_file(file_id: str):
-    ingest().remove(_row_or_404(file_id))
+    ingest().remove(row_or_404(file_id))
     return "", 204

@@ -118,11 +118,8 @@ class Reconciler:
                 self.storage.delete("thumbnails", row.thumbnail)
 
     def _sha256(self, name: str) -> str:
-        digest = hashlib.sha256()
         with open(self.storage.path("files", name), "rb") as f:
-            while chunk := f.read(1024 * 1024):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def init_app(app) -> None:

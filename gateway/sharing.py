@@ -14,10 +14,10 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from gateway.accounts import accounts
-from gateway.auth import owner_scope
 from gateway.db import repository
 from gateway.downloads import send_stored
 from gateway.expiry import refuse_expired
+from gateway.files import row_or_404
 from gateway.jsonbody import json_object
 from gateway.records import iso
 from protos.errors import Forbidden, Gone, InvalidInput, NotFound
@@ -48,10 +48,7 @@ def _public_url(path: str) -> str:
 
 @bp.post("/files/<file_id>/share")
 def share(file_id: str):
-    row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
-    if row is None:
-        raise NotFound("No file with that id.")
-    refuse_expired(row)  # a link to a file that is already gone would only mislead
+    row = refuse_expired(row_or_404(file_id))  # a link to a file already gone would only mislead
     # Not cut to whole seconds: a link lives exactly as long as asked (links made
     # before carry whole seconds, which open_share still reads).
     expires_at = datetime.now(timezone.utc) + timedelta(seconds=_expires_in())
