@@ -2,6 +2,10 @@
 authentication every other operation takes."""
 from __future__ import annotations
 
+import re
+
+from flask import current_app
+
 from gateway.auth import OPEN
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -141,7 +145,13 @@ def accounts_paths() -> dict:
 
 
 RATE_LIMITED = {("/upload", "post"), ("/tus/", "post"), ("/login", "post")}
-OPEN_PATHS = {"/", "/login", "/logout", "/healthz", "/readyz", "/metrics", "/policy", "/openapi.json", "/s/{token}"}
+
+
+def open_paths() -> set[str]:
+    """The document's paths of the endpoints auth.OPEN names, read from the
+    app's routes: one list of open endpoints, not a second copy here."""
+    return {re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+            for rule in current_app.url_map.iter_rules() if rule.endpoint in OPEN}
 
 
 def add_authentication(spec: dict) -> None:
@@ -153,11 +163,12 @@ def add_authentication(spec: dict) -> None:
     }
     # Optional: with AUTH=off no credentials are needed.
     spec["security"] = [{}, {"bearer": []}, {"session": []}]
+    public = open_paths()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             if method not in ("get", "head", "post", "patch", "delete", "put"):
                 continue
-            if path not in OPEN_PATHS:
+            if path not in public:
                 operation["responses"].setdefault("401", UNAUTHENTICATED)
             if (path, method) in RATE_LIMITED:
                 operation["responses"].setdefault("429", TOO_MANY)
