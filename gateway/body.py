@@ -15,9 +15,11 @@ slow or silent client cannot hold one of the gateway's threads for long.
 """
 from __future__ import annotations
 
+import io
 import time
 
 from flask import Response, request
+from gunicorn.http.body import LengthReader
 from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData, ParseException
 from werkzeug.exceptions import ClientDisconnected
 
@@ -54,6 +56,68 @@ def read_piece(stream, size: int = READ_SIZE) -> bytes:
     if not chunk and (guard := _guard_of(stream)) is not None and guard.stalled:
         raise RequestTimeout(guard.stalled)
     return chunk
+
+
+class BodyReader:
+    """The request body, read into the caller's buffer: ``readinto(view)``
+    returns how many bytes it put there, 0 at the end (or when the client went
+    away mid-body). It errs as ``read_piece`` does, and raises what
+    ``too_large()`` makes once more than ``limit`` bytes have come.
+
+    A Content-Length body under gunicorn is received straight from the socket
+    into the view (the kernel's copy is the only one); gunicorn's reader is
+    kept told how much is left, so it can still discard the rest of a refused
+    body. Anything else (chunked, another server) is read in pieces and copied in.
+    """
+
+    def __init__(self, limit: int, too_large):
+        self.limit = limit
+        self.too_large = too_large
+        self.received = 0
+        stream = request_body()
+        self._stream = stream
+        direct = isinstance(stream, LengthReader) and hasattr(getattr(stream.unreader, "sock", None), "recv_into")
+        self._length_reader = stream if direct else None
+        self._early: memoryview | None = None  # body bytes gunicorn read along with the headers
+
+    def readinto(self, view: memoryview) -> int:
+        count = self._direct(view) if self._length_reader is not None else self._copied(view)
+        self.received += count
+        if self.received > self.limit:
+            raise self.too_large()
+        if not count and (guard := _guard_of(self._stream)) is not None and guard.stalled:
+            raise RequestTimeout(guard.stalled)
+        return count
+
+    def _copied(self, view: memoryview) -> int:
+        piece = read_piece(self._stream, min(len(view), READ_SIZE))
+        view[:len(piece)] = piece
+        return len(piece)
+
+    def _direct(self, view: memoryview) -> int:
+        reader = self._length_reader
+        if self._early is None:
+            # What gunicorn's unreader holds past the headers: this body's first
+            # bytes, and (pipelined) maybe the next request's, which stay there.
+            held = reader.unreader.buf.getvalue()
+            mine, rest = held[:reader.length], held[reader.length:]
+            reader.unreader.buf = io.BytesIO()
+            reader.unreader.buf.write(rest)
+            reader.length -= len(mine)
+            self._early = memoryview(mine)
+        if self._early:
+            count = min(len(view), len(self._early))
+            view[:count] = self._early[:count]
+            self._early = self._early[count:]
+            return count
+        if reader.length <= 0:
+            return 0
+        try:
+            count = reader.unreader.sock.recv_into(view[:reader.length])
+        except OSError:  # the client went away: what arrived is kept
+            count = 0
+        reader.length -= count
+        return count
 
 
 def _guard_of(stream) -> "ClientGuard | None":
@@ -155,8 +219,14 @@ class ClientGuard:
         self._window_start, self._window_bytes = time.monotonic(), 0
 
     def recv(self, size: int) -> bytes:
+        return self._receive(self.sock.recv, size, b"")
+
+    def recv_into(self, view) -> int:
+        return self._receive(self.sock.recv_into, view, 0)
+
+    def _receive(self, receive, into, nothing):
         if self.stalled:
-            return b""
+            return nothing
         idle = self.idle_timeout if self.idle_timeout > 0 else None
         wait = idle
         if self._in_headers and self._header_deadline is not None:
@@ -169,19 +239,19 @@ class ClientGuard:
         if self.sock.gettimeout() != wait:
             self.sock.settimeout(wait)
         try:
-            data = self.sock.recv(size)
+            got = receive(into)
         except TimeoutError:
             if self._in_headers:
                 self._headers_too_slow()
             self.stalled = (f"Nothing more of the request arrived for {self.idle_timeout:g} seconds, so the "
                             "gateway stopped waiting for it; nothing was stored.")
-            return b""
+            return nothing
         finally:
             if wait != idle:
                 self.sock.settimeout(idle)  # for sending: a client that does not take its answer is given up too
         if not self._in_headers and self.min_rate > 0 and idle is not None:
-            self._count(len(data))
-        return data
+            self._count(got if isinstance(got, int) else len(got))
+        return got
 
     def _headers_too_slow(self):
         self.stalled = "The request headers did not arrive in time."

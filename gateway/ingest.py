@@ -105,8 +105,9 @@ class Upload:
         self.size += len(chunk)
         if self.size > self.max_size:
             raise too_large(self.max_size, self.original_name)
-        self.pipeline.disk.write(self._temp.handle, chunk)
-        self._sha256.update(chunk)
+        # ``chunk`` may be a view of the multipart reader's buffer, valid during this call only.
+        with self._sha256.hashing(chunk):
+            self.pipeline.disk.write(self._temp.handle, chunk)
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
         if verdict is not None and not verdict.accepted:

@@ -114,7 +114,7 @@ class ValidationStream:
 
     def feed(self, chunk: bytes) -> None:
         if self._head_left > 0 and not self._future.done():
-            piece = chunk[: self._head_left]
+            piece = bytes(chunk[: self._head_left])  # the caller may reuse ``chunk``'s buffer
             self._head_left -= len(piece)
             self._queue.put(validator_pb2.ValidateRequest(chunk=piece))
 

@@ -6,16 +6,16 @@ import logging
 import time
 
 from flask import Blueprint, current_app, jsonify, request, url_for
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File
 
 from gateway import metrics
 from gateway.auth import owner_id
-from gateway.body import READ_SIZE, drain_then_close, read_piece, request_body
+from gateway.body import BodyReader, drain_then_close
 from gateway.db import repository
 from gateway.errors import error_response
 from gateway.expiry import FIELD as EXPIRES_IN, expires_at, parse_expires_in
 from gateway.ingest import Upload, ingest, too_large
+from gateway.multipart import BUFFER_SIZE, MultipartReader
 from gateway.quotas import Budget, quota
 from gateway.records import record
 from gateway.services import services
@@ -30,9 +30,6 @@ MAX_PARTS = 100
 # Multipart headers and boundaries around the files: a Content-Length over the
 # remaining quota by more than this cannot fit, whatever the parts hold.
 FRAMING_ALLOWANCE = 64 * 1024
-# The parser's buffer holds one read plus what it is still searching through;
-# a preamble or part header that outgrows this is abuse, not a form.
-MAX_PARSER_BUFFER = 2 * READ_SIZE + 64 * 1024
 
 
 def _boundary() -> bytes:
@@ -47,8 +44,7 @@ def _boundary() -> bytes:
 class _Form:
     """Reads the multipart stream; stores each `file` part through the ingest pipeline."""
 
-    def __init__(self, decoder: MultipartDecoder, budget: Budget):
-        self.decoder = decoder
+    def __init__(self, budget: Budget):
         self.budget = budget
         self.stored = []
         self.fields: dict[str, str] = {}
@@ -110,24 +106,6 @@ class _Form:
             ingest().remove(row)
 
 
-def _parse(decoder: MultipartDecoder, chunk: bytes) -> list:
-    """Feed one read to the parser and return the events it completes (an
-    empty chunk ends the body). The parser's own errors become InvalidInput."""
-    try:
-        decoder.receive_data(chunk or None)
-        events = []
-        while not isinstance(event := decoder.next_event(), NeedData):
-            events.append(event)
-            if isinstance(event, Epilogue):
-                break
-        return events
-    except RequestEntityTooLarge:
-        raise InvalidInput(f"The multipart body is malformed: more than {MAX_PARTS} parts, "
-                           "or a preamble or part header that is too long.") from None
-    except ValueError as exc:
-        raise InvalidInput(f"The multipart body is malformed: {exc}.") from None
-
-
 def _too_large(request_limit: int) -> Refused:
     """A body over MAX_REQUEST_SIZE, told in terms of the file limit people know."""
     try:
@@ -148,30 +126,24 @@ def upload():
     started = time.perf_counter()
     form = None
     try:
-        decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_PARSER_BUFFER, max_parts=MAX_PARTS)
+        boundary = _boundary()
         budget = Budget(quota())
         if budget.bytes_left is not None and (request.content_length or 0) > budget.bytes_left + FRAMING_ALLOWANCE:
             budget.take_bytes(request.content_length - FRAMING_ALLOWANCE, request.content_length - FRAMING_ALLOWANCE)
-        form = _Form(decoder, budget)
-        stream = request_body()
-        received = 0
+        form = _Form(budget)
+        body = BodyReader(limit, lambda: _too_large(limit))
         finished = False
         # A full disk anywhere on the way (temp file, its bytes, the rename, the
         # row) is a 507, and the rollback below leaves nothing. (A thumbnail that
         # does not fit is only postponed: gateway/thumbnails.py.)
         with out_of_space_as_error():
-            while not finished:
-                chunk = read_piece(stream)
-                received += len(chunk)
-                if received > limit:
-                    raise _too_large(limit)
-                for event in _parse(decoder, chunk):
-                    if isinstance(event, Epilogue):
-                        finished = True
-                        break
-                    form.handle(event)
-                if not chunk:
+            # A small body needs no 1 MiB buffer (the reader keeps a floor for headers).
+            size = min(BUFFER_SIZE, (request.content_length or BUFFER_SIZE) + 1)
+            for event in MultipartReader(body, boundary, max_parts=MAX_PARTS, buffer_size=size):
+                if isinstance(event, Epilogue):
+                    finished = True
                     break
+                form.handle(event)
         if form.upload is not None or not finished:
             raise InvalidInput("The multipart body ended before its closing boundary.")
         if not form.stored:

@@ -1,0 +1,202 @@
+"""multipart/form-data read as a stream, file data handed out without a copy.
+
+Why not werkzeug's ``MultipartDecoder`` (used until this module): it copies
+every byte of a file three times (into its buffer, into a slice it searches
+for a partial boundary, into the bytes of each ``Data`` event), and those
+copies plus gunicorn's were most of the gateway's time on a large upload.
+Here the body is received straight into one fixed buffer (``readinto``) and
+file data is given out as ``memoryview`` slices of it, so the only copies
+left are the kernel's: socket to buffer, buffer to file.
+
+What it accepts is werkzeug's grammar, not a second one: the same regular
+expressions for boundary lines and the blank line after a part's headers
+(imported from werkzeug, or built the way it builds them), the same header
+parsing, the same events (``File``, ``Field``, ``Data``, ``Epilogue``).
+tests/gateway/test_multipart.py checks both give the same parts and bytes
+for generated bodies cut at every kind of place.
+
+A ``Data`` event's ``data`` is valid only until the next event is asked for:
+the buffer is reused. Consume it (write it, hash it) before moving on.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from werkzeug.datastructures import Headers
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import (BLANK_LINE_RE, HEADER_CONTINUATION_RE, LINE_BREAK, LINE_BREAK_RE, Data,
+                                       Epilogue, Event, Field, File)
+
+from protos.errors import InvalidInput
+
+BUFFER_SIZE = 1024 * 1024
+# A preamble, a part's header block or a boundary line (with its padding) must
+# fit in this much; anything longer is abuse, not a form.
+MAX_PENDING = 64 * 1024
+CR, LF = 13, 10
+# After "--boundary": what may still turn into a delimiter once more arrives.
+_UNDECIDED = re.compile(rb"-?|[^\S\r\n]*")
+
+ENDED_EARLY = "The multipart body ended before its closing boundary."
+TOO_LONG = "The multipart body is malformed: a preamble or part header that is too long (over 64 KiB)."
+
+
+class MultipartReader:
+    """Iterate over the events of one multipart body.
+
+    ``source.readinto(view)`` gives the next body bytes (0 at the end); its
+    errors (too large, timed out) pass through. Malformed bodies raise
+    InvalidInput with a sentence saying what is wrong.
+    """
+
+    def __init__(self, source, boundary: bytes, *, max_parts: int, buffer_size: int = BUFFER_SIZE):
+        self._source = source
+        self._max_parts = max_parts
+        escaped = re.escape(boundary)
+        # As werkzeug builds them: the first boundary may lack its leading line
+        # break; the closing one ("--" after it) may lack its trailing one.
+        self._preamble_re = re.compile(rb"%s?--%s(--[^\S\n\r]*%s?|[^\S\n\r]*%s)"
+                                       % (LINE_BREAK, escaped, LINE_BREAK, LINE_BREAK))
+        self._boundary_re = re.compile(rb"%s--%s(--[^\S\n\r]*%s?|[^\S\n\r]*%s)"
+                                       % (LINE_BREAK, escaped, LINE_BREAK, LINE_BREAK))
+        self._dash = b"--" + boundary
+        # A delimiter ("\r\n--boundary") cut by the end of the buffer starts in this many last bytes.
+        self._tail = len(self._dash) + 2
+        self._buf = bytearray(max(buffer_size, 2 * MAX_PENDING))
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+        self._eof = False
+
+    def __iter__(self) -> Iterator[Event]:
+        closing = self._preamble()
+        parts = 0
+        while not closing:
+            parts += 1
+            if parts > self._max_parts:
+                raise InvalidInput(f"The multipart body has more than {self._max_parts} parts.")
+            yield self._part_headers()
+            closing = yield from self._part_data()
+        yield Epilogue(data=b"")
+
+    # --- reading ---
+
+    def _fill(self) -> bool:
+        """Read more after the bytes not consumed yet (moved to the buffer's
+        start); False at the end of the body."""
+        if self._eof:
+            return False
+        pending = self._end - self._start
+        if pending >= MAX_PENDING:
+            raise InvalidInput(TOO_LONG)
+        if self._start:
+            self._view[:pending] = self._view[self._start:self._end]  # memmove: a few bytes, usually
+            self._start, self._end = 0, pending
+        received = self._source.readinto(self._view[self._end:])
+        if not received:
+            self._eof = True
+            return False
+        self._end += received
+        return True
+
+    def _decided(self, match: re.Match | None) -> bool:
+        """A boundary line that ends exactly at the buffer's end with "\\r" may
+        be "\\r\\n" once the next byte is in: wait for it."""
+        return match is not None and (self._eof or match.end() < self._end or self._buf[self._end - 1] != CR)
+
+    # --- the grammar ---
+
+    def _preamble(self) -> bool:
+        """Skip to the first boundary; True if it is already the closing one."""
+        while not self._decided(match := self._preamble_re.search(self._buf, self._start, self._end)):
+            if not self._fill():
+                raise InvalidInput("The multipart body is malformed: the boundary its Content-Type names "
+                                   "never starts a part.")
+        self._start = match.end()
+        return match.group(1).startswith(b"--")
+
+    def _part_headers(self) -> Event:
+        while (match := BLANK_LINE_RE.search(self._buf, self._start, self._end)) is None:
+            if not self._fill():
+                raise InvalidInput(ENDED_EARLY)
+        headers = _parse_headers(self._buf[self._start:match.start()])
+        # As werkzeug: the headers end after the blank line's first line break;
+        # the second is skipped where the data starts (see _part_data).
+        self._start = (match.start() + match.end()) // 2
+
+        if "content-disposition" not in headers:
+            raise InvalidInput("The multipart body is malformed: a part has no Content-Disposition header.")
+        _, options = parse_options_header(headers["content-disposition"])
+        name, filename = options.get("name"), options.get("filename")
+        if filename is not None:
+            return File(name=name, filename=filename, headers=headers)
+        return Field(name=name, headers=headers)
+
+    def _part_data(self) -> Iterator[Data]:
+        """Yield the part's bytes up to the next delimiter; return whether that
+        was the closing one."""
+        buf, dash = self._buf, self._dash
+        # Until the first bytes are given out, the buffer starts with the line
+        # break that ends the headers' blank line. werkzeug skips it, yet lets
+        # that same line break begin the delimiter: "\r\n\r\n--boundary" ends
+        # an empty part (werkzeug's own test client sends that).
+        first = True
+        while True:
+            start, end = self._start, self._end
+            data_start = start
+            if first:
+                if end - start < 2 and self._fill():
+                    continue  # "\r" or "\r\n": the next byte says
+                data_start = LINE_BREAK_RE.match(buf, start, self._end).end()
+                end = self._end
+            keep = None  # where the bytes that might begin a delimiter start
+            search = data_start
+            while (at := buf.find(dash, search, end)) != -1:
+                line_break = _line_break_before(buf, at, start)
+                if line_break is not None:
+                    match = self._boundary_re.match(buf, line_break, end)
+                    if self._decided(match):
+                        self._start = match.end()
+                        yield Data(data=self._view[data_start:max(data_start, line_break)], more_data=False)
+                        return match.group(1).startswith(b"--")
+                    # A boundary line not complete yet: wait for the rest.
+                    if match is not None or (not self._eof and _UNDECIDED.fullmatch(buf, at + len(dash), end)):
+                        keep = line_break
+                        break
+                search = at + 1
+            if keep is None:
+                keep = _first_line_break(buf, max(data_start, end - self._tail), end)
+            if keep > data_start:
+                self._start, first = keep, False
+                yield Data(data=self._view[data_start:keep], more_data=True)
+            if not self._fill():
+                raise InvalidInput(ENDED_EARLY)
+
+
+def _line_break_before(buf: bytearray, at: int, start: int) -> int | None:
+    """Where the line break just before ``at`` begins (CRLF, LF or CR, not before ``start``)."""
+    if at - 2 >= start and buf[at - 2] == CR and buf[at - 1] == LF:
+        return at - 2
+    if at - 1 >= start and buf[at - 1] in (CR, LF):
+        return at - 1
+    return None
+
+
+def _first_line_break(buf: bytearray, start: int, end: int) -> int:
+    cr, lf = buf.find(b"\r", start, end), buf.find(b"\n", start, end)
+    found = [i for i in (cr, lf) if i != -1]
+    return min(found) if found else end
+
+
+def _parse_headers(block: bytes | bytearray) -> Headers:
+    """A part's header block, as werkzeug reads it (folded lines joined)."""
+    headers = []
+    for line in HEADER_CONTINUATION_RE.sub(b" ", block).splitlines():
+        line = line.strip(b" \t")
+        if line:
+            try:
+                name, _, value = line.decode().partition(":")
+            except UnicodeDecodeError:
+                raise InvalidInput("The multipart body is malformed: a part header is not UTF-8.") from None
+            headers.append((name.strip(" \t"), value.strip(" \t")))
+    return Headers(headers)
