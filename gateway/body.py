@@ -70,7 +70,7 @@ class BodyReader:
     body. Anything else (chunked, another server) is read in pieces and copied in.
     """
 
-    def __init__(self, limit: int, too_large):
+    def __init__(self, limit: int | None = None, too_large=None):
         self.limit = limit
         self.too_large = too_large
         self.received = 0
@@ -83,7 +83,7 @@ class BodyReader:
     def readinto(self, view: memoryview) -> int:
         count = self._direct(view) if self._length_reader is not None else self._copied(view)
         self.received += count
-        if self.received > self.limit:
+        if self.limit is not None and self.received > self.limit:
             raise self.too_large()
         if not count and (guard := _guard_of(self._stream)) is not None and guard.stalled:
             raise RequestTimeout(guard.stalled)

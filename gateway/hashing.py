@@ -65,6 +65,10 @@ class StreamHasher:
         self._join()
         return self._sha256.hexdigest()
 
+    def pause(self) -> None:
+        """Stop the thread until more comes (the hash is kept between requests)."""
+        self._join()
+
     def close(self) -> None:
         """Stop the thread without a result (the upload was abandoned)."""
         self._join()

@@ -25,7 +25,7 @@ from gateway.services import Services
 from gateway.storage import LocalStorage, new_id
 from gateway.thumbnails import Thumbnails
 from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
-from protos.streaming import read_chunks, write_all
+from protos.streaming import write_all
 from protos.text import human_size
 
 
@@ -157,34 +157,38 @@ class Ingest:
         return not verdict.head_incomplete
 
     def adopt(self, file_id: str, path: Path, original_name: str, declared_type: str,
-              expires_at: datetime | None = None, owner_id: str | None = None) -> FileRow:
+              expires_at: datetime | None = None, owner_id: str | None = None,
+              sha256: str | None = None) -> FileRow:
         """Store a complete file that is already on disk at ``path`` (beside
-        its final place). Raises Refused (the file at ``path`` is left for the
-        caller to remove)."""
+        its final place). With its ``sha256`` known (hashed as it arrived),
+        only the head the validator needs is read; else the whole file is.
+        Raises Refused (the file at ``path`` is left for the caller to remove)."""
         original_name = sanitize(original_name)
         filename = stored_name(file_id, original_name)
         policy = self.services.policy()
         validation = self.services.start_validation(original_name, declared_type, policy.head_bytes)
-        sha256, size = hashlib.sha256(), 0
+        digest = hashlib.sha256() if sha256 is None else None
         try:
             with open(path, "rb") as source:
-                for chunk in read_chunks(source, 1024 * 1024):
-                    size += len(chunk)
-                    sha256.update(chunk)
-                    validation.feed(chunk)
+                size = os.fstat(source.fileno()).st_size
+                validation.feed(source.read(policy.head_bytes))
+                if digest is not None:
+                    source.seek(0)
+                    digest = hashlib.file_digest(source, "sha256")
             if size > policy.max_file_size:
                 raise too_large(policy.max_file_size, original_name)
             verdict = validation.finish(size, self.validator_timeout)
         except BaseException:
             validation.cancel()
             raise
+        sha256 = sha256 or digest.hexdigest()
         if not verdict.accepted:
             raise refusal(verdict, original_name)
         # Placed bytes keep their mtime, and a resumed upload's last write may be old:
         # made fresh, reconcile cannot take them for an orphan before their row is written.
         os.utime(path)
         self.storage.place(path, "files", filename)
-        return self._accept(file_id, filename, original_name, size, sha256.hexdigest(), verdict, expires_at,
+        return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, restore_to=path)
 
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,

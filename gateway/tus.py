@@ -27,6 +27,7 @@ from gateway.services import services
 from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
+from gateway.tus_hashes import RunningHashes
 from gateway.tus_write import append, complete, finish_stalled, live, max_size, store
 from protos.errors import Forbidden, Gone, Internal, InvalidInput, Locked, NotFound, Refused, UploadError
 
@@ -284,5 +285,6 @@ def method_override(upload_id: str):
 def init_app(app) -> None:
     tus = TusStore(app.extensions["files"].engine, app.extensions["storage"], app.config["TUS_EXPIRY"])
     app.extensions["tus"] = tus
+    app.extensions["tus_hashes"] = RunningHashes()
     tus.reap()
     app.extensions["tus_reaper"] = Periodic("tus-reaper", app.config["TUS_REAP_INTERVAL"], tus.reap).start()

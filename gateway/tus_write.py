@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from flask import current_app, request
 
 from gateway import metrics
 from gateway.auth import owner_scope
-from gateway.body import read_piece, request_body
+from gateway.body import BodyReader
 from gateway.expiry import expires_at
 from gateway.ingest import ingest, too_large
 from gateway.quotas import quota
 from gateway.services import services
+from gateway.tus_hashes import RunningHashes
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
 from protos.errors import (Conflict, Gone, InsufficientStorage, InvalidInput, Locked, NotFound, Refused,
@@ -27,6 +29,10 @@ log = logging.getLogger("upload.tus")
 
 def store() -> TusStore:
     return current_app.extensions["tus"]
+
+
+def hashes() -> RunningHashes:
+    return current_app.extensions["tus_hashes"]
 
 
 def max_size() -> int:
@@ -124,25 +130,29 @@ def _write_body(upload: TusUpload, handle) -> None:
     checkpoints = _head_checkpoints(upload, start)
     handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
     handle.seek(start)
-    body, written, disk = request_body(), 0, ingest().disk
+    body, written, disk = BodyReader(), 0, ingest().disk
+    hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
+    buffer = memoryview(bytearray(PIECE))
     while True:
         try:
-            chunk = read_piece(body)  # b"" also when the client went away: keep what arrived
+            count = body.readinto(buffer)  # 0 also when the client went away: keep what arrived
         except RequestTimeout:
             break  # a client that stalled: keep what arrived too, it can resume from there
-        if not chunk:
+        if not count:
             break
-        if start + written + len(chunk) > limit:
+        chunk = buffer[:count]
+        if start + written + count > limit:
             handle.truncate(start)
             raise _over(upload, limit)
         try:
-            disk.write(handle, chunk)
+            with hasher.hashing(chunk) if hasher is not None else nullcontext():
+                disk.write(handle, chunk)
         except InsufficientStorage:
             # The offset stays where the last fsync left it, and the bytes of this
             # PATCH give their room back: the client resumes once there is space.
             handle.truncate(start)
             raise
-        written += len(chunk)
+        written += count
         if checksum:
             checksum[0].update(chunk)
         while checkpoints and start + written >= checkpoints[0]:
@@ -161,6 +171,8 @@ def _write_body(upload: TusUpload, handle) -> None:
     upload.offset = start + written
     upload.expires_at = store().expiry()
     store().save(upload, "offset", "expires_at")
+    if hasher is not None:
+        hashes().keep(upload.id, upload.offset, hasher)
     if upload.length is not None and upload.offset == upload.length and not upload.is_partial:
         complete(upload)  # the full validation; no separate look at the head needed
 
@@ -170,6 +182,9 @@ def _over(upload: TusUpload, limit: int) -> UploadError:
         return TooLong(f"The upload is {upload.length} bytes long; this PATCH would pass its end.")
     return too_large(limit, upload.original_name or None)
 
+
+# Bytes received and written per step (the buffer is reused).
+PIECE = 1024 * 1024
 
 # The head is judged first from this much (enough for every built-in rule on
 # ordinary files), and again from the policy's full head if a rule wanted more.
@@ -206,7 +221,8 @@ def complete(upload: TusUpload) -> None:
     try:
         # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
-                             expires_at(upload.expires_in), upload.owner_id)
+                             expires_at(upload.expires_in), upload.owner_id,
+                             sha256=hashes().digest(upload.id, upload.length))
     except Refused as refusal:
         _refuse(upload, refusal)
         raise
