@@ -16,10 +16,10 @@ import PIL
 import pyvips
 
 import bench
-from bench import memory, thumbnails, tus, upload, validator
+from bench import load, memory, thumbnails, tus, upload, validator
 from bench.common import ROOT, render_table
 
-AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus}
+AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus, "load": load}
 OUT = Path(__file__).parent / "out" / "results.json"
 
 
