@@ -16,10 +16,11 @@ import PIL
 import pyvips
 
 import bench
-from bench import memory, thumbnails, tus, upload, validator
+from bench import growth, memory, thumbnails, tus, upload, validator
 from bench.common import ROOT, render_table
 
-AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus}
+AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus,
+         "growth": growth}
 OUT = Path(__file__).parent / "out" / "results.json"
 
 
