@@ -16,10 +16,11 @@ import PIL
 import pyvips
 
 import bench
-from bench import load, memory, thumbnails, tus, upload, validator
+from bench import growth, load, memory, thumbnails, tus, upload, validator
 from bench.common import ROOT, render_table
 
-AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus, "load": load}
+AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus,
+         "growth": growth, "load": load}
 OUT = Path(__file__).parent / "out" / "results.json"
 
 
