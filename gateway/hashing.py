@@ -1,11 +1,12 @@
-"""sha256 of a stream, computed beside the write of the same bytes.
+"""sha256 of a stream, computed beside the receiving and writing of it.
 
-hashlib releases the GIL on large buffers, so a helper thread hashes a piece
-while the request thread writes it to disk (a 512 MiB upload spends ~0.3 s
-hashing on this kind of machine, about what the write takes). The piece may
-be a view of a buffer its caller reuses: ``hashing()`` returns only when the
-hash has taken it. Small files are hashed inline: a thread would cost more
-than it saves.
+hashlib releases the GIL on large buffers, so a helper thread hashes one
+piece while the request thread writes it and receives the next (a 512 MiB
+upload spends ~0.3 s hashing on this kind of machine, more than receiving
+and writing it). A piece may be a view of a buffer its caller reuses: the
+caller says ``release(buffer)`` before it does, and waits there if that
+piece is still being hashed. Small files are hashed inline: a thread would
+cost more than it saves.
 """
 from __future__ import annotations
 
@@ -25,28 +26,46 @@ class StreamHasher:
         self._todo: queue.SimpleQueue | None = None
         self._done: queue.SimpleQueue | None = None
         self._thread: threading.Thread | None = None
+        self._in_flight = None  # the piece the thread is hashing, if any
 
-    @contextmanager
-    def hashing(self, data):
-        """Hash ``data`` while the block runs; on leaving the block, it has been."""
+    def submit(self, data) -> None:
+        """Hash ``data``, on the helper thread once past ``inline_below``: it
+        must stay intact until ``release()`` of its buffer, ``hexdigest()`` or
+        ``close()``. One piece is hashed at a time (the previous one is waited for)."""
         self._seen += len(data)
         if self._thread is None and self._seen < self._inline_below:
             self._sha256.update(data)
-            yield
             return
         if self._thread is None:
             self._todo, self._done = queue.SimpleQueue(), queue.SimpleQueue()
             self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
             self._thread.start()
+        self._settle()
         self._todo.put(data)
+        self._in_flight = data
+
+    def release(self, buffer) -> None:
+        """Wait until no piece of ``buffer`` (a bytearray about to be reused) is being hashed."""
+        if self._in_flight is not None and getattr(self._in_flight, "obj", self._in_flight) is buffer:
+            self._settle()
+
+    @contextmanager
+    def hashing(self, data):
+        """Hash ``data`` while the block runs; on leaving the block, it has been."""
+        self.submit(data)
         try:
             yield
         finally:
-            self._done.get()
+            self._settle()
 
     def update(self, data) -> None:
         with self.hashing(data):
             pass
+
+    def _settle(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight = None
+            self._done.get()
 
     def _run(self) -> None:
         while (data := self._todo.get()) is not _STOP:
@@ -56,6 +75,7 @@ class StreamHasher:
                 self._done.put(True)
 
     def _join(self) -> None:
+        self._settle()
         if self._thread is not None:
             self._todo.put(_STOP)
             self._thread.join()

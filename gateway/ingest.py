@@ -105,13 +105,18 @@ class Upload:
         self.size += len(chunk)
         if self.size > self.max_size:
             raise too_large(self.max_size, self.original_name)
-        # ``chunk`` may be a view of the multipart reader's buffer, valid during this call only.
-        with self._sha256.hashing(chunk):
-            self.pipeline.disk.write(self._temp.handle, chunk)
+        # Hashed on a helper thread while it is written and the next piece received:
+        # ``chunk`` may be a view of a buffer its reader reuses after ``release()``.
+        self._sha256.submit(chunk)
+        self.pipeline.disk.write(self._temp.handle, chunk)
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
         if verdict is not None and not verdict.accepted:
             raise refusal(verdict, self.original_name)
+
+    def release(self, buffer) -> None:
+        """``buffer`` is about to be reused: wait if its bytes are still being hashed."""
+        self._sha256.release(buffer)
 
     def finish(self, expires_at: datetime | None = None) -> FileRow:
         try:

@@ -15,8 +15,12 @@ parsing, the same events (``File``, ``Field``, ``Data``, ``Epilogue``).
 tests/gateway/test_multipart.py checks both give the same parts and bytes
 for generated bodies cut at every kind of place.
 
-A ``Data`` event's ``data`` is valid only until the next event is asked for:
-the buffer is reused. Consume it (write it, hash it) before moving on.
+A ``Data`` event's ``data`` is a view into one of the reader's two buffers,
+which take turns: it stays intact until the reader is about to fill that
+buffer again, which it announces by calling ``before_reuse(buffer)`` (never
+before the next event is asked for). A consumer that keeps a view longer
+(a hash running on another thread, so that it overlaps the next receive)
+waits for it there.
 """
 from __future__ import annotations
 
@@ -50,8 +54,10 @@ class MultipartReader:
     InvalidInput with a sentence saying what is wrong.
     """
 
-    def __init__(self, source, boundary: bytes, *, max_parts: int, buffer_size: int = BUFFER_SIZE):
+    def __init__(self, source, boundary: bytes, *, max_parts: int, buffer_size: int = BUFFER_SIZE,
+                 before_reuse=None):
         self._source = source
+        self._before_reuse = before_reuse
         self._max_parts = max_parts
         escaped = re.escape(boundary)
         # As werkzeug builds them: the first boundary may lack its leading line
@@ -63,8 +69,10 @@ class MultipartReader:
         self._dash = b"--" + boundary
         # A delimiter ("\r\n--boundary") cut by the end of the buffer starts in this many last bytes.
         self._tail = len(self._dash) + 2
-        self._buf = bytearray(max(buffer_size, 2 * MAX_PENDING))
-        self._view = memoryview(self._buf)
+        size = max(buffer_size, 2 * MAX_PENDING)
+        self._buffers = (bytearray(size), bytearray(size))
+        self._views = tuple(memoryview(b) for b in self._buffers)
+        self._buf, self._view = self._buffers[0], self._views[0]
         self._start = self._end = 0
         self._eof = False
 
@@ -82,16 +90,19 @@ class MultipartReader:
     # --- reading ---
 
     def _fill(self) -> bool:
-        """Read more after the bytes not consumed yet (moved to the buffer's
-        start); False at the end of the body."""
+        """Read more after the bytes not consumed yet, in the other buffer
+        (they move to its start); False at the end of the body."""
         if self._eof:
             return False
         pending = self._end - self._start
         if pending >= MAX_PENDING:
             raise InvalidInput(TOO_LONG)
-        if self._start:
-            self._view[:pending] = self._view[self._start:self._end]  # memmove: a few bytes, usually
-            self._start, self._end = 0, pending
+        other = 1 if self._buf is self._buffers[0] else 0
+        if self._before_reuse is not None:
+            self._before_reuse(self._buffers[other])
+        self._views[other][:pending] = self._view[self._start:self._end]  # a few bytes, usually
+        self._buf, self._view = self._buffers[other], self._views[other]
+        self._start, self._end = 0, pending
         received = self._source.readinto(self._view[self._end:])
         if not received:
             self._eof = True
@@ -135,20 +146,20 @@ class MultipartReader:
     def _part_data(self) -> Iterator[Data]:
         """Yield the part's bytes up to the next delimiter; return whether that
         was the closing one."""
-        buf, dash = self._buf, self._dash
+        dash = self._dash
         # Until the first bytes are given out, the buffer starts with the line
         # break that ends the headers' blank line. werkzeug skips it, yet lets
         # that same line break begin the delimiter: "\r\n\r\n--boundary" ends
         # an empty part (werkzeug's own test client sends that).
         first = True
         while True:
-            start, end = self._start, self._end
+            buf, start, end = self._buf, self._start, self._end
             data_start = start
             if first:
                 if end - start < 2 and self._fill():
                     continue  # "\r" or "\r\n": the next byte says
-                data_start = LINE_BREAK_RE.match(buf, start, self._end).end()
-                end = self._end
+                buf, start, end = self._buf, self._start, self._end  # the fill may have moved them
+                data_start = LINE_BREAK_RE.match(buf, start, end).end()
             keep = None  # where the bytes that might begin a delimiter start
             search = data_start
             while (at := buf.find(dash, search, end)) != -1:
@@ -165,7 +176,8 @@ class MultipartReader:
                         break
                 search = at + 1
             if keep is None:
-                keep = _first_line_break(buf, max(data_start, end - self._tail), end)
+                # From ``start``, not ``data_start``: a skipped line break may begin the delimiter too.
+                keep = _first_line_break(buf, max(start, end - self._tail), end)
             if keep > data_start:
                 self._start, first = keep, False
                 yield Data(data=self._view[data_start:keep], more_data=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from flask import current_app, request
@@ -130,10 +129,42 @@ def _write_body(upload: TusUpload, handle) -> None:
     checkpoints = _head_checkpoints(upload, start)
     handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
     handle.seek(start)
-    body, written, disk = BodyReader(), 0, ingest().disk
+    body = BodyReader()
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
-    buffer = memoryview(bytearray(PIECE))
+    try:
+        written = _receive(body, handle, start, limit, upload, checksum, checkpoints, hasher)
+        if checksum and checksum[0].digest() != checksum[1]:
+            handle.truncate(start)
+            raise ChecksumMismatch()
+        try:
+            with out_of_space_as_error():
+                os.fsync(handle.fileno())
+        except InsufficientStorage:
+            handle.truncate(start)
+            raise
+        upload.offset = start + written
+        upload.expires_at = store().expiry()
+        store().save(upload, "offset", "expires_at")
+    except BaseException:
+        if hasher is not None:
+            hasher.close()  # it hashed bytes that are not kept
+        raise
+    if hasher is not None:
+        hashes().keep(upload.id, upload.offset, hasher)
+    if upload.length is not None and upload.offset == upload.length and not upload.is_partial:
+        complete(upload)  # the full validation; no separate look at the head needed
+
+
+def _receive(body: BodyReader, handle, start: int, limit: int, upload: TusUpload, checksum, checkpoints,
+             hasher) -> int:
+    """Write the body at ``start``; return how many bytes were written. Two
+    buffers take turns, so the hash of one overlaps receiving the other."""
+    buffers, written = (memoryview(bytearray(PIECE)), memoryview(bytearray(PIECE))), 0
+    disk = ingest().disk
     while True:
+        buffer, buffers = buffers[0], buffers[::-1]
+        if hasher is not None:
+            hasher.release(buffer.obj)
         try:
             count = body.readinto(buffer)  # 0 also when the client went away: keep what arrived
         except RequestTimeout:
@@ -144,9 +175,10 @@ def _write_body(upload: TusUpload, handle) -> None:
         if start + written + count > limit:
             handle.truncate(start)
             raise _over(upload, limit)
+        if hasher is not None:
+            hasher.submit(chunk)
         try:
-            with hasher.hashing(chunk) if hasher is not None else nullcontext():
-                disk.write(handle, chunk)
+            disk.write(handle, chunk)
         except InsufficientStorage:
             # The offset stays where the last fsync left it, and the bytes of this
             # PATCH give their room back: the client resumes once there is space.
@@ -159,22 +191,7 @@ def _write_body(upload: TusUpload, handle) -> None:
             _judge_head(upload, handle, checkpoints.pop(0))
             if upload.head_checked:
                 checkpoints = []
-    if checksum and checksum[0].digest() != checksum[1]:
-        handle.truncate(start)
-        raise ChecksumMismatch()
-    try:
-        with out_of_space_as_error():
-            os.fsync(handle.fileno())
-    except InsufficientStorage:
-        handle.truncate(start)
-        raise
-    upload.offset = start + written
-    upload.expires_at = store().expiry()
-    store().save(upload, "offset", "expires_at")
-    if hasher is not None:
-        hashes().keep(upload.id, upload.offset, hasher)
-    if upload.length is not None and upload.offset == upload.length and not upload.is_partial:
-        complete(upload)  # the full validation; no separate look at the head needed
+    return written
 
 
 def _over(upload: TusUpload, limit: int) -> UploadError:

@@ -99,6 +99,10 @@ class _Form:
             for row in self.stored:
                 row.expires_at = at
 
+    def release(self, buffer) -> None:
+        if self.upload is not None:
+            self.upload.release(buffer)
+
     def rollback(self) -> None:
         if self.upload is not None:
             self.upload.abort()
@@ -139,7 +143,8 @@ def upload():
         with out_of_space_as_error():
             # A small body needs no 1 MiB buffer (the reader keeps a floor for headers).
             size = min(BUFFER_SIZE, (request.content_length or BUFFER_SIZE) + 1)
-            for event in MultipartReader(body, boundary, max_parts=MAX_PARTS, buffer_size=size):
+            for event in MultipartReader(body, boundary, max_parts=MAX_PARTS, buffer_size=size,
+                                         before_reuse=form.release):
                 if isinstance(event, Epilogue):
                     finished = True
                     break

@@ -34,3 +34,13 @@ def test_an_abandoned_stream_leaves_no_thread():
     assert threading.active_count() == before + 1
     hasher.close()
     assert threading.active_count() == before
+
+
+def test_a_submitted_view_is_hashed_before_its_buffer_is_released():
+    buffer = bytearray(os.urandom(2 * 1024 * 1024))
+    expected = hashlib.sha256(bytes(buffer)).hexdigest()
+    hasher = StreamHasher(inline_below=0)
+    hasher.submit(memoryview(buffer))
+    hasher.release(buffer)  # waits for the hash of that piece
+    buffer[:] = bytes(len(buffer))  # the caller reuses its buffer
+    assert hasher.hexdigest() == expected

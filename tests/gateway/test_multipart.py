@@ -81,31 +81,33 @@ tricky_bytes = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"-", b"--", b"x
                                          b"\r\n--" + BOUNDARY + b"-x", bytes(range(256))]),
                         max_size=40).map(b"".join)
 names = st.text(st.characters(codec="utf-8", exclude_characters='"\r\n\\'), min_size=1, max_size=12)
+# Reads of a few bytes cut every boundary line and blank line in every possible place.
+read_sizes = st.sampled_from([2, 7, 64, 700])
 parts = st.lists(st.tuples(st.sampled_from(["file", "expires_in", "other"]),
                            st.one_of(st.none(), names), tricky_bytes), min_size=0, max_size=5)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(parts=parts, line_break=st.sampled_from([b"\r\n", b"\n"]), seed=st.integers(0, 2**32),
+@given(parts=parts, line_break=st.sampled_from([b"\r\n", b"\n"]), seed=st.integers(0, 2**32), largest=read_sizes,
        preamble=st.sampled_from([b"", b"ignored preamble\r\n", b"\r\n"]),
        epilogue=st.sampled_from([b"", b"\r\n", b"\r\nepilogue"]))
-def test_well_formed_bodies_read_as_werkzeug_reads_them(parts, line_break, seed, preamble, epilogue):
+def test_well_formed_bodies_read_as_werkzeug_reads_them(parts, line_break, seed, largest, preamble, epilogue):
     body = encode(parts, line_break, preamble, epilogue)
     expected = werkzeugs(body)
     assert expected[-1] == ("end", True)
-    assert ours(body, seed) == expected
+    assert ours(body, seed, largest) == expected
     if line_break == b"\r\n":  # with bare LF framing, data ending in "\r" is ambiguous (for werkzeug too)
         assert [p[4] for p in expected[:-1]] == [data for _, _, data in parts]
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(parts=parts, seed=st.integers(0, 2**32), cut=st.integers(0, 10**6), junk=tricky_bytes)
-def test_damaged_bodies_are_refused_with_a_sentence_or_read_as_werkzeug_reads_them(parts, seed, cut, junk):
+@given(parts=parts, seed=st.integers(0, 2**32), largest=read_sizes, cut=st.integers(0, 10**6), junk=tricky_bytes)
+def test_damaged_bodies_are_refused_with_a_sentence_or_read_as_werkzeug_reads_them(parts, seed, largest, cut, junk):
     body = encode(parts)
     at = cut % (len(body) + 1)
     damaged = body[:at] + junk + body[at + len(junk) // 2:]
     try:
-        got = ours(damaged, seed)
+        got = ours(damaged, seed, largest)
     except InvalidInput as exc:
         assert exc.message.endswith(".")
         return
@@ -115,6 +117,17 @@ def test_damaged_bodies_are_refused_with_a_sentence_or_read_as_werkzeug_reads_th
         expected = None
     if expected is not None and expected[-1] == ("end", True):
         assert got == expected
+
+
+@pytest.mark.parametrize("largest", [1, 2, 3, 5, 700])
+def test_a_header_block_ending_in_cr_cr_lf_lets_that_line_break_begin_the_delimiter(largest):
+    # Found by the test above: the blank line is "\r\r", the data starts after "\r\n",
+    # and that same "\r\n" begins the delimiter of this empty part.
+    body = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="a"; filename="a"\r\nX: 0\r\r\n--'
+            + BOUNDARY + b'\r\nContent-Disposition: form-data; name="b"\r\n\r\n\r\n--' + BOUNDARY + b"--\r\n")
+    assert [p[:2] + p[4:] for p in ours(body, seed=0, largest=largest)] == [
+        ("File", "a", b""), ("Field", "b", b""), ("end", True)]
+    assert ours(body, seed=0, largest=largest) == werkzeugs(body)
 
 
 def test_a_file_part_s_bytes_come_out_whole_across_a_large_body():
@@ -154,3 +167,24 @@ def test_too_many_parts_are_refused():
     body = encode([("other", None, b"v")] * 11)
     with pytest.raises(InvalidInput, match="more than 10 parts"):
         parts_of(MultipartReader(Pieces(body, 5), BOUNDARY, max_parts=10))
+
+
+@settings(max_examples=100, deadline=None)
+@given(parts=parts, seed=st.integers(0, 2**32))
+def test_a_view_stays_intact_until_its_buffer_is_announced_for_reuse(parts, seed):
+    """The contract a hash on another thread relies on: a Data view's bytes do
+    not change before before_reuse() names its buffer."""
+    kept: list[tuple[memoryview, bytes]] = []
+
+    def before_reuse(buffer):
+        for view, copy in [k for k in kept if k[0].obj is buffer]:
+            assert bytes(view) == copy
+            kept.remove((view, copy))
+
+    body = encode(parts)
+    reader = MultipartReader(Pieces(body, seed, largest=100_000), BOUNDARY, max_parts=100,
+                             buffer_size=1, before_reuse=before_reuse)
+    for event in reader:
+        if isinstance(event, Data) and len(event.data):
+            kept.append((event.data, bytes(event.data)))
+    assert all(bytes(view) == copy for view, copy in kept)
