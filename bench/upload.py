@@ -235,6 +235,8 @@ def _throughput(targets: list[Target], files: dict[int, Path], rounds: dict[int,
                "targets interleaved round by round; stored files deleted after each round; "
                "os.sync() before each timed upload",
                "minimal: bench/minimal_server.py, http.server copying the raw body in 256 KiB reads",
+               "minimal +sha256: the same, also hashing every byte before the 201 (the contract's record "
+               "carries the sha256, so any conforming server pays this; no goal)",
                "minimal +sha256+fsync: the same, also hashing every byte and fsyncing before the 201 "
                "(compare with the gateway started with UPLOAD_FSYNC=on, which does the same; no goal)",
                "gateway: default settings (UPLOAD_FSYNC off, like the anchors: bytes reach the disk "
@@ -342,14 +344,16 @@ def run(workdir: Path, quick: bool) -> list[Section]:
                  env={"MAX_FILE_SIZE": str(LIMIT)}) as validator, \
             Service("thumbnail_service", "THUMBNAIL_ADDR", THUMBNAIL_SERVICE, up / "thumbnail.log") as thumbnailer:
         data_dir, fsync_dir = up / "gateway-data", up / "gateway-fsync-data"
-        minimal_dir, durable_dir, plain_dir, plain_tmp, cp_dir = (
-            up / n for n in ("minimal", "minimal-durable", "plain", "plain-tmp", "cp"))
+        minimal_dir, hashing_dir, durable_dir, plain_dir, plain_tmp, cp_dir = (
+            up / n for n in ("minimal", "minimal-sha256", "minimal-durable", "plain", "plain-tmp", "cp"))
         for d in (cp_dir, plain_tmp):
             d.mkdir(exist_ok=True)
-        minimal_port, durable_port, plain_port = free_port(), free_port(), free_port()
+        minimal_port, hashing_port, durable_port, plain_port = free_port(), free_port(), free_port(), free_port()
         minimal_argv = [sys.executable, "-m", "bench.minimal_server", "--port"]
         with HttpServer("minimal server", [*minimal_argv, str(minimal_port), "--dir", str(minimal_dir)],
                         up / "minimal.log", port=minimal_port) as minimal, \
+                HttpServer("minimal +sha256", [*minimal_argv, str(hashing_port), "--dir", str(hashing_dir),
+                                               "--sha256"], up / "minimal-sha256.log", port=hashing_port) as hashing, \
                 HttpServer("minimal +sha256+fsync", [*minimal_argv, str(durable_port), "--dir", str(durable_dir),
                                                      "--sha256", "--fsync"],
                            up / "minimal-durable.log", port=durable_port) as durable, \
@@ -361,6 +365,7 @@ def run(workdir: Path, quick: bool) -> list[Section]:
                               UPLOAD_FSYNC="on") as gateway_fsync:
             targets = [Copy(cp_dir),
                        Curl("minimal server", "minimal", minimal, minimal_dir, gunicorn=False),
+                       Curl("minimal +sha256", "hashing", hashing, hashing_dir, gunicorn=False),
                        Curl("minimal +sha256+fsync", "durable", durable, durable_dir, gunicorn=False),
                        Curl("plain Flask", "plain", plain, plain_dir, gunicorn=True),
                        Curl("gateway", "gateway", gateway, data_dir / "files", gunicorn=True),
