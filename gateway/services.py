@@ -186,6 +186,15 @@ class Services:
         return ValidationStream(self.validator, original_name, declared_type, head_bytes,
                                 self.config["UPLOAD_TIMEOUT"], declared_size)
 
+    def check(self, original_name: str, declared_type: str, head: bytes, size: int,
+              declared_size: int | None = None) -> validator_pb2.Verdict:
+        """The verdict on a file whose head (or whole self) is at hand, in one
+        call (safe to repeat, so retried while the validator restarts)."""
+        request = validator_pb2.CheckRequest(info=file_info(original_name, declared_size, declared_type),
+                                             head=head, size=size)
+        return call_with_retry(lambda left: self.validator.Check(request, timeout=left),
+                               self.config["VALIDATOR_TIMEOUT"], "Check", explain="validate")
+
     # --- thumbnails ---
 
     def renderable(self) -> frozenset[str]:

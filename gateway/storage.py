@@ -51,10 +51,14 @@ class LocalStorage:
         final = self.path(area, name)
         if final is None:
             raise ValueError(f"not a stored name: {name!r}")
-        final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         # O_EXCL: never follow or reuse something already there.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(temp, flags, 0o640)
+        except FileNotFoundError:  # the first file of its sub-folder (asking every time cost more)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temp, flags, 0o640)
         return TempFile(temp, final, os.fdopen(fd, "wb", buffering=0))
 
     def commit(self, temp: TempFile) -> None:

@@ -69,7 +69,7 @@ class _Form:
     def _data(self, event: Data) -> None:
         if self.upload is not None:
             self.budget.take_bytes(len(event.data), self.upload.size + len(event.data))
-            self.upload.write(event.data)
+            self.upload.write(event.data, last=not event.more_data)
             if not event.more_data:
                 upload, self.upload = self.upload, None
                 self.stored.append(upload.finish(expires_at(self.expires_in)))

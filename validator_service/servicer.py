@@ -1,11 +1,11 @@
-"""The Validator gRPC service: stream in, verdict out."""
+"""The Validator gRPC service: a stream (or one message) in, a verdict out."""
 from __future__ import annotations
 
 import logging
 
 import pluggy
 
-from protos import validator_pb2_grpc
+from protos import validator_pb2, validator_pb2_grpc
 from protos.errors import Internal, InvalidInput, UploadError, abort
 from validator_service.config import Settings
 from validator_service.fileview import FileView
@@ -22,16 +22,28 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
         self.settings = settings
 
     def Validate(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "info":
+            return self._judge(None, request_iterator, context)
+        return self._judge(first.info, request_iterator, context)
+
+    def Check(self, request, context):
+        if request.size < len(request.head):
+            error = InvalidInput(f"size is {request.size} but the head alone holds {len(request.head)} bytes.")
+            abort(context, error)
+        parts = iter([validator_pb2.ValidateRequest(chunk=request.head),
+                      validator_pb2.ValidateRequest(end=validator_pb2.FileEnd(size=request.size))])
+        return self._judge(request.info if request.HasField("info") else None, parts, context)
+
+    def _judge(self, info, parts, context):
         try:
-            first = next(request_iterator, None)
-            if first is None or first.WhichOneof("part") != "info":
+            if info is None:
                 raise InvalidInput("The first message must carry the file's info (original_name, size, type).")
-            info = first.info
             if not info.original_name.strip():
                 raise InvalidInput("original_name is required: the rules judge the file by its extension.")
             if info.HasField("declared_size") and info.declared_size < 0:
                 raise InvalidInput("declared_size cannot be negative.")
-            file = FileView(info, request_iterator, self.settings.max_head)
+            file = FileView(info, parts, self.settings.max_head)
             return judge(self.pm, self.policy, file)
         except UploadError as exc:
             error = exc

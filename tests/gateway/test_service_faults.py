@@ -188,6 +188,9 @@ def test_every_grpc_call_the_gateway_makes_has_a_deadline(make_app):
     assert client.get("/policy").status_code == 200
     assert client.post("/upload", data={"file": (io.BytesIO(JPEG), "a.jpg")}).status_code == 201
     assert client.post("/upload", data={"file": (io.BytesIO(b"words\n" * 100), "a.txt")}).status_code == 201
+    # A file that arrives in several pieces is judged by a stream (one piece: a single Check call).
+    big = b"words\n" * (512 * 1024)
+    assert client.post("/upload", data={"file": (io.BytesIO(big), "b.txt")}).status_code == 201
     assert client.get("/readyz").status_code == 200
     # tus: the head judged early (64 KiB), then the whole file once it is complete.
     data = b"line of text\n" * 10000
