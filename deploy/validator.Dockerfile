@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# The validator: gRPC upload.v1.Validator (+ grpc.health.v1, reflection) on :50051.
+# Build from the repository root:  docker build -f deploy/validator.Dockerfile -t upload-validator .
+
+# ---- builder: the venv and the generated protos; nothing of this stage but them is kept ----
+FROM python:3.11-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+RUN python -m venv /opt/venv
+# Dependencies first, in their own layer (identical in the three Dockerfiles, so one build
+# cache serves all): rebuilt only when the lock or pyproject.toml changes. requirements.lock
+# also pins the test and bench extras (playwright, matplotlib, ...), so it is used as a
+# constraint on the project's runtime dependencies, not installed whole.
+COPY requirements.lock pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > runtime.txt \
+ && pip install --no-cache-dir -c requirements.lock -r runtime.txt
+COPY README.md ./
+COPY protos/ protos/
+COPY validator_service/ validator_service/
+# Editable (--no-deps: the dependencies are above), as `make install` does: the code stays in
+# /app, the package metadata (version, plugin entry points) lands in the venv.
+RUN python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto \
+ && pip install --no-cache-dir --no-deps -e . \
+ && python -m compileall -q protos validator_service
+
+# ---- runtime ----
+FROM python:3.11-slim-bookworm
+# libmagic1 (with its magic database): python-magic's library, the content check. Pinned to
+# bookworm's version, which is the libmagic the README's MIME tables were written against.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libmagic1=1:5.44-3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 upload \
+ && useradd --system --uid 10001 --gid upload --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin upload
+# Root owns the code: the service cannot change what it runs.
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+COPY deploy/healthcheck.py /app/healthcheck.py
+WORKDIR /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VALIDATOR_LISTEN=[::]:50051
+# Numeric, so that Kubernetes' runAsNonRoot can check it without a passwd lookup.
+USER 10001:10001
+EXPOSE 50051
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "/app/healthcheck.py", "grpc", "127.0.0.1:50051"]
+CMD ["python", "-m", "validator_service"]
