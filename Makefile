@@ -13,7 +13,14 @@ run: install
 	$(BIN)/honcho start -f Procfile
 
 test: install
+	@$(PG_INSTALL)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The tests run the metadata on PostgreSQL too: they start a throwaway server from Debian's
+# `postgresql` binaries (tests/postgres.py), installed here when missing and root.
+PG_INSTALL = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	  else echo "PostgreSQL is missing (the tests start their own server): run 'sudo apt-get install postgresql', then make test again." >&2; exit 1; fi; }
 
 # The `load` area drives small uploads with wrk (Debian's package), installed here when missing.
 WRK_INSTALL = command -v wrk >/dev/null || { \

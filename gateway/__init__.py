@@ -18,7 +18,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # Resources first (each init_app puts one in app.extensions), then the HTTP surface.
     storage.init_app(app)
-    db.init_app(app)  # creates every table, the accounts' too (imported above)
+    db.init_app(app)  # migrates the schema (every table) to head
     accounts.init_app(app)
     services.init_app(app)
     thumbnails.init_app(app)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway.db import metadata, utc
+from gateway.db import UTCDateTime, metadata, utc
 from protos.errors import Conflict, InvalidInput
 
 users = sa.Table(
@@ -27,7 +27,7 @@ users = sa.Table(
     sa.Column("username", sa.String(64), nullable=False, unique=True),
     sa.Column("password_hash", sa.Text, nullable=True),
     sa.Column("admin", sa.Boolean, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     # Per-user overrides of USER_QUOTA_BYTES / USER_QUOTA_FILES; null: the default.
     sa.Column("quota_bytes", sa.BigInteger, nullable=True),
     sa.Column("quota_files", sa.Integer, nullable=True),
@@ -40,8 +40,8 @@ tokens = sa.Table(
     sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.String(100), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
 )
 
 sessions = sa.Table(
@@ -49,7 +49,7 @@ sessions = sa.Table(
     metadata,
     sa.Column("id_hash", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
 )
 
 # Server-made secrets (the signing key when SECRET_KEY is not set).

@@ -1,4 +1,5 @@
-"""`flask --app gateway users ...` and `... tokens ...`: manage accounts from a shell."""
+"""`flask --app gateway users ...`, `... tokens ...`: manage accounts from a shell;
+`... db ...`: the schema's migrations."""
 from __future__ import annotations
 
 import click
@@ -12,6 +13,7 @@ from protos.text import human_size
 
 users_cli = AppGroup("users", help="Create, list and delete users.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
+db_cli = AppGroup("db", help="The database schema: migrations (they also run at every start).")
 
 
 def _user(username: str):
@@ -73,9 +75,10 @@ def set_password(username: str):
 
 @users_cli.command("quota")
 @click.argument("username")
-@click.option("--bytes", "quota_bytes", type=click.IntRange(min=0), default=None,
+# The most each column holds (BigInteger, Integer) on every backend.
+@click.option("--bytes", "quota_bytes", type=click.IntRange(min=0, max=2**63 - 1), default=None,
               help="Most bytes stored (0: unlimited); left out: unchanged.")
-@click.option("--files", "quota_files", type=click.IntRange(min=0), default=None,
+@click.option("--files", "quota_files", type=click.IntRange(min=0, max=2**31 - 1), default=None,
               help="Most files stored (0: unlimited); left out: unchanged.")
 @click.option("--default", "to_default", is_flag=True,
               help="Back to USER_QUOTA_BYTES / USER_QUOTA_FILES for whatever is not given.")
@@ -139,7 +142,28 @@ def reconcile_command(verify: bool, dry_run: bool, orphan_age: float | None):
             click.echo(f"  {kind.replace('_', ' ')}: {name}")
 
 
+@db_cli.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="The revision to bring the schema to.")
+def db_upgrade(revision: str):
+    """Migrate the schema (under the same lock as the start-up, so safe while the service runs).
+    For a release step that migrates before new gateways start."""
+    from gateway import migrate
+
+    engine = repository().engine
+    migrate.upgrade(engine, revision)
+    click.echo(f"The database is at revision {migrate.current(engine)} (head {migrate.head()}).")
+
+
+@db_cli.command("current")
+def db_current():
+    """The revision the database is at, and the one this version of the service needs."""
+    from gateway import migrate
+
+    click.echo(f"{migrate.current(repository().engine)} (head {migrate.head()})")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(db_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(reconcile_command)

@@ -1,4 +1,6 @@
-"""Metadata: one row per stored file, in SQLite (WAL) through SQLAlchemy Core.
+"""Metadata: one row per stored file, through SQLAlchemy Core: SQLite (WAL) by
+default, PostgreSQL with DATABASE_URL=postgresql+psycopg://... The schema is
+made and changed by migrations (gateway/migrate.py), never by create_all.
 
 The repository is the only code that knows the schema; a row is written only
 after its bytes are in place, so a listed file always has its bytes.
@@ -16,6 +18,25 @@ from flask import Flask, current_app
 
 metadata = sa.MetaData()
 
+
+class UTCDateTime(sa.TypeDecorator):
+    """A point in time, stored as UTC and given back aware, in UTC, on every
+    backend. SQLite's DateTime would drop an offset without converting
+    (09:00+02:00 stored as 09:00); PostgreSQL converts, and answers in the
+    session's zone. Naive values mean UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return utc(value)
+
+
 files = sa.Table(
     "files",
     metadata,
@@ -32,8 +53,8 @@ files = sa.Table(
     sa.Column("thumbnail", sa.String(64), nullable=True),
     # none | pending (retry later) | done | failed (the image cannot be rendered)
     sa.Column("thumbnail_status", sa.String(16), nullable=False),
-    sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("uploaded_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
     # The validator's decisions, kept for the audit trail.
     sa.Column("verdict", sa.Text, nullable=False, default="{}"),
     # The user who uploaded it (see gateway/accounts.py); null with AUTH=off.
@@ -42,8 +63,7 @@ files = sa.Table(
     sa.Index("ix_files_owner_uploaded_at", "owner_id", "uploaded_at"),
     sa.Index("ix_files_thumbnail_status", "thumbnail_status"),
 )
-# The reaper's query. Created apart from the table: create_all() skips a table
-# that exists, so a database from before expiry would never get it.
+# The reaper's query.
 EXPIRES_INDEX = sa.Index("ix_files_expires_at", files.c.expires_at)
 
 
@@ -67,10 +87,13 @@ class FileRow:
 
 
 def utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is not None and value.tzinfo is None:
+    # SQLite hands back naive datetimes, PostgreSQL aware ones in the session's
+    # zone: everything stored is UTC, and shown (and put in cursors) as UTC.
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value
+    return value.astimezone(timezone.utc)
 
 
 def _row(mapping) -> FileRow:
@@ -223,31 +246,27 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 def create_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
+    engine_args: dict = {}
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        # UTC sessions: a naive datetime means UTC as it does on SQLite, and what
+        # comes back is UTC. pre_ping: a restarted server costs no failed request.
+        engine_args = {"connect_args": {"options": "-c TimeZone=UTC"}, "pool_pre_ping": True}
+    engine = sa.create_engine(url, **engine_args)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
-    EXPIRES_INDEX.create(engine, checkfirst=True)
     return engine
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
-    """Bring a database made by an older version up to date. Only nullable
-    columns are ever added, so this stays a plain ALTER TABLE ... ADD COLUMN."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+def database_url(config) -> str:
+    return config["DATABASE_URL"] or f"sqlite:///{config['DATA_DIR']}/uploads.db"
 
 
 def init_app(app: Flask) -> None:
-    url = app.config["DATABASE_URL"] or f"sqlite:///{app.config['DATA_DIR']}/uploads.db"
-    app.extensions["files"] = FileRepository(create_engine(url))
+    from gateway import migrate
+
+    engine = create_engine(database_url(app.config))
+    migrate.upgrade(engine)  # every table, the accounts' and tus' too; a no-op when at head
+    app.extensions["files"] = FileRepository(engine)
 
 
 def repository() -> FileRepository:

@@ -32,6 +32,9 @@ def text(value, name: str, *, max_length: int = 1024) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(f"'{name}' is not valid text (it holds a lone surrogate).") from None
+    if "\x00" in value:
+        # PostgreSQL's text cannot hold NUL (SQLite's can): refused alike on both.
+        raise InvalidInput(f"'{name}' is not valid text (it holds a NUL character).")
     return value
 
 

@@ -66,7 +66,10 @@ def read_metadata(values: dict[str, str]) -> UploadMetadata:
     name = values.get("filename") or values.get("name") or ""
     return UploadMetadata(
         original_name=sanitize(name) if name else "",
-        declared_type=(values.get("filetype") or values.get("type") or "")[:255],
+        # The client's claim, for the validator and the record; control characters dropped
+        # (PostgreSQL's text cannot hold NUL, and no MIME type has any).
+        declared_type="".join(c for c in (values.get("filetype") or values.get("type") or "")
+                              if c.isprintable())[:255],
         expires_in=values.get("expires_in"),
     )
 

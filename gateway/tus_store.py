@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from gateway.db import metadata, utc
+from gateway.db import UTCDateTime, metadata, utc
 from gateway.storage import LocalStorage
 
 tus_uploads = sa.Table(
@@ -37,9 +37,9 @@ tus_uploads = sa.Table(
     sa.Column("head_checked", sa.Boolean, nullable=False),
     sa.Column("file_id", sa.String(32), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     # Unfinished: when it will be reaped. Finished: when it will be forgotten.
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
     # Who created it; only they (or an admin) may see and write it. Null with AUTH=off.
     sa.Column("owner_id", sa.String(32), nullable=True),
     sa.Index("ix_tus_uploads_expires_at", "expires_at"),
@@ -91,7 +91,6 @@ class TusStore:
         self.engine = engine
         self.storage = storage
         self.ttl = timedelta(seconds=ttl)
-        tus_uploads.create(engine, checkfirst=True)
 
     def expiry(self) -> datetime:
         return datetime.now(timezone.utc) + self.ttl

@@ -9,6 +9,7 @@ import pytest
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2_grpc
 from protos.streaming import file_info, read_chunks, render_requests, validate_requests
+from tests.postgres import BACKENDS
 from thumbnail_service import server as thumbnail_server
 from validator_service import server as validator_server
 
@@ -89,10 +90,74 @@ def render(channel, data: bytes, mime: str, box: tuple[int, int] = (0, 0)):
     return stub.Render(render_requests(options, read_chunks(io.BytesIO(data))), timeout=30)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the tests' own (tests/postgres.py), for the whole session."""
+    from tests.postgres import MISSING, Cluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail(MISSING, pytrace=False)
+    cluster = Cluster(bindir, free_port())
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+def pytest_generate_tests(metafunc):
+    """A module with ON_BOTH_BACKENDS = True runs each of its tests that makes an
+    app (make_app, app, client...) once on SQLite and once on PostgreSQL."""
+    if getattr(metafunc.module, "ON_BOTH_BACKENDS", False) and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database(request, tmp_path):
+    """The URL of an empty database, once on each backend (a SQLite file, a new
+    PostgreSQL database dropped at teardown)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/metadata.db"
+        return
+    cluster = request.getfixturevalue("postgres")
+    url = cluster.database()
+    yield url
+    cluster.drop(url)
+
+
 @pytest.fixture
-def make_app(tmp_path, validator, thumbnailer):
+def backend():
+    """The metadata backend of make_app's apps; ON_BOTH_BACKENDS modules get both."""
+    return "sqlite"
+
+
+@pytest.fixture
+def new_database_url(request, backend):
+    """Fresh empty databases on the test's backend: "" is SQLite in the app's DATA_DIR
+    (the default); a PostgreSQL database is made per call and dropped at teardown."""
+    if backend == "sqlite":
+        yield lambda: ""
+        return
+    cluster = request.getfixturevalue("postgres")
+    made = []
+
+    def make() -> str:
+        made.append(cluster.database())
+        return made[-1]
+
+    yield make
+    for url in made:
+        cluster.drop(url)
+
+
+@pytest.fixture
+def make_app(tmp_path, validator, thumbnailer, new_database_url):
     """Gateway apps wired to the real gRPC services, each on its own fresh data
-    folder (the first under tmp_path/"data"); settings override the defaults."""
+    folder (the first under tmp_path/"data") and fresh database (on the test's
+    ``backend``); settings override the defaults."""
     from gateway import create_app
 
     apps = []
@@ -101,6 +166,7 @@ def make_app(tmp_path, validator, thumbnailer):
         app = create_app({
             "TESTING": True,
             "DATA_DIR": str(tmp_path / ("data" if not apps else f"data{len(apps)}")),
+            "DATABASE_URL": settings.pop("DATABASE_URL", None) or new_database_url(),
             "VALIDATOR_ADDR": validator.address,
             "THUMBNAIL_ADDR": thumbnailer.address,
             "THUMBNAIL_RETRY_INTERVAL": 0.2,

@@ -11,6 +11,9 @@ from tests.plugin_modules.eicar import EICAR
 from tests.samples import make_sample
 from validator_service.server import create_plugins as validator_plugins
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 BUILT_IN = ("validator_service.rules.filetypes", "validator_service.rules.content",
             "validator_service.rules.image", "validator_service.rules.size")
 

@@ -10,6 +10,9 @@ import pytest
 
 from tests.accounts import ADMIN, TOKEN_SETTINGS, bearer
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 PASSWORD = "a long enough password"
 TOKEN_RE = re.compile(r"ust_[A-Za-z0-9_-]{20,}")
 
@@ -276,7 +279,7 @@ def test_admin_token_never_acts_as_a_plain_user_called_admin(make_app, tmp_path,
     plain, _ = created(run(before, "users", "create", "admin"))
     rec = upload(before.test_client(), bearer(plain)).get_json()
     with caplog.at_level(logging.ERROR, logger="upload.gateway"):
-        after = make_app(**TOKEN_SETTINGS, DATA_DIR=str(data))
+        after = make_app(**TOKEN_SETTINGS, DATA_DIR=str(data), DATABASE_URL=before.config["DATABASE_URL"])
     assert "ADMIN_TOKEN is ignored" in caplog.text
     api = after.test_client()
     for method, path in (("GET", "/me"), ("GET", "/files"), ("DELETE", f"/files/{rec['id']}"), ("POST", "/users")):
@@ -289,5 +292,5 @@ def test_admin_token_acts_as_an_admin_called_admin_made_with_the_cli(make_app, t
     data = tmp_path / "shared"
     before = make_app(**{**TOKEN_SETTINGS, "ADMIN_TOKEN": ""}, DATA_DIR=str(data))
     created(run(before, "users", "create", "admin", "--admin"))
-    after = make_app(**TOKEN_SETTINGS, DATA_DIR=str(data))
+    after = make_app(**TOKEN_SETTINGS, DATA_DIR=str(data), DATABASE_URL=before.config["DATABASE_URL"])
     assert after.test_client().post("/users", json={"username": "bob"}, headers=ADMIN).status_code == 201

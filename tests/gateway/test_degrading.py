@@ -15,6 +15,9 @@ from tests.images import encode
 from thumbnail_service import server as thumbnail_server
 from thumbnail_service.hookspecs import Renderer
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 JPEG = encode(Image.new("RGB", (640, 480), "navy"), "JPEG")
 
 

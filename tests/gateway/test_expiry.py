@@ -21,6 +21,9 @@ from tests.processes import ROOT
 from tests.samples import MZ_HEADER, make_sample
 from tests.tus.conftest import TUS_VERSION, encode_metadata, leftover_files, stop_gateway, text_bytes
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 BOUNDARY = "expiry-test-boundary"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 

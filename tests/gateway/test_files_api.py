@@ -5,6 +5,9 @@ import io
 
 import pytest
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 
 def upload(client, name: str, data: bytes = b"some text\n"):
     response = client.post("/upload", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")

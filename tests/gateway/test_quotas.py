@@ -16,6 +16,9 @@ import pytest
 from tests.accounts import ADMIN, TOKEN_SETTINGS, create_user
 from tests.samples import make_sample
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_STREAM = "application/offset+octet-stream"
 MiB = 1024 * 1024

@@ -12,6 +12,9 @@ import pytest
 
 from gateway.storage import new_id
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 
 def upload(client, name: str, data: bytes) -> dict:
     response = client.post("/upload", data={"file": (io.BytesIO(data), name)})

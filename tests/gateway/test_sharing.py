@@ -17,6 +17,9 @@ from itsdangerous import URLSafeSerializer
 from tests.accounts import ADMIN, TOKEN_SETTINGS, create_user
 from tests.samples import make_sample
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -334,7 +337,7 @@ def test_without_secret_key_each_database_has_its_own_and_it_survives_a_restart(
     stranger = make_app(**TOKEN_SETTINGS)
     assert_json_error(stranger.test_client().get(path_of(url)), 403)
     # The same database (a restart, or a second gateway sharing it) keeps the key.
-    again = make_app(**TOKEN_SETTINGS, DATA_DIR=first.config["DATA_DIR"])
+    again = make_app(**TOKEN_SETTINGS, DATA_DIR=first.config["DATA_DIR"], DATABASE_URL=first.config["DATABASE_URL"])
     assert again.test_client().get(path_of(url)).data == image
 
 

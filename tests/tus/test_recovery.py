@@ -11,6 +11,9 @@ import requests
 from tests.conftest import free_port, start_gateway_process
 from tests.processes import service_process
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 T = {"Tus-Resumable": "1.0.0"}
 
 

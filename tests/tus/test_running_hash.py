@@ -7,6 +7,9 @@ import hashlib
 from gateway.tus_hashes import RunningHashes
 from tests.tus.conftest import MiB, b64, text_bytes
 
+# Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
+ON_BOTH_BACKENDS = True
+
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -65,8 +68,9 @@ def test_several_patches_in_one_process_give_the_file_s_sha256(make_app):
 
 def test_an_upload_continued_by_another_worker_is_hashed_from_its_file(make_app, tmp_path):
     # Two apps on one data folder and database: two gunicorn workers (or replicas).
-    shared = {"DATA_DIR": str(tmp_path / "shared")}
-    first, second = make_app(**shared).test_client(), make_app(**shared).test_client()
+    first_app = make_app(DATA_DIR=str(tmp_path / "shared"))
+    second_app = make_app(DATA_DIR=str(tmp_path / "shared"), DATABASE_URL=first_app.config["DATABASE_URL"])
+    first, second = first_app.test_client(), second_app.test_client()
     data = text_bytes(2 * MiB, seed=5)
     location = create(first, data)
     assert patch(first, location, 0, data[:MiB]).status_code == 204
