@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from gunicorn.app.base import BaseApplication
+from bench.plain_flask import GthreadServer
 
 # 64 KiB reads: a 10 KiB upload is one read, large ones do not hold it all at once.
 PIECE = 64 * 1024
@@ -28,27 +28,12 @@ def app(environ, start_response):
     return [answer]
 
 
-class DrainServer(BaseApplication):
-    def __init__(self, port: int, threads: int):
-        self.port, self.threads = port, threads
-        super().__init__()
-
-    def load_config(self):
-        self.cfg.set("bind", f"127.0.0.1:{self.port}")
-        self.cfg.set("worker_class", "gthread")
-        self.cfg.set("workers", 1)
-        self.cfg.set("threads", self.threads)
-
-    def load(self):
-        return app
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.drain_app")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16)  # the gateway's GATEWAY_THREADS default
     args = parser.parse_args()
-    DrainServer(args.port, args.threads).run()
+    GthreadServer(app, args.port, args.threads).run()
 
 
 if __name__ == "__main__":

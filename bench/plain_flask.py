@@ -34,9 +34,11 @@ def create_app(upload_dir: Path) -> Flask:
     return app
 
 
-class PlainServer(BaseApplication):
-    def __init__(self, port: int, threads: int, upload_dir: Path):
-        self.port, self.threads, self.upload_dir = port, threads, upload_dir
+class GthreadServer(BaseApplication):
+    """A WSGI app under gunicorn as the gateway runs: one gthread worker on loopback."""
+
+    def __init__(self, app, port: int, threads: int):
+        self.app, self.port, self.threads = app, port, threads
         super().__init__()
 
     def load_config(self):
@@ -46,7 +48,7 @@ class PlainServer(BaseApplication):
         self.cfg.set("threads", self.threads)
 
     def load(self):
-        return create_app(self.upload_dir)
+        return self.app
 
 
 def main() -> None:
@@ -56,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     upload_dir = Path(os.environ["UPLOAD_DIR"]).resolve()
     upload_dir.mkdir(parents=True, exist_ok=True)
-    PlainServer(args.port, args.threads, upload_dir).run()
+    GthreadServer(create_app(upload_dir), args.port, args.threads).run()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from contextlib import contextmanager
 
 _STOP = None
 
@@ -49,18 +48,10 @@ class StreamHasher:
         if self._in_flight is not None and getattr(self._in_flight, "obj", self._in_flight) is buffer:
             self._settle()
 
-    @contextmanager
-    def hashing(self, data):
-        """Hash ``data`` while the block runs; on leaving the block, it has been."""
-        self.submit(data)
-        try:
-            yield
-        finally:
-            self._settle()
-
     def update(self, data) -> None:
-        with self.hashing(data):
-            pass
+        """Hash ``data`` and return once it has been (``data`` may change afterwards)."""
+        self.submit(data)
+        self._settle()
 
     def _settle(self) -> None:
         if self._in_flight is not None:

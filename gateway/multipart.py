@@ -47,6 +47,7 @@ CR, LF = 13, 10
 _BOUNDARY_LINE_END = re.compile(rb"(--[^\S\n\r]*%s?|[^\S\n\r]*%s)" % (LINE_BREAK, LINE_BREAK))
 # After "--boundary": what may still turn into a delimiter once more arrives.
 _UNDECIDED = re.compile(rb"-?|[^\S\r\n]*")
+WAIT = object()
 
 ENDED_EARLY = "The multipart body ended before its closing boundary."
 TOO_LONG = "The multipart body is malformed: a preamble or part header that is too long (over 64 KiB)."
@@ -109,10 +110,17 @@ class MultipartReader:
         self._end += received
         return True
 
-    def _decided(self, match: re.Match | None) -> bool:
-        """A boundary line that ends exactly at the buffer's end with "\\r" may
-        be "\\r\\n" once the next byte is in: wait for it."""
-        return match is not None and (self._eof or match.end() < self._end or self._buf[self._end - 1] != CR)
+    def _line_end(self, buf: bytearray, at: int, end: int) -> re.Match | object | None:
+        """What follows the "--boundary" at ``at``: the match of the rest of a
+        boundary line, WAIT while more bytes may still make it one (a line
+        ending in "\\r" may become "\\r\\n"), None if it is not one."""
+        after = at + len(self._dash)
+        match = _BOUNDARY_LINE_END.match(buf, after, end)
+        if match is not None and (self._eof or match.end() < end or buf[end - 1] != CR):
+            return match
+        if match is not None or (not self._eof and _UNDECIDED.fullmatch(buf, after, end)):
+            return WAIT
+        return None
 
     # --- the grammar ---
 
@@ -124,12 +132,12 @@ class MultipartReader:
         while True:
             buf, end = self._buf, self._end
             while (at := buf.find(self._dash, search, end)) != -1:
-                match = _BOUNDARY_LINE_END.match(buf, at + len(self._dash), end)
-                if self._decided(match):
+                match = self._line_end(buf, at, end)
+                if match is WAIT:
+                    break
+                if match is not None:
                     self._start = match.end()
                     return match.group(1).startswith(b"--")
-                if match is not None or (not self._eof and _UNDECIDED.fullmatch(buf, at + len(self._dash), end)):
-                    break  # the line is not complete yet
                 search = at + 1
             # Search again from where the boundary could still begin (the fill moves the bytes).
             resume = (at if at != -1 else max(search, end - len(self._dash))) - self._start
@@ -176,16 +184,14 @@ class MultipartReader:
             search = data_start
             while (at := buf.find(dash, search, end)) != -1:
                 line_break = _line_break_before(buf, at, start)
-                if line_break is not None:
-                    match = _BOUNDARY_LINE_END.match(buf, at + len(dash), end)
-                    if self._decided(match):
-                        self._start = match.end()
-                        yield Data(data=self._view[data_start:max(data_start, line_break)], more_data=False)
-                        return match.group(1).startswith(b"--")
-                    # A boundary line not complete yet: wait for the rest.
-                    if match is not None or (not self._eof and _UNDECIDED.fullmatch(buf, at + len(dash), end)):
-                        keep = line_break
-                        break
+                match = self._line_end(buf, at, end) if line_break is not None else None
+                if match is WAIT:
+                    keep = line_break
+                    break
+                if match is not None:
+                    self._start = match.end()
+                    yield Data(data=self._view[data_start:max(data_start, line_break)], more_data=False)
+                    return match.group(1).startswith(b"--")
                 search = at + 1
             if keep is None:
                 # From ``start``, not ``data_start``: a skipped line break may begin the delimiter too.
