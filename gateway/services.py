@@ -29,6 +29,9 @@ log = logging.getLogger("upload.gateway")
 CHANNEL_OPTIONS = [
     # A DNS name that resolves to several replicas spreads the calls over them.
     ("grpc.lb_policy_name", "round_robin"),
+    # Resolving again is what finds new replicas (the servers' connection age
+    # triggers it); gRPC's default allows it only every 30 s.
+    ("grpc.dns_min_time_between_resolutions_ms", 5000),
     # gRPC's default backoff grows to 2 minutes; a restarted service should be
     # used again within a second or so (a refused local connection costs nothing).
     ("grpc.initial_reconnect_backoff_ms", 250),

@@ -66,21 +66,30 @@ def build_server(
     service_names: list[str],
     max_workers: int = 8,
     max_concurrent_rpcs: int | None = None,
+    max_connection_age: float = 0,
 ) -> tuple[grpc.Server, int]:
     """Create a server bound to ``address``, not yet started.
 
-    ``register(server)`` adds the service's servicers. Returns the server and
+    ``register(server)`` adds the service's servicers; ``max_connection_age``
+    (seconds, 0: never) bounds how long one client connection lives. Returns the server and
     the bound port (pass port 0 to get a free one). The health servicer rides
     along as ``server.health_servicer`` so a graceful stop can report
     NOT_SERVING first.
     """
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if max_connection_age > 0:
+        # A GOAWAY makes the client reconnect and resolve its target again, so a
+        # replica added behind a DNS name gets calls. Calls in flight finish on
+        # the old connection (the grace period is unbounded): a Validate stream
+        # can last as long as its upload.
+        options.append(("grpc.max_connection_age_ms", int(max_connection_age * 1000)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[_CallLogInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
+        options=options,
         # Calls beyond this are refused with RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers * 4,
     )

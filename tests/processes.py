@@ -32,13 +32,18 @@ def wait_serving(address: str, timeout: float = 20.0, service: str = "") -> None
 
 
 @contextmanager
-def service_process(module: str, addr_var: str, port: int, extra_env: dict | None = None):
-    """Run ``python -m module`` listening on ``port``; yields the Popen once it is SERVING."""
-    env = {**os.environ, addr_var: f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+def service_process(module: str, addr_var: str, port: int, extra_env: dict | None = None,
+                    host: str = "127.0.0.1", log: Path | None = None):
+    """Run ``python -m module`` listening on ``host:port``; yields the Popen once it is SERVING.
+
+    Its output goes to ``log`` when given (a file the test can read while it
+    runs), else to a pipe."""
+    env = {**os.environ, addr_var: f"{host}:{port}", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    output = open(log, "w") if log is not None else subprocess.PIPE
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=output, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_serving(f"127.0.0.1:{port}")
+        wait_serving(f"{host}:{port}")
         yield proc
     finally:
         if proc.poll() is None:
@@ -48,4 +53,4 @@ def service_process(module: str, addr_var: str, port: int, extra_env: dict | Non
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        proc.stdout.close()
+        (proc.stdout or output).close()

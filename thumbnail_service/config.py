@@ -19,6 +19,10 @@ class Settings:
     max_pixels: int = 89_478_485
     workers: int = 4
     grace: float = 10.0
+    # Seconds before a client connection is asked to reconnect (0: never). gRPC
+    # clients resolve DNS again only when a connection ends, so this bounds how
+    # long new replicas wait for their share of the calls.
+    max_connection_age: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -30,4 +34,5 @@ class Settings:
             max_pixels=env_int(env, "THUMBNAIL_MAX_PIXELS", cls.max_pixels),
             workers=env_int(env, "THUMBNAIL_WORKERS", cls.workers),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+            max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
         )

@@ -19,6 +19,10 @@ class Settings:
     # hold a thread for the whole transfer: threads mostly wait, so have many.
     workers: int = 64
     grace: float = 10.0
+    # Seconds before a client connection is asked to reconnect (0: never). gRPC
+    # clients resolve DNS again only when a connection ends, so this bounds how
+    # long new replicas wait for their share of the calls.
+    max_connection_age: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -30,4 +34,5 @@ class Settings:
             max_head=env_int(env, "VALIDATOR_MAX_HEAD", cls.max_head),
             workers=env_int(env, "VALIDATOR_WORKERS", cls.workers),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+            max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
         )

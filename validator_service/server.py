@@ -32,6 +32,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         lambda s: validator_pb2_grpc.add_ValidatorServicer_to_server(servicer, s),
         [SERVICE_NAME],
         max_workers=settings.workers,
+        max_connection_age=settings.max_connection_age,
     )
     return server, port
 
