@@ -20,13 +20,18 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class _CallLogInterceptor(grpc.ServerInterceptor):
-    """Logs every call once: method, outcome code, duration."""
+    """Logs every call once: method, outcome code, duration; and counts and
+    times it in ``metrics`` (a protos.metrics.ServerMetrics) when given."""
+
+    def __init__(self, metrics=None):
+        self.metrics = metrics
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        metrics = self.metrics
         if handler.request_streaming and handler.response_streaming:
             inner, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
@@ -50,8 +55,10 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
                 outcome = code.name if code is not None else "INTERNAL"
                 raise
             finally:
-                ms = (time.perf_counter() - start) * 1000
-                log.info("rpc %s %s %.1fms", method, outcome, ms)
+                seconds = time.perf_counter() - start
+                log.info("rpc %s %s %.1fms", method, outcome, seconds * 1000)
+                if metrics is not None:
+                    metrics.observe(method, outcome, seconds)
 
         return factory(
             logged,
@@ -66,17 +73,19 @@ def build_server(
     service_names: list[str],
     max_workers: int = 8,
     max_concurrent_rpcs: int | None = None,
+    metrics=None,
 ) -> tuple[grpc.Server, int]:
     """Create a server bound to ``address``, not yet started.
 
     ``register(server)`` adds the service's servicers. Returns the server and
     the bound port (pass port 0 to get a free one). The health servicer rides
     along as ``server.health_servicer`` so a graceful stop can report
-    NOT_SERVING first.
+    NOT_SERVING first. ``metrics`` (protos.metrics.ServerMetrics) counts and
+    times every call.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[_CallLogInterceptor()],
+        interceptors=[_CallLogInterceptor(metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

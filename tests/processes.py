@@ -34,7 +34,10 @@ def wait_serving(address: str, timeout: float = 20.0, service: str = "") -> None
 @contextmanager
 def service_process(module: str, addr_var: str, port: int, extra_env: dict | None = None):
     """Run ``python -m module`` listening on ``port``; yields the Popen once it is SERVING."""
-    env = {**os.environ, addr_var: f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    # The metrics endpoints are off unless asked for: their fixed default ports would clash
+    # between processes (tests/test_metrics.py gives them free ports).
+    env = {**os.environ, addr_var: f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", "VALIDATOR_METRICS_PORT": "0",
+           "THUMBNAIL_METRICS_PORT": "0", **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -19,6 +19,8 @@ class Settings:
     max_pixels: int = 89_478_485
     workers: int = 4
     grace: float = 10.0
+    # The Prometheus endpoint (http://<listen host>:<port>/metrics); 0: none.
+    metrics_port: int = 9102
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -30,4 +32,5 @@ class Settings:
             max_pixels=env_int(env, "THUMBNAIL_MAX_PIXELS", cls.max_pixels),
             workers=env_int(env, "THUMBNAIL_WORKERS", cls.workers),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+            metrics_port=env_int(env, "THUMBNAIL_METRICS_PORT", cls.metrics_port),
         )

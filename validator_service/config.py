@@ -19,6 +19,8 @@ class Settings:
     # hold a thread for the whole transfer: threads mostly wait, so have many.
     workers: int = 64
     grace: float = 10.0
+    # The Prometheus endpoint (http://<listen host>:<port>/metrics); 0: none.
+    metrics_port: int = 9101
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -30,4 +32,5 @@ class Settings:
             max_head=env_int(env, "VALIDATOR_MAX_HEAD", cls.max_head),
             workers=env_int(env, "VALIDATOR_WORKERS", cls.workers),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+            metrics_port=env_int(env, "VALIDATOR_METRICS_PORT", cls.metrics_port),
         )
