@@ -58,7 +58,8 @@ FILES_REAPED = Counter("upload_files_reaped_total", "Expired files removed by th
 RECONCILED = Counter("upload_reconciled_total", "What reconcile repaired, by kind (see gateway/reconcile.py).",
                      ["kind"], registry=REGISTRY)
 
-TUS_CREATED = Counter("upload_tus_creations_total", "tus uploads created (POST /tus/, a final concatenation too).", registry=REGISTRY)
+TUS_CREATED = Counter("upload_tus_creations_total", "tus uploads created (POST /tus/, a final concatenation too).",
+                      registry=REGISTRY)
 TUS_PATCHES = Counter("upload_tus_patches_total", "tus PATCH bodies received (and kept).", registry=REGISTRY)
 TUS_BYTES = Counter("upload_tus_received_bytes_total", "Bytes received by tus PATCHes and kept.",
                     registry=REGISTRY)
