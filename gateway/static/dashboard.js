@@ -38,10 +38,9 @@
   }
 
   /** Bars for one value per minute, scaled to the largest; each bar says its value on hover. */
-  function drawBars(chart, minutes, value, describe) {
+  function drawBars(chart, scale, minutes, value, describe) {
     const box = chart.viewBox.baseVal;
-    const top = 14;
-    const height = box.height - top;
+    const height = box.height - 2;
     const most = Math.max(1, ...minutes.map(value));
     const slot = box.width / minutes.length;
     const bars = minutes.map((minute, i) => {
@@ -55,8 +54,8 @@
       }, [svg("title", {}, [`${clock(minute.minute)}: ${describe(v)}`])]);
     });
     const base = svg("line", { class: "baseline", x1: 0, x2: box.width, y1: box.height - 0.5, y2: box.height - 0.5 });
-    const label = svg("text", { class: "scale", x: 2, y: 10 }, [`max ${describe(most)}`]);
-    chart.replaceChildren(base, ...bars, label);
+    chart.replaceChildren(base, ...bars);
+    text(scale, `top of the scale: ${describe(most)}`);
   }
 
   function drawRefusals(refusals) {
@@ -100,16 +99,16 @@
   function render(data) {
     text("window-uploads", number(data.window.uploads));
     text("window-bytes", humanSize(data.window.bytes));
-    text("stored-files", `${number(data.stored.files)} files`);
+    text("stored-files", `${number(data.stored.files)} file${data.stored.files === 1 ? "" : "s"}`);
     text("stored-bytes", humanSize(data.stored.bytes));
     text("outcome-stored", number(data.outcomes.stored));
     text("outcome-refused", number(data.outcomes.refused));
     text("outcome-error", number(data.outcomes.error));
     text("since", `since ${clock(data.since)}`);
     text("thumbnails-pending", number(data.thumbnails_pending));
-    drawBars($("per-minute-chart"), data.per_minute, (m) => m.uploads,
+    drawBars($("per-minute-chart"), "per-minute-max", data.per_minute, (m) => m.uploads,
       (v) => `${number(v)} upload${v === 1 ? "" : "s"}`);
-    drawBars($("bytes-chart"), data.per_minute, (m) => m.bytes, humanSize);
+    drawBars($("bytes-chart"), "bytes-max", data.per_minute, (m) => m.bytes, humanSize);
     drawRefusals(data.refusals);
     drawServices(data.services);
     text("updated", `Updated ${new Date(data.generated_at).toLocaleTimeString()}`);
