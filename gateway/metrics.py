@@ -51,8 +51,9 @@ THUMBNAILS_PENDING = Gauge("upload_thumbnails_pending",
                            "Thumbnails waiting for the thumbnail service (the background retry's queue).",
                            registry=REGISTRY)
 THUMBNAILS = Counter("upload_thumbnails_total",
-                     "Thumbnail attempts by outcome: done, pending (postponed: the service is down or slow, "
-                     "or the disk full), failed (cannot be rendered).", ["outcome"], registry=REGISTRY)
+                     "Thumbnail attempts (at upload time and by the background retry) by outcome: done, "
+                     "pending (postponed: the service is down or slow, or the disk full), failed (cannot be "
+                     "rendered).", ["outcome"], registry=REGISTRY)
 FILES_REAPED = Counter("upload_files_reaped_total", "Expired files removed by the reaper (bytes, thumbnail, record).",
                        registry=REGISTRY)
 RECONCILED = Counter("upload_reconciled_total", "What reconcile repaired, by kind (see gateway/reconcile.py).",

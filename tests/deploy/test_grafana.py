@@ -112,7 +112,8 @@ def test_panels_do_not_overlap_on_the_24_column_grid():
     for panel in panels(dashboard()):
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
-        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                 for y in range(grid["y"], grid["y"] + grid["h"])}
         assert not cells & taken, f"{panel['title']} overlaps another panel"
         taken |= cells
 
