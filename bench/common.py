@@ -54,7 +54,9 @@ class Service:
         # A bind address left in the caller's environment would override ours.
         for var in ("VALIDATOR_LISTEN", "THUMBNAIL_LISTEN"):
             child_env.pop(var, None)
-        child_env.update({addr_var: self.address, "SHUTDOWN_GRACE": "1", **(env or {})})
+        # No metrics endpoint: its fixed default port would clash between benches run side by side.
+        child_env.update({addr_var: self.address, "SHUTDOWN_GRACE": "1", "VALIDATOR_METRICS_PORT": "0",
+                          "THUMBNAIL_METRICS_PORT": "0", **(env or {})})
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module], cwd=ROOT, env=child_env,

@@ -41,7 +41,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     THUMBNAIL_LISTEN=[::]:50052
 # Numeric, so that Kubernetes' runAsNonRoot can check it without a passwd lookup.
 USER 10001:10001
-EXPOSE 50052
+# gRPC, and the Prometheus metrics (THUMBNAIL_METRICS_PORT's default; bound on the gRPC interface).
+EXPOSE 50052 9102
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "/app/healthcheck.py", "grpc", "127.0.0.1:50052"]
 CMD ["python", "-m", "thumbnail_service"]

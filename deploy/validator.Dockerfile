@@ -45,7 +45,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     VALIDATOR_LISTEN=[::]:50051
 # Numeric, so that Kubernetes' runAsNonRoot can check it without a passwd lookup.
 USER 10001:10001
-EXPOSE 50051
+# gRPC, and the Prometheus metrics (VALIDATOR_METRICS_PORT's default; bound on the gRPC interface).
+EXPOSE 50051 9101
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "/app/healthcheck.py", "grpc", "127.0.0.1:50051"]
 CMD ["python", "-m", "validator_service"]

@@ -12,8 +12,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import (accounts, accounts_api, auth, cli, cors, db, downloads, errors, expiry, files, ingest,
-                         jsonbody, limits, login, meta, openapi, page, reconcile, services, sharing, storage,
+    from gateway import (accounts, accounts_api, auth, cli, cors, dashboard, db, downloads, errors, expiry, files,
+                         ingest, jsonbody, limits, login, meta, openapi, page, reconcile, services, sharing, storage,
                          thumbnails, tus, uploads)
 
     # Resources first (each init_app puts one in app.extensions), then the HTTP surface.
@@ -32,7 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cors.init_app(app)
     page.init_app(app)
     cli.init_app(app)
-    for module in (meta, uploads, files, downloads, page, openapi, tus, login, accounts_api, sharing):
+    for module in (meta, uploads, files, downloads, page, openapi, tus, login, accounts_api, sharing, dashboard):
         app.register_blueprint(module.bp)
     limits.init_app(app)  # wraps views registered above; after auth, whose user it keys on
 

@@ -230,6 +230,29 @@ class FileRepository:
         with self.engine.connect() as conn:
             return [_row(m) for m in conn.execute(query).mappings()]
 
+    def per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
+        """Files uploaded from ``since`` on, counted per minute (UTC) in the
+        database: {minute: (files, bytes)}. Every gateway replica sharing the
+        database sees the same numbers; files deleted since are not counted."""
+        if self.engine.dialect.name == "postgresql":
+            minute = sa.func.to_char(sa.func.timezone("UTC", files.c.uploaded_at), "YYYY-MM-DD HH24:MI")
+        else:  # SQLite keeps UTC as 'YYYY-MM-DD HH:MM:SS.ffffff'
+            minute = sa.func.substr(files.c.uploaded_at, 1, 16)
+        minute = minute.label("minute")
+        query = (sa.select(minute, sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0))
+                 .where(files.c.uploaded_at >= since).group_by(minute))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {datetime.strptime(stamp, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc): (int(count), int(size))
+                for stamp, count, size in rows}
+
+    def totals(self) -> tuple[int, int]:
+        """(files, bytes) stored, everyone's."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0)).select_from(files)
+        with self.engine.connect() as conn:
+            count, size = conn.execute(query).one()
+        return int(count), int(size)
+
     def count_pending_thumbnails(self) -> int:
         query = sa.select(sa.func.count()).select_from(files).where(files.c.thumbnail_status == "pending")
         with self.engine.connect() as conn:

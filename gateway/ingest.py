@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
+from gateway import metrics
 from gateway.db import FileRepository, FileRow
 from gateway.expiry import is_expired
 from gateway.hashing import StreamHasher
@@ -101,6 +103,7 @@ class Upload:
         self._validation = None
         self._whole: bytes | None = None
         self._temp = pipeline.storage.create_temp("files", self.filename)
+        self._started = time.perf_counter()
 
     def write(self, chunk: bytes, last: bool = False) -> None:
         """Store the next bytes; ``last``: nothing follows them."""
@@ -127,15 +130,20 @@ class Upload:
         self._sha256.release(buffer)
 
     def finish(self, expires_at: datetime | None = None) -> FileRow:
+        received = time.perf_counter()
+        metrics.RECEIVE.observe(received - self._started)
         try:
             if self._validation is not None:
                 verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
             else:
                 verdict = self.pipeline.services.check(self.original_name, self._declared_type,
                                                        self._whole or b"", self.size)
+            judged = time.perf_counter()
+            metrics.VALIDATE.observe(judged - received)
             if not verdict.accepted:
                 raise refusal(verdict, self.original_name)
             self.pipeline.storage.commit(self._temp)
+            metrics.STORE.observe(time.perf_counter() - judged)
         except BaseException:
             self.abort()
             raise
@@ -191,14 +199,16 @@ class Ingest:
                 digest = hashlib.file_digest(source, "sha256")
         if size > policy.max_file_size:
             raise too_large(policy.max_file_size, original_name)
-        verdict = self.services.check(original_name, declared_type, head, size)
+        with metrics.timed(metrics.VALIDATE):
+            verdict = self.services.check(original_name, declared_type, head, size)
         sha256 = sha256 or digest.hexdigest()
         if not verdict.accepted:
             raise refusal(verdict, original_name)
         # Placed bytes keep their mtime, and a resumed upload's last write may be old:
         # made fresh, reconcile cannot take them for an orphan before their row is written.
         os.utime(path)
-        self.storage.place(path, "files", filename)
+        with metrics.timed(metrics.STORE):
+            self.storage.place(path, "files", filename)
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, restore_to=path)
 
@@ -227,8 +237,10 @@ class Ingest:
         )
         try:
             if self.thumbnails.wanted(row.type, row.is_image):
-                self.thumbnails.make(row)
-            self.repo.add(row)
+                with metrics.timed(metrics.THUMBNAIL):
+                    self.thumbnails.make(row)
+            with metrics.timed(metrics.DB):
+                self.repo.add(row)
         except BaseException:
             if restore_to is not None:
                 os.replace(self.storage.path("files", filename), restore_to)

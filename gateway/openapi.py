@@ -267,6 +267,26 @@ def build_spec() -> dict:
                                       "content": {"text/plain": {"schema": {"type": "string"}}}}},
             }
         },
+        "/dashboard": {
+            "get": {
+                "operationId": "dashboardPage",
+                "summary": "The operators' live dashboard (HTML): uploads per minute, bytes, refusals by reason, "
+                           "the services' health. AUTH=token: admins only.",
+                "tags": ["page"],
+                "responses": {"200": {"description": "The page.",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}},
+                              "403": _error("The caller is not an admin (AUTH=token).")},
+            }
+        },
+        "/dashboard/data": {
+            "get": {
+                "operationId": "dashboardData",
+                "summary": "What the dashboard shows, as JSON. AUTH=token: admins only.",
+                "tags": ["meta"],
+                "responses": {"200": _json("The numbers.", _ref("Dashboard")),
+                              "403": _error("The caller is not an admin (AUTH=token).")},
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -289,7 +309,7 @@ def build_spec() -> dict:
         "tags": [
             {"name": "files", "description": "Uploads, records, downloads and thumbnails."},
             {"name": "meta", "description": "Health, readiness, policy, metrics and this document."},
-            {"name": "page", "description": "The browser page."},
+            {"name": "page", "description": "The browser pages: uploads, and the operators' dashboard."},
             {"name": "tus", "description": "Resumable uploads, tus 1.0.0."},
             {"name": "accounts", "description": "Users, API tokens and sign-in (AUTH=token)."},
         ],

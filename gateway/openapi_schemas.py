@@ -15,6 +15,7 @@ def ref(name: str) -> dict:
 
 def schemas() -> dict:
     nullable_side = {"type": ["integer", "null"], "minimum": 1}
+    count = {"type": "integer", "minimum": 0}
     return {
         "Error": {
             "type": "object",
@@ -146,6 +147,36 @@ def schemas() -> dict:
                     "type": "object", "required": ["code", "message", "rule"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                    "rule": {"type": "string"}}}},
+            },
+        },
+        "Dashboard": {
+            "type": "object",
+            "description": "GET /dashboard/data. `per_minute`, `window` and `stored` come from the database "
+                           "(files that still exist); `outcomes` and `refusals` from this gateway's metrics, "
+                           "counted since `since`.",
+            "required": ["generated_at", "since", "window_minutes", "per_minute", "window", "stored", "outcomes",
+                         "refusals", "services", "thumbnails_pending"],
+            "properties": {
+                "generated_at": {"type": "string", "format": "date-time"},
+                "since": {"type": "string", "format": "date-time", "description": "When this gateway started."},
+                "window_minutes": {"type": "integer", "minimum": 1},
+                "per_minute": {"type": "array", "description": "Oldest first; the last one is the current minute.",
+                               "items": {"type": "object", "required": ["minute", "uploads", "bytes"],
+                                         "properties": {"minute": {"type": "string", "format": "date-time"},
+                                                        "uploads": count, "bytes": count}}},
+                "window": {"type": "object", "required": ["uploads", "bytes"],
+                           "properties": {"uploads": count, "bytes": count}},
+                "stored": {"type": "object", "required": ["files", "bytes"],
+                           "properties": {"files": count, "bytes": count}},
+                "outcomes": {"type": "object", "required": ["stored", "refused", "error"],
+                             "properties": {"stored": count, "refused": count, "error": count}},
+                "refusals": {"type": "array", "description": "Most frequent first.",
+                             "items": {"type": "object", "required": ["reason", "count"],
+                                       "properties": {"reason": {"type": "string"}, "count": count}}},
+                "services": {"type": "object", "required": ["validator", "thumbnail"],
+                             "properties": {"validator": {"type": "string", "enum": SERVICE_STATES},
+                                            "thumbnail": {"type": "string", "enum": SERVICE_STATES}}},
+                "thumbnails_pending": count,
             },
         },
         "Health": {

@@ -20,6 +20,7 @@ import grpc
 from flask import Flask, current_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.metrics import ClientCallMetrics
 from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.errors import TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
 from protos.streaming import file_info, render_requests
@@ -151,10 +152,13 @@ class ValidationStream:
 class Services:
     def __init__(self, config: dict):
         self.config = config
-        self.channels = {
+        self._raw = {
             "validator": grpc.insecure_channel(config["VALIDATOR_ADDR"], options=CHANNEL_OPTIONS),
             "thumbnail": grpc.insecure_channel(config["THUMBNAIL_ADDR"], options=CHANNEL_OPTIONS),
         }
+        # Every call on them is counted by method and status code, and timed (/metrics).
+        self.channels = {name: grpc.intercept_channel(channel, ClientCallMetrics(name))
+                         for name, channel in self._raw.items()}
         self.validator = validator_pb2_grpc.ValidatorStub(self.channels["validator"])
         self.thumbnailer = thumbnail_pb2_grpc.ThumbnailStub(self.channels["thumbnail"])
         self._policy: validator_pb2.Policy | None = None
@@ -237,7 +241,7 @@ class Services:
         return status
 
     def close(self) -> None:
-        for channel in self.channels.values():
+        for channel in self._raw.values():
             channel.close()
 
 

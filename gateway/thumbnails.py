@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, current_app
 
+from gateway import metrics
 from gateway.background import Periodic
 from gateway.db import FileRepository, FileRow
 from gateway.services import Services
@@ -45,6 +46,11 @@ class Thumbnails:
         """Try now (the call itself is repeated at once if the service is
         briefly unavailable); set ``row.thumbnail`` and ``row.thumbnail_status``
         (the caller saves them). Returns the error when there is no thumbnail."""
+        error = self._make(row)
+        metrics.count_thumbnail(row.thumbnail_status)
+        return error
+
+    def _make(self, row: FileRow) -> UploadError | None:
         source = self.storage.open("files", row.filename)
         if source is None:
             row.thumbnail, row.thumbnail_status = None, "failed"

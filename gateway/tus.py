@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from gateway import metrics
 from gateway.auth import owner_id
 from gateway.background import Periodic
 from gateway.body import drain_then_close
@@ -148,6 +149,7 @@ def create():
     if is_final:
         return _create_final(upload, concat[1], limit)
     store().add(upload)
+    metrics.TUS_CREATED.inc()
     response = _empty(201)
     response.headers["Location"] = url_for("tus.resource", upload_id=upload_id)
     if request.headers.get("Content-Type") == PATCH_TYPE:  # creation-with-upload
@@ -194,6 +196,7 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
         budget.check(new_files=1, new_bytes=0)
     upload.concat = "final;" + " ".join(url_for("tus.resource", upload_id=p.id) for p in parts)
     store().add(upload)
+    metrics.TUS_CREATED.inc()
     try:
         with store().writing(upload, wait=0) as handle:
             disk = ingest().disk  # every byte or an error: a filling disk must not cut the join short

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from datetime import datetime, timezone
 
 from flask import current_app, request
@@ -132,7 +133,9 @@ def _write_body(upload: TusUpload, handle) -> None:
     body = BodyReader()
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
     try:
+        started = time.perf_counter()
         written = _receive(body, handle, start, limit, upload, checksum, checkpoints, hasher)
+        metrics.RECEIVE.observe(time.perf_counter() - started)
         if checksum and checksum[0].digest() != checksum[1]:
             handle.truncate(start)
             raise ChecksumMismatch()
@@ -149,6 +152,8 @@ def _write_body(upload: TusUpload, handle) -> None:
         if hasher is not None:
             hasher.close()  # it hashed bytes that are not kept
         raise
+    metrics.TUS_PATCHES.inc()
+    metrics.TUS_BYTES.inc(written)
     if hasher is not None:
         hashes().keep(upload.id, upload.offset, hasher)
     if upload.length is not None and upload.offset == upload.length and not upload.is_partial:
@@ -243,7 +248,8 @@ def complete(upload: TusUpload) -> None:
     except Refused as refusal:
         _refuse(upload, refusal)
         raise
-    metrics.count_stored([row], 0.0)
+    metrics.count_stored([row])
+    metrics.TUS_FINISHED.inc()
     upload.state, upload.file_id = "complete", row.id
     upload.expires_at = store().expiry()
     store().save(upload, "state", "file_id", "expires_at")

@@ -20,13 +20,18 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class _CallLogInterceptor(grpc.ServerInterceptor):
-    """Logs every call once: method, outcome code, duration."""
+    """Logs every call once: method, outcome code, duration; and counts and
+    times it in ``metrics`` (a protos.metrics.ServerMetrics) when given."""
+
+    def __init__(self, metrics=None):
+        self.metrics = metrics
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        metrics = self.metrics
         if handler.request_streaming and handler.response_streaming:
             inner, factory = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
@@ -50,8 +55,10 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
                 outcome = code.name if code is not None else "INTERNAL"
                 raise
             finally:
-                ms = (time.perf_counter() - start) * 1000
-                log.info("rpc %s %s %.1fms", method, outcome, ms)
+                seconds = time.perf_counter() - start
+                log.info("rpc %s %s %.1fms", method, outcome, seconds * 1000)
+                if metrics is not None:
+                    metrics.observe(method, outcome, seconds)
 
         return factory(
             logged,
@@ -67,6 +74,7 @@ def build_server(
     max_workers: int = 8,
     max_concurrent_rpcs: int | None = None,
     max_connection_age: float = 0,
+    metrics=None,
 ) -> tuple[grpc.Server, int]:
     """Create a server bound to ``address``, not yet started.
 
@@ -74,7 +82,8 @@ def build_server(
     (seconds, 0: never) bounds how long one client connection lives. Returns the server and
     the bound port (pass port 0 to get a free one). The health servicer rides
     along as ``server.health_servicer`` so a graceful stop can report
-    NOT_SERVING first.
+    NOT_SERVING first. ``metrics`` (protos.metrics.ServerMetrics) counts and
+    times every call.
     """
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -88,7 +97,7 @@ def build_server(
         options.append(("grpc.max_connection_age_ms", int(max_connection_age * 1000)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[_CallLogInterceptor()],
+        interceptors=[_CallLogInterceptor(metrics)],
         options=options,
         # Calls beyond this are refused with RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers * 4,

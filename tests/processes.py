@@ -38,7 +38,10 @@ def service_process(module: str, addr_var: str, port: int, extra_env: dict | Non
 
     Its output goes to ``log`` when given (a file the test can read while it
     runs), else to a pipe."""
-    env = {**os.environ, addr_var: f"{host}:{port}", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    # The metrics endpoints are off unless asked for: their fixed default ports would clash
+    # between processes (tests/test_metrics.py gives them free ports).
+    env = {**os.environ, addr_var: f"{host}:{port}", "PYTHONUNBUFFERED": "1", "VALIDATOR_METRICS_PORT": "0",
+           "THUMBNAIL_METRICS_PORT": "0", **(extra_env or {})}
     output = open(log, "w") if log is not None else subprocess.PIPE
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
                             stdout=output, stderr=subprocess.STDOUT, text=True)

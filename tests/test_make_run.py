@@ -26,6 +26,7 @@ def get(url: str) -> tuple[int, dict]:
 
 def test_procfile_starts_all_three_and_ctrl_c_stops_them(tmp_path):
     gateway = free_port()
+    metrics = {"validator": free_port(), "thumbnail": free_port()}
     env = {
         **os.environ,
         "GATEWAY_PORT": str(gateway),
@@ -33,6 +34,9 @@ def test_procfile_starts_all_three_and_ctrl_c_stops_them(tmp_path):
         "DATA_DIR": str(tmp_path / "data"),
         "VALIDATOR_ADDR": f"127.0.0.1:{free_port()}",
         "THUMBNAIL_ADDR": f"127.0.0.1:{free_port()}",
+        # Their defaults (9101, 9102) may be taken on a machine running tests side by side.
+        "VALIDATOR_METRICS_PORT": str(metrics["validator"]),
+        "THUMBNAIL_METRICS_PORT": str(metrics["thumbnail"]),
     }
     honcho = Path(sys.executable).parent / "honcho"
     proc = subprocess.Popen([str(honcho), "start", "-f", "Procfile"], cwd=ROOT, env=env,
@@ -51,6 +55,12 @@ def test_procfile_starts_all_three_and_ctrl_c_stops_them(tmp_path):
             time.sleep(0.3)
         assert status == 200, body
         assert body["services"] == {"validator": "SERVING", "thumbnail": "SERVING"}
+        # Each process serves its Prometheus metrics.
+        for service, port in metrics.items():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+                assert f'service="{service}"' in response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/metrics", timeout=3) as response:
+            assert "upload_service_up" in response.read().decode()
         # Ctrl-C in a terminal signals the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)

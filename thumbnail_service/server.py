@@ -8,8 +8,10 @@ import pluggy
 from PIL import Image
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.metrics import metrics_host, serve_metrics
 from protos.plugins import create_plugin_manager
 from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
+from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.servicer import ThumbnailServicer
 
@@ -32,6 +34,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         [SERVICE_NAME],
         max_workers=settings.workers,
         max_connection_age=settings.max_connection_age,
+        metrics=metrics.GRPC,
     )
 
 
@@ -42,5 +45,8 @@ def serve(env=None) -> None:
     # Process-wide on purpose: this process exists to decode images, and
     # Pillow's guard must hold for every renderer, plugins' included.
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
-    server, _ = create_server(listen_address(env, "THUMBNAIL_LISTEN", settings.address), settings=settings)
+    listen = listen_address(env, "THUMBNAIL_LISTEN", settings.address)
+    server, _ = create_server(listen, settings=settings)
+    # Prometheus scrapes this process on the gRPC interface, its own port.
+    serve_metrics(metrics.REGISTRY, settings.metrics_port, metrics_host(listen), "THUMBNAIL_METRICS_PORT")
     serve_until_signalled(server, settings.grace)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import re
 import threading
+import time
 
 import grpc
 import pluggy
@@ -12,6 +14,7 @@ from PIL import Image
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.errors import Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
+from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.hookspecs import Renderer, RenderFunction
 from thumbnail_service.incoming import IncomingFile
@@ -57,6 +60,11 @@ class RenderThread(threading.Thread):
         if self._error is not None:
             raise self._error
         return self._image
+
+
+def outcome_name(error: UploadError) -> str:
+    """The error's class as a metric label: UnsupportedType -> unsupported_type."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
 
 
 def collect_renderers(pm: pluggy.PluginManager) -> dict[str, Renderer]:
@@ -119,40 +127,50 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         return width, height
 
     def Render(self, request_iterator, context):
+        started, received = time.perf_counter(), [0]
         try:
-            first = next(request_iterator, None)
-            if first is None or first.WhichOneof("part") != "options":
-                raise InvalidInput("The first message must carry the render options.")
-            options = first.options
-            mime = options.mime_type or options.info.declared_type
-            renderer = self.renderers.get(mime)
-            if renderer is None:
-                raise UnsupportedType(f"No thumbnail renderer handles {mime or 'files of unknown type'}.")
-            box = self._box(options)
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-                # Decode while the rest is still arriving: the renderer reads on
-                # its own thread, waiting for bytes as needed, while this one receives.
-                source = IncomingFile(spool)
-                rendering = RenderThread(renderer.render, source, box)
-                rendering.start()
-                try:
-                    self._receive(request_iterator, context, source)
-                finally:
-                    # A failed upload's error wins over whatever the renderer
-                    # made of the abort, but only once the renderer has stopped.
-                    rendering.join()
-                im = rendering.result()
-            if im.width > box[0] or im.height > box[1]:
-                im.thumbnail(box)
-            data, out_mime = encode(im)
-            return thumbnail_pb2.ThumbnailImage(data=data, mime_type=out_mime,
-                                                width=im.width, height=im.height)
+            reply = self._render(request_iterator, context, received)
         except UploadError as exc:
             error = exc
         except Exception:
             log.exception("rendering failed")
             error = Internal("The thumbnail service failed to render this file.")
+        else:
+            metrics.count_render("ok", time.perf_counter() - started, received[0])
+            return reply
+        metrics.count_render(outcome_name(error), time.perf_counter() - started, received[0])
         abort(context, error)
+
+    def _render(self, request_iterator, context, received: list[int]):
+        """One Render call's work; ``received[0]`` ends up as the bytes that arrived."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "options":
+            raise InvalidInput("The first message must carry the render options.")
+        options = first.options
+        mime = options.mime_type or options.info.declared_type
+        renderer = self.renderers.get(mime)
+        if renderer is None:
+            raise UnsupportedType(f"No thumbnail renderer handles {mime or 'files of unknown type'}.")
+        box = self._box(options)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            # Decode while the rest is still arriving: the renderer reads on
+            # its own thread, waiting for bytes as needed, while this one receives.
+            source = IncomingFile(spool)
+            rendering = RenderThread(renderer.render, source, box)
+            rendering.start()
+            try:
+                self._receive(request_iterator, context, source)
+            finally:
+                # A failed upload's error wins over whatever the renderer
+                # made of the abort, but only once the renderer has stopped.
+                rendering.join()
+                received[0] = source.size
+            im = rendering.result()
+        if im.width > box[0] or im.height > box[1]:
+            im.thumbnail(box)
+        data, out_mime = encode(im)
+        return thumbnail_pb2.ThumbnailImage(data=data, mime_type=out_mime,
+                                            width=im.width, height=im.height)
 
     def GetRenderers(self, request, context):
         return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers))

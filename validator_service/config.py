@@ -23,6 +23,8 @@ class Settings:
     # clients resolve DNS again only when a connection ends, so this bounds how
     # long new replicas wait for their share of the calls.
     max_connection_age: int = 60
+    # The Prometheus endpoint (http://<listen host>:<port>/metrics); 0: none.
+    metrics_port: int = 9101
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -35,4 +37,5 @@ class Settings:
             workers=env_int(env, "VALIDATOR_WORKERS", cls.workers),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
             max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
+            metrics_port=env_int(env, "VALIDATOR_METRICS_PORT", cls.metrics_port),
         )

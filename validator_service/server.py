@@ -7,8 +7,10 @@ import grpc
 import pluggy
 
 from protos import validator_pb2, validator_pb2_grpc
+from protos.metrics import metrics_host, serve_metrics
 from protos.plugins import create_plugin_manager
 from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
+from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.policy import build_policy
 from validator_service.rules import DEFAULT_PLUGINS
@@ -33,6 +35,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         [SERVICE_NAME],
         max_workers=settings.workers,
         max_connection_age=settings.max_connection_age,
+        metrics=metrics.GRPC,
     )
     return server, port
 
@@ -41,5 +44,8 @@ def serve(env=None) -> None:
     env = os.environ if env is None else env
     configure_logging(env.get("LOG_LEVEL", "INFO"))
     settings = Settings.from_env(env)
-    server, _ = create_server(listen_address(env, "VALIDATOR_LISTEN", settings.address), settings=settings)
+    listen = listen_address(env, "VALIDATOR_LISTEN", settings.address)
+    server, _ = create_server(listen, settings=settings)
+    # Prometheus scrapes this process on the gRPC interface, its own port.
+    serve_metrics(metrics.REGISTRY, settings.metrics_port, metrics_host(listen), "VALIDATOR_METRICS_PORT")
     serve_until_signalled(server, settings.grace)

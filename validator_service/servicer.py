@@ -7,6 +7,7 @@ import pluggy
 
 from protos import validator_pb2, validator_pb2_grpc
 from protos.errors import Internal, InvalidInput, UploadError, abort
+from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.fileview import FileView
 from validator_service.pipeline import judge
@@ -44,7 +45,9 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
             if info.HasField("declared_size") and info.declared_size < 0:
                 raise InvalidInput("declared_size cannot be negative.")
             file = FileView(info, parts, self.settings.max_head)
-            return judge(self.pm, self.policy, file)
+            verdict = judge(self.pm, self.policy, file)
+            metrics.count_verdict(verdict)
+            return verdict
         except UploadError as exc:
             error = exc
         except Exception:

@@ -37,6 +37,16 @@ SERVICES = {
 }
 GRPC_SERVICES = ("validator", "thumbnail")
 
+
+def metrics_port(service: str) -> int:
+    """Where a service serves Prometheus metrics: the gateway at /metrics on its HTTP port, the
+    gRPC services on their own port (the default of VALIDATOR_/THUMBNAIL_METRICS_PORT)."""
+    from thumbnail_service.config import Settings as ThumbnailSettings
+    from validator_service.config import Settings as ValidatorSettings
+
+    return {"gateway": SERVICES["gateway"][1], "validator": ValidatorSettings().metrics_port,
+            "thumbnail": ThumbnailSettings().metrics_port}[service]
+
 # CONTRACT.md, "Beyond one machine": the storage settings (boto3's own names for the
 # credentials and region). DATABASE_URL is in the README's table already.
 CONTRACT_SETTINGS = {"STORAGE", "S3_ENDPOINT_URL", "S3_BUCKET", "AWS_ACCESS_KEY_ID",
@@ -270,7 +280,8 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
     assert f"--uid {uid}" in final_runs
 
-    assert final.all("EXPOSE") == [str(port)]
+    exposed = [port] if service == "gateway" else [port, metrics_port(service)]
+    assert final.all("EXPOSE") == [" ".join(map(str, exposed))]
     command = healthcheck_command(final)
     assert command[:2] == ["python", "/app/healthcheck.py"]
     assert "deploy/healthcheck.py /app/healthcheck.py" in copies
@@ -440,12 +451,30 @@ def test_gateway_data_dir_is_a_writable_volume():
 def test_grpc_deployments_probe_grpc_health_on_their_port(service):
     _, port, _ = SERVICES[service]
     (container,) = k8s_kind("Deployment")[service]["spec"]["template"]["spec"]["containers"]
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port,
+                                                                           "metrics": metrics_port(service)}
     for probe in ("livenessProbe", "readinessProbe"):
         assert set(container[probe]) & {"grpc", "httpGet", "exec", "tcpSocket"} == {"grpc"}, probe
         assert container[probe]["grpc"]["port"] == port, probe
         # service "" (the default): the whole server, which the services set SERVING.
         assert container[probe]["grpc"].get("service", "") == "", probe
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_deployment_is_scraped_by_prometheus_where_its_metrics_are(service, app):
+    """The prometheus.io annotations (Prometheus' kubernetes_sd pod role) name the port and path
+    the service really serves its metrics on, and the port is one the container declares."""
+    template = k8s_kind("Deployment")[service]["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    port = int(annotations["prometheus.io/port"])
+    assert port == metrics_port(service)
+    (container,) = template["spec"]["containers"]
+    assert port in [p["containerPort"] for p in container["ports"]]
+    if service == "gateway":
+        assert "/metrics" in {rule.rule for rule in app.url_map.iter_rules()}
+        assert port == int(k8s_kind("ConfigMap")["upload-config"]["data"]["GATEWAY_PORT"])
 
 
 def test_gateway_probes_healthz_and_readyz_which_exist(app):
@@ -585,6 +614,11 @@ def test_compose_has_the_stack_with_healthchecks():
             assert dockerfile == DEPLOY / SERVICES[name][0]
             assert healthcheck_command(parse_dockerfile(dockerfile)[-1]), name
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("service", GRPC_SERVICES)
+def test_compose_grpc_services_expose_their_metrics_port(service):
+    assert compose()["services"][service]["expose"] == [str(metrics_port(service))]
 
 
 def test_compose_gateway_waits_for_its_dependencies_and_the_bucket():

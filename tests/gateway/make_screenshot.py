@@ -1,6 +1,7 @@
-"""Render docs/screenshot.png: the upload page after a few uploads.
+"""Render docs/screenshot.png: the upload page after a few uploads (with --dashboard,
+docs/dashboard.png: the operators' dashboard after them).
 
-    .venv/bin/python -m tests.gateway.make_screenshot [--dark] [--width 1200] [--height 900] [--out PATH]
+    .venv/bin/python -m tests.gateway.make_screenshot [--dashboard] [--dark] [--width 1200] [--height 900] [--out PATH]
 
 Starts its own validator and thumbnail servers (in process) and a gateway
 subprocess on a scratch data folder, drives Debian's Chromium with Playwright,
@@ -49,13 +50,30 @@ def landscape(path: Path, size=(1600, 1067)) -> Path:
     return path
 
 
+def dashboard(context, page, base_url: str, files: Path) -> None:
+    """A few more uploads and refusals, then the dashboard once it has drawn them."""
+    refusals = [("invoice.pdf.exe", MZ_HEADER), ("notes.txt.exe", MZ_HEADER), ("photo.png", b"not a picture\n"),
+                ("empty.txt", b""), ("setup.exe", MZ_HEADER)]
+    for name, data in refusals:
+        context.request.post(base_url + "/upload", multipart={"file": {
+            "name": name, "mimeType": "application/octet-stream", "buffer": data}})
+    for i in range(6):
+        context.request.post(base_url + "/upload", multipart={"file": {
+            "name": f"notes-{i}.txt", "mimeType": "text/plain", "buffer": b"meeting notes\n" * 400 * (i + 1)}})
+    page.goto(base_url + "/dashboard")
+    page.wait_for_selector("#dashboard[aria-busy='false']")
+    page.wait_for_selector("#services li[data-state='SERVING']")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
+    parser.add_argument("--out", default=None, help="default: docs/screenshot.png (docs/dashboard.png)")
+    parser.add_argument("--dashboard", action="store_true", help="the dashboard (GET /dashboard) instead")
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--dark", action="store_true")
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "docs" / ("dashboard.png" if args.dashboard else "screenshot.png"))
 
     validator = Running(*validator_server.create_server("127.0.0.1:0"))
     thumbnailer = Running(*thumbnail_server.create_server("127.0.0.1:0"))
@@ -84,6 +102,8 @@ def main() -> None:
             page.wait_for_selector(".item[data-state='failed']")
             page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
             page.wait_for_function("document.querySelectorAll('#recent-list li').length >= 2")
+            if args.dashboard:
+                dashboard(context, page, gateway.url, files)
             page.mouse.move(0, 0)
             page.evaluate("document.activeElement && document.activeElement.blur()")
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,22 @@ def test_files_thumbnails(engine):
     assert repo.count_pending_thumbnails() == 2
 
 
+def test_files_per_minute_and_totals(engine):
+    """The dashboard's numbers: files and bytes per UTC minute, counted by the database."""
+    repo = FileRepository(engine)
+    minute = T0.replace(second=0, microsecond=0)
+    stamps = [minute - timedelta(seconds=1),                   # the minute before: left out
+              minute, minute + timedelta(seconds=59, microseconds=999999),
+              minute + timedelta(minutes=2, seconds=30)]
+    for n, stamp in enumerate(stamps):
+        repo.add(file_row(n, size=10 ** n, uploaded_at=stamp))
+    # An aware time in another zone means the same instant.
+    since = minute.astimezone(timezone(timedelta(hours=-5)))
+    assert repo.per_minute(since) == {minute: (2, 10 + 100), minute + timedelta(minutes=2): (1, 1000)}
+    assert repo.per_minute(minute + timedelta(minutes=3)) == {}
+    assert repo.totals() == (4, 1111)
+
+
 def test_accounts_users(engine):
     accounts = Accounts(engine)
     alice = accounts.create_user("Alice", "password1")

@@ -1,0 +1,86 @@
+"""GET /dashboard: a small live page for operators, and GET /dashboard/data, the
+JSON it polls. With AUTH=token both are an admin's (a signed-in session or a
+token): others get 401, non-admins 403.
+
+Uploads and bytes per minute come from the database (the files table by
+upload time), so every gateway replica sharing it shows the same; refusals,
+outcomes and errors come from this gateway's metrics registry (since it
+started); the services' health is asked as /readyz asks it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from flask import Blueprint, jsonify
+
+from gateway import metrics
+from gateway.auth import auth_enabled, current_user
+from gateway.db import repository
+from gateway.page import render_page
+from gateway.records import iso
+from gateway.services import services
+from protos.errors import Forbidden, Unauthenticated
+
+bp = Blueprint("dashboard", __name__)
+
+# Minutes of uploads the page charts (the current, unfinished minute included).
+WINDOW_MINUTES = 30
+# How often the page asks for fresh numbers.
+POLL_SECONDS = 5
+
+
+@bp.before_request
+def _admins_only():
+    if not auth_enabled():
+        return
+    user = current_user()
+    if user is None:  # auth already answered 401; this endpoint is not open
+        raise Unauthenticated()
+    if not user.admin:
+        raise Forbidden("Only an admin can see the dashboard.")
+
+
+@bp.get("/dashboard")
+def page():
+    return render_page("dashboard.html", user=current_user(), poll_seconds=POLL_SECONDS,
+                       window_minutes=WINDOW_MINUTES)
+
+
+def per_minute(now: datetime) -> list[dict]:
+    """The last WINDOW_MINUTES minutes, oldest first, with zeros where nothing came."""
+    current = now.replace(second=0, microsecond=0)
+    first = current - timedelta(minutes=WINDOW_MINUTES - 1)
+    counts = repository().per_minute(first)
+    minutes = []
+    for i in range(WINDOW_MINUTES):
+        minute = first + timedelta(minutes=i)
+        files, size = counts.get(minute, (0, 0))
+        minutes.append({"minute": iso(minute), "uploads": files, "bytes": size})
+    return minutes
+
+
+@bp.get("/dashboard/data")
+def data():
+    now = datetime.now(timezone.utc)
+    minutes = per_minute(now)
+    status = services().health()
+    metrics.observe_services(status)
+    pending = repository().count_pending_thumbnails()
+    metrics.THUMBNAILS_PENDING.set(pending)
+    stored_files, stored_bytes = repository().totals()
+    outcomes = metrics.uploads_by_outcome()
+    refusals = sorted(metrics.refusals_by_reason().items(), key=lambda item: (-item[1], item[0]))
+    response = jsonify(
+        generated_at=iso(now),
+        since=iso(datetime.fromtimestamp(metrics.STARTED, timezone.utc)),
+        window_minutes=WINDOW_MINUTES,
+        per_minute=minutes,
+        window={"uploads": sum(m["uploads"] for m in minutes), "bytes": sum(m["bytes"] for m in minutes)},
+        stored={"files": stored_files, "bytes": stored_bytes},
+        outcomes={name: outcomes.get(name, 0) for name in ("stored", "refused", "error")},
+        refusals=[{"reason": reason, "count": count} for reason, count in refusals],
+        services=status,
+        thumbnails_pending=pending,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response

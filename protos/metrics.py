@@ -1,0 +1,76 @@
+"""Prometheus metrics both gRPC services share: a registry of their own (with
+the process collectors), calls counted by method and status code and timed by
+the server's call interceptor (protos/serving.py), and the HTTP endpoint that
+serves them (VALIDATOR_METRICS_PORT / THUMBNAIL_METRICS_PORT)."""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector,
+                               ProcessCollector, start_http_server)
+
+log = logging.getLogger("upload.metrics")
+
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+def new_registry() -> CollectorRegistry:
+    """A service's registry: its own metrics plus process_*, python_info and python_gc_*."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class ServerMetrics:
+    """What the server's call interceptor records for one service (``service``:
+    validator or thumbnail): every call by method and status code, and its duration."""
+
+    def __init__(self, registry: CollectorRegistry, service: str):
+        self.service = service
+        self.calls = Counter("upload_grpc_server_calls_total",
+                             "gRPC calls this service answered, by method and status code.",
+                             ["service", "method", "code"], registry=registry)
+        self.seconds = Histogram("upload_grpc_server_call_seconds",
+                                 "Time this service took to answer a gRPC call (a stream: from its first "
+                                 "message to the answer), by method.",
+                                 ["service", "method"], buckets=CALL_BUCKETS, registry=registry)
+        self._calls: dict[tuple[str, str], Counter] = {}
+        self._seconds: dict[str, Histogram] = {}
+
+    def observe(self, full_method: str, code: str, seconds: float) -> None:
+        # Children looked up once per (method, code): a call costs a dict lookup, not a label lookup.
+        child = self._calls.get((full_method, code))
+        method = full_method.lstrip("/")
+        if child is None:
+            child = self._calls[(full_method, code)] = self.calls.labels(self.service, method, code)
+        child.inc()
+        timer = self._seconds.get(full_method)
+        if timer is None:
+            timer = self._seconds[full_method] = self.seconds.labels(self.service, method)
+        timer.observe(seconds)
+
+
+def metrics_host(listen: str) -> str:
+    """The host part of a gRPC listen address: the metrics endpoint binds the same
+    interface (127.0.0.1:50051 -> 127.0.0.1; [::]:50051 -> ::)."""
+    host = listen.rsplit(":", 1)[0] if ":" in listen else ""
+    host = host.strip("[]")
+    return host or "0.0.0.0"
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, host: str, setting: str):
+    """Serve ``registry`` at http://host:port/metrics on a daemon thread; port 0: off
+    (returns None). Returns the HTTP server (``.server_port``, ``.shutdown()``).
+    A port that cannot be bound stops the service with a sentence that says so."""
+    if not port:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise SystemExit(f"Cannot serve metrics on {host}:{port} ({exc.strerror or exc}): the port is in use "
+                         f"or the address is not this machine's. Set {setting} to another port, or 0 to "
+                         "turn the metrics endpoint off.") from exc
+    log.info("metrics on http://%s:%s/metrics", host if ":" not in host else f"[{host}]", server.server_port)
+    return server
