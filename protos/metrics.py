@@ -63,14 +63,19 @@ def metrics_host(listen: str) -> str:
 def serve_metrics(registry: CollectorRegistry, port: int, host: str, setting: str):
     """Serve ``registry`` at http://host:port/metrics on a daemon thread; port 0: off
     (returns None). Returns the HTTP server (``.server_port``, ``.shutdown()``).
-    A port that cannot be bound stops the service with a sentence that says so."""
+
+    A port that cannot be bound is logged as an error with a sentence naming the
+    setting and the service runs on without the endpoint (returns None): metrics
+    are for operators, while a second replica on the same host (its own gRPC
+    port, the default metrics port) must still validate or render."""
     if not port:
         return None
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise SystemExit(f"Cannot serve metrics on {host}:{port} ({exc.strerror or exc}): the port is in use "
-                         f"or the address is not this machine's. Set {setting} to another port, or 0 to "
-                         "turn the metrics endpoint off.") from exc
+        log.error("Cannot serve metrics on %s:%s (%s): the port is in use or the address is not this "
+                  "machine's. Serving without a metrics endpoint; set %s to another port, or 0 to turn "
+                  "it off.", host, port, exc.strerror or exc, setting)
+        return None
     log.info("metrics on http://%s:%s/metrics", host if ":" not in host else f"[{host}]", server.server_port)
     return server

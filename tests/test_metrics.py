@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import create_app
 from protos.metrics import metrics_host, serve_metrics
-from tests.conftest import free_port, render, start_gateway_process
+from tests.conftest import free_port, render, start_gateway_process, validate
 from tests.processes import service_process
 from tests.samples import MZ_HEADER, make_sample
 from thumbnail_service import metrics as thumbnail_metrics
@@ -245,10 +245,19 @@ def test_metrics_listen_on_the_grpc_interface():
     assert metrics_host("0.0.0.0:50052") == "0.0.0.0"
 
 
-def test_a_metrics_port_in_use_stops_the_service_with_a_sentence():
+def test_a_metrics_port_in_use_is_reported_and_the_service_still_serves(tmp_path):
+    # Two replicas on one host share the default metrics port: the second must still validate.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(SystemExit, match=f"Cannot serve metrics on 127.0.0.1:{port}.*VALIDATOR_METRICS_PORT"):
-            serve_metrics(thumbnail_metrics.REGISTRY, port, "127.0.0.1", "VALIDATOR_METRICS_PORT")
+        log = tmp_path / "validator.log"
+        grpc_port = free_port()
+        with service_process("validator_service", "VALIDATOR_ADDR", grpc_port, log=log,
+                             extra_env={"VALIDATOR_METRICS_PORT": str(port)}):
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                verdict = validate(channel, "notes.txt", b"plain text\n")
+            assert verdict.accepted
+            text = log.read_text()
+            assert f"Cannot serve metrics on 127.0.0.1:{port}" in text
+            assert "set VALIDATOR_METRICS_PORT to another port" in text
