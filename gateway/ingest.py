@@ -1,6 +1,7 @@
-"""The one path every upload takes: bytes on disk beside their final place,
-the validator's verdict on their head and size, rename into place, thumbnail,
-and only then the metadata row.
+"""The one path every upload takes: bytes stored beside their final place (a
+temp file on disk, or a multipart upload to S3), the validator's verdict on
+their head and size, commit into place, thumbnail, and only then the
+metadata row.
 
 Two ways in, one way through: ``start()`` streams a multipart part to a temp
 file while the validator sees its head; ``adopt()`` takes a file that is
@@ -22,7 +23,7 @@ from gateway.expiry import is_expired
 from gateway.hashing import StreamHasher
 from gateway.names import extension, sanitize
 from gateway.services import Services
-from gateway.storage import LocalStorage, new_id
+from gateway.storage import Storage, new_id
 from gateway.thumbnails import Thumbnails
 from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
 from protos.streaming import write_all
@@ -110,7 +111,7 @@ class Upload:
         # Hashed on a helper thread while it is written and the next piece received:
         # ``chunk`` may be a view of a buffer its reader reuses after ``release()``.
         self._sha256.submit(chunk)
-        self.pipeline.disk.write(self._temp.handle, chunk)
+        self.pipeline.write_temp(self._temp, chunk)
         if self._validation is None and self._whole is None and last:
             self._whole = bytes(chunk[:self._head_bytes])
             return
@@ -150,14 +151,19 @@ class Upload:
 
 
 class Ingest:
-    def __init__(self, storage: LocalStorage, repo: FileRepository, services: Services,
+    def __init__(self, storage: Storage, repo: FileRepository, services: Services,
                  thumbnails: Thumbnails, config: dict):
         self.storage = storage
         self.repo = repo
         self.services = services
         self.thumbnails = thumbnails
         self.validator_timeout = config["VALIDATOR_TIMEOUT"]
-        self.disk = DataDisk(storage.root, config["DISK_RESERVE"])
+        # DATA_DIR's disk: the files themselves (STORAGE=local) and tus uploads in progress.
+        self.disk = DataDisk(config["DATA_DIR"], config["DISK_RESERVE"])
+        if storage.local:
+            self.write_temp = lambda temp, data: self.disk.write(temp.handle, data)
+        else:
+            self.write_temp = storage.write_temp
 
     def start(self, original_name: str, declared_type: str = "", owner_id: str | None = None) -> Upload:
         return Upload(self, original_name, declared_type, owner_id)
@@ -197,6 +203,7 @@ class Ingest:
             raise refusal(verdict, original_name)
         # Placed bytes keep their mtime, and a resumed upload's last write may be old:
         # made fresh, reconcile cannot take them for an orphan before their row is written.
+        # (Bytes placed in S3 are a new object, as fresh as can be.)
         os.utime(path)
         self.storage.place(path, "files", filename)
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
@@ -231,7 +238,7 @@ class Ingest:
             self.repo.add(row)
         except BaseException:
             if restore_to is not None:
-                os.replace(self.storage.path("files", filename), restore_to)
+                self.storage.restore("files", filename, restore_to)
             else:
                 self.storage.delete("files", filename)
             if row.thumbnail:

@@ -283,7 +283,13 @@ def method_override(upload_id: str):
 # --- set-up ---
 
 def init_app(app) -> None:
-    tus = TusStore(app.extensions["files"].engine, app.extensions["storage"], app.config["TUS_EXPIRY"])
+    storage = app.extensions["storage"]
+    if not storage.local:
+        # Partial uploads collect on DATA_DIR's disk; finished, they go to the bucket.
+        from gateway.storage import LocalStorage
+
+        storage = LocalStorage(app.config["DATA_DIR"], fsync=app.config["UPLOAD_FSYNC"])
+    tus = TusStore(app.extensions["files"].engine, storage, app.config["TUS_EXPIRY"])
     app.extensions["tus"] = tus
     app.extensions["tus_hashes"] = RunningHashes()
     tus.reap()
