@@ -121,6 +121,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "TUS_REAP_INTERVAL": number("TUS_REAP_INTERVAL", 300.0, float),
         # Seconds a PATCH waits for another request writing the same upload, then 423.
         "TUS_LOCK_WAIT": number("TUS_LOCK_WAIT", 3.0, float),
+        # STORAGE=s3: seconds a tus upload's lock (a row in the database, renewed while held)
+        # outlives a gateway that died holding it.
+        "TUS_LOCK_EXPIRY": number("TUS_LOCK_EXPIRY", 15.0, float),
         # Comma-separated origins whose pages may call the API and tus; none by default.
         "CORS_ORIGINS": env.get("CORS_ORIGINS", ""),
         # Seconds the validator's policy is cached by the gateway.

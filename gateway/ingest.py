@@ -209,9 +209,46 @@ class Ingest:
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, restore_to=path)
 
+    def adopt_stored(self, file_id: str, filename: str, original_name: str, declared_type: str,
+                     expires_at: datetime | None = None, owner_id: str | None = None,
+                     sha256: str | None = None) -> FileRow:
+        """Accept a complete file already at its final place in the storage (a
+        finished tus upload on STORAGE=s3). Without its ``sha256`` the whole
+        object is read back to hash it. Raises Refused (the object is left for
+        the caller to remove); if the thumbnail or the row fails, the object
+        stays too, so that the upload can be finished again."""
+        original_name = sanitize(original_name)
+        if filename != stored_name(file_id, original_name):
+            raise ValueError(f"{filename!r} is not the stored name of {file_id} ({original_name!r})")
+        policy = self.services.policy()
+        stat = self.storage.stat("files", filename)
+        if stat is None:
+            raise FileNotFoundError(filename)
+        size = stat.size
+        if size > policy.max_file_size:
+            raise too_large(policy.max_file_size, original_name)
+        head = b""
+        source = self.storage.open("files", filename)
+        with source:
+            while len(head) < min(size, policy.head_bytes):
+                chunk = source.read(min(size, policy.head_bytes) - len(head))
+                if not chunk:
+                    break
+                head += chunk
+            if sha256 is None:
+                digest = hashlib.sha256(head)
+                while chunk := source.read(1024 * 1024):
+                    digest.update(chunk)
+                sha256 = digest.hexdigest()
+        verdict = self.services.check(original_name, declared_type, head, size)
+        if not verdict.accepted:
+            raise refusal(verdict, original_name)
+        return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
+                            owner_id, keep_on_failure=True)
+
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
                 verdict, expires_at: datetime | None, owner_id: str | None,
-                restore_to: Path | None = None) -> FileRow:
+                restore_to: Path | None = None, keep_on_failure: bool = False) -> FileRow:
         """The bytes are in place and accepted: thumbnail, then the row. If that
         fails, the bytes go: deleted, or moved back to ``restore_to`` (a
         finished tus upload's bytes, so its next HEAD can finish it again)."""
@@ -239,7 +276,7 @@ class Ingest:
         except BaseException:
             if restore_to is not None:
                 self.storage.restore("files", filename, restore_to)
-            else:
+            elif not keep_on_failure:
                 self.storage.delete("files", filename)
             if row.thumbnail:
                 self.storage.delete("thumbnails", row.thumbnail)

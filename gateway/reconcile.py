@@ -16,7 +16,8 @@ write moves a file's mtime and the rename into place keeps it.
 With STORAGE=s3 the same pass runs over the bucket: objects under files/ and
 thumbnails/ stand for the stored files, and an incomplete multipart upload is
 the temp file of an upload cut off by a crash, aborted once its newest part
-is older than ORPHAN_AGE.
+is older than ORPHAN_AGE. A tus upload still collecting (its multipart
+upload, its tail objects) is kept like its local partial file would be.
 """
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ class Reconciler:
 
         for entry in files:
             if entry.mtime > cutoff:
+                continue
+            if entry.filename in unfinished:
+                # STORAGE=s3: a tus upload's multipart upload, or its bytes completed at
+                # their final key while the pipeline could not take them yet: still wanted.
                 continue
             if entry.kind == "temp":
                 self._remove(entry, report.temp_removed, entry.filename, dry_run)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 import unicodedata
@@ -34,6 +35,8 @@ from gateway.storage import NAME_RE, Entry, Stat, _kind
 log = logging.getLogger("upload.gateway")
 
 AREAS = ("files", "thumbnails")
+# The tail of a tus upload: ".<stored name>.<full parts before it>.part" (gateway/tus_s3.py).
+TAIL_RE = re.compile(r"^\.(?P<name>[0-9a-f]{32}(\.[a-z0-9]{1,16})?)\.(?P<base>\d+)\.part$")
 # Bytes per read of an object being passed on (downloads, thumbnails, hashing).
 READ_CHUNK = 256 * 1024
 
@@ -315,7 +318,11 @@ class S3Storage:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 filename = obj["Key"][len(prefix):]
-                yield Entry(_kind(filename), filename, obj["Key"], obj["Size"], obj["LastModified"].timestamp())
+                kind = _kind(filename)
+                if (tail := TAIL_RE.fullmatch(filename)) is not None:
+                    # Bytes past the last full part of a tus upload (gateway/tus_s3.py).
+                    kind, filename = "partial", f".{tail['name']}.part"
+                yield Entry(kind, filename, obj["Key"], obj["Size"], obj["LastModified"].timestamp())
         for upload in self.multipart_uploads(prefix):
             key, upload_id = upload["Key"], upload["UploadId"]
             yield Entry("temp", key[len(prefix):], (key, upload_id), 0, self._last_activity(upload))
