@@ -5,8 +5,10 @@ metadata row.
 
 Two ways in, one way through: ``start()`` streams a multipart part to a temp
 file while the validator sees its head; ``adopt()`` takes a file that is
-already complete on disk (a finished tus upload). Both end in ``_accept()``.
-A refused or failed upload leaves nothing: no bytes in place, no row.
+already complete on disk (a finished tus upload), ``adopt_stored()`` one
+already complete in the bucket (the same on STORAGE=s3). All end in
+``_accept()``. A refused or failed upload leaves nothing: no bytes in place,
+no row.
 """
 from __future__ import annotations
 
@@ -158,7 +160,7 @@ class Ingest:
         self.services = services
         self.thumbnails = thumbnails
         self.validator_timeout = config["VALIDATOR_TIMEOUT"]
-        # DATA_DIR's disk: the files themselves (STORAGE=local) and tus uploads in progress.
+        # DATA_DIR's disk, where STORAGE=local keeps the files and tus uploads in progress.
         self.disk = DataDisk(config["DATA_DIR"], config["DISK_RESERVE"])
         if storage.local:
             self.write_temp = lambda temp, data: self.disk.write(temp.handle, data)
@@ -182,7 +184,8 @@ class Ingest:
               expires_at: datetime | None = None, owner_id: str | None = None,
               sha256: str | None = None) -> FileRow:
         """Store a complete file that is already on disk at ``path`` (beside
-        its final place). With its ``sha256`` known (hashed as it arrived),
+        its final place: a finished tus upload on STORAGE=local; on s3 see
+        ``adopt_stored``). With its ``sha256`` known (hashed as it arrived),
         only the head the validator needs is read; else the whole file is.
         Raises Refused (the file at ``path`` is left for the caller to remove)."""
         original_name = sanitize(original_name)
@@ -275,7 +278,7 @@ class Ingest:
             self.repo.add(row)
         except BaseException:
             if restore_to is not None:
-                self.storage.restore("files", filename, restore_to)
+                os.replace(self.storage.path("files", filename), restore_to)
             elif not keep_on_failure:
                 self.storage.delete("files", filename)
             if row.thumbnail:

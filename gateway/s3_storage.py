@@ -18,15 +18,12 @@ per gateway thread), with retries of throttling and dropped connections.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
@@ -172,7 +169,8 @@ class S3Storage:
     # --- writing ---
 
     def create_temp(self, area: str, name: str) -> S3Temp:
-        return S3Temp(self._key(area, name), bytearray(self.part_size))
+        # The buffer grows with the first part (a small file never holds a whole part's memory).
+        return S3Temp(self._key(area, name), bytearray())
 
     def write_temp(self, temp: S3Temp, data) -> None:
         """Copy ``data`` into the part buffer (its one copy), sending each part as it fills."""
@@ -181,7 +179,7 @@ class S3Storage:
             self.copied += len(view)
         while view:
             take = min(len(view), self.part_size - temp.filled)
-            temp.buffer[temp.filled:temp.filled + take] = view[:take]
+            fill(temp.buffer, temp.filled, view[:take])
             temp.filled += take
             view = view[take:]
             if temp.filled == self.part_size:
@@ -226,32 +224,6 @@ class S3Storage:
             self._count("aborted")
         except Exception as exc:  # reconcile aborts it later
             log.warning("could not abort the multipart upload of %s (reconcile will): %s", temp.key, exc)
-
-    def place(self, path: Path, area: str, name: str) -> None:
-        """Upload a complete local file (a finished tus upload) part by part, then remove it."""
-        temp = self.create_temp(area, name)
-        try:
-            with open(path, "rb") as source:
-                view = memoryview(temp.buffer)
-                while True:
-                    count = source.readinto(view[temp.filled:])
-                    if not count:
-                        break
-                    temp.filled += count
-                    if temp.filled == self.part_size:
-                        self._send_part(temp)
-                del view
-            self.commit(temp)
-        except BaseException:
-            self.discard(temp)
-            raise
-        os.unlink(path)
-
-    def restore(self, area: str, name: str, path: Path) -> None:
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(area, name))["Body"]
-        with body, open(path, "wb") as target:
-            shutil.copyfileobj(body, target, READ_CHUNK)
-        self.delete(area, name)
 
     def write(self, area: str, name: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(area, name), Body=data)
@@ -356,6 +328,15 @@ class S3Storage:
                     raise
         else:
             self.client.delete_object(Bucket=self.bucket, Key=entry.path)
+
+
+def fill(buffer: bytearray, at: int, data) -> None:
+    """Copy ``data`` into ``buffer`` at ``at``: appended while the buffer is
+    still growing to its first part's size, written over once it has."""
+    if at == len(buffer):
+        buffer += data
+    else:
+        buffer[at:at + len(data)] = data
 
 
 def content_disposition(download_name: str, attachment: bool) -> str:

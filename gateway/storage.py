@@ -59,12 +59,6 @@ class Storage(Protocol):
     def discard(self, temp) -> None:
         """Give up a temp; nothing of it stays."""
 
-    def place(self, path: Path, area: str, name: str) -> None:
-        """Store the complete local file at ``path`` under ``name``; ``path`` is gone afterwards."""
-
-    def restore(self, area: str, name: str, path: Path) -> None:
-        """Undo ``place``: the stored bytes back at ``path``, nothing left stored."""
-
     def write(self, area: str, name: str, data: bytes) -> None:
         """Store a small blob (a thumbnail) atomically."""
 
@@ -141,9 +135,6 @@ class LocalStorage:
     def place(self, path: Path, area: str, name: str) -> None:
         """Rename a complete, already-synced file into its final place."""
         os.replace(path, self.path(area, name))
-
-    def restore(self, area: str, name: str, path: Path) -> None:
-        os.replace(self.path(area, name), path)
 
     def discard(self, temp: TempFile) -> None:
         if not temp.handle.closed:

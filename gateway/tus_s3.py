@@ -42,6 +42,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from gateway.s3_storage import fill
 from gateway.tus_store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked, tus_uploads
 
 log = logging.getLogger("upload.tus")
@@ -252,7 +253,7 @@ class S3Writer:
         self.heartbeat: threading.Event | None = None  # set: the lock is no longer renewed
 
     def begin(self, start: int) -> None:
-        self.buffer = bytearray(self.part_size)
+        self.buffer = bytearray()  # grows to a part as bytes come
         self.base, tail = divmod(start, self.part_size)
         self.old_base = self.base if tail else None
         self.filled = 0
@@ -264,7 +265,7 @@ class S3Writer:
                 data = body.read()
             if len(data) != tail:
                 raise BytesGone()
-            self.buffer[:tail] = data
+            self.buffer += data
             self.filled = tail
         self.begun = start
 
@@ -272,7 +273,7 @@ class S3Writer:
         view = memoryview(data)
         while view:
             take = min(len(view), self.part_size - self.filled)
-            self.buffer[self.filled:self.filled + take] = view[:take]
+            fill(self.buffer, self.filled, view[:take])
             self.filled += take
             view = view[take:]
             if self.filled == self.part_size:

@@ -126,6 +126,22 @@ def test_presigned_downloads_redirect_to_a_url_that_serves_the_bytes(make_app, s
     assert client.get(record["download_url"], headers={"If-None-Match": f'"{record["sha256"]}"'}).status_code == 304
 
 
+def test_share_links_stream_or_redirect_like_downloads(make_app, s3_bucket):
+    from tests.accounts import TOKEN_SETTINGS, create_user
+
+    app = make_app(**s3_bucket.settings(**TOKEN_SETTINGS, S3_PRESIGNED_DOWNLOADS=True))
+    client = app.test_client()
+    owner = create_user(client, "owner")
+    data = text_bytes(20_000, seed=9)
+    response = client.post("/upload", data={"file": (io.BytesIO(data), "shared.txt")}, headers=owner["headers"])
+    record = response.get_json()
+    assert client.get(record["download_url"]).status_code == 401  # no token, no bytes
+    link = client.post(f"/files/{record['id']}/share", json={"expires_in": 60}, headers=owner["headers"])
+    opened = client.get(link.get_json()["url"])
+    assert opened.status_code == 302
+    assert requests.get(opened.headers["Location"], timeout=10).content == data
+
+
 def test_thumbnails_live_under_their_own_prefix(s3_client, s3_bucket):
     record = upload(s3_client, "photo.jpg", photo())
     name = record["thumbnail_url"].rsplit("/", 1)[1]
