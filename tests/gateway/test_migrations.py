@@ -95,6 +95,28 @@ def test_a_database_of_an_older_version_gets_what_it_lacked(empty_database):
     engine.dispose()
 
 
+def test_0002_adds_the_tus_lock_columns_and_keeps_uploads_in_progress(empty_database):
+    from gateway.tus_store import TusStore, TusUpload
+    from gateway.tus_store import tus_uploads as table
+
+    engine = db.create_engine(empty_database)
+    migrate.upgrade(engine, "0001")
+    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    upload = TusUpload(id="a" * 32, filename="a" * 32 + ".txt", length=10, offset=4, metadata="", original_name="a.txt",
+                       declared_type="", expires_in=None, concat=None, state="uploading", head_checked=False,
+                       file_id=None, error=None, created_at=now, expires_at=now, owner_id=None)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(**{k: v for k, v in vars(upload).items()}))
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head() == "0002"
+    assert differences(engine) == []
+    assert TusStore(engine, None, ttl=60).get(upload.id) == upload
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(table.c.lock_owner, table.c.lock_expires_at, table.c.multipart_id)).one()
+    assert tuple(row) == (None, None, None)
+    engine.dispose()
+
+
 CHILD = """
 import os, sys, time
 from gateway import db, migrate

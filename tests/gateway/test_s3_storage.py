@@ -17,7 +17,7 @@ from gateway.storage import new_id
 from tests.images import encode
 from tests.processes import ROOT
 from tests.samples import MZ_HEADER
-from tests.tus.conftest import Tus, leftover_files, text_bytes
+from tests.tus.conftest import leftover_files, text_bytes
 
 MiB = 1024 * 1024
 
