@@ -44,7 +44,8 @@ class Storage(Protocol):
     """What callers may ask of a backend. Areas are "files" and "thumbnails";
     names are stored names (NAME_RE), anything else is refused or not found."""
 
-    # Whether stored bytes are files on this machine (``path()`` then names them).
+    # Whether stored bytes are files on this machine: LocalStorage's own ``path()``,
+    # ``partial_path()`` and ``place()`` (tus uploads on local disk) then apply.
     local: bool
 
     def create_temp(self, area: str, name: str):
@@ -221,7 +222,7 @@ def init_app(app) -> None:
 
         # Checks the bucket: a missing or unreachable one stops the start with a sentence.
         app.extensions["storage"] = S3Storage.from_config(app.config)
-        # DATA_DIR still holds the SQLite database (by default) and tus uploads in progress.
+        # DATA_DIR still holds the SQLite database (the default metadata backend).
         os.makedirs(app.config["DATA_DIR"], exist_ok=True)
     else:
         app.extensions["storage"] = LocalStorage(app.config["DATA_DIR"], fsync=app.config["UPLOAD_FSYNC"])

@@ -28,6 +28,7 @@ def is_storage_error(exc: BaseException) -> bool:
 
     return is_storage_error(exc)
 
+
 # A thumbnail stream always carries the whole file: large messages cost less
 # per byte (and stay well under the 4 MiB message cap).
 RENDER_CHUNK = 1024 * 1024

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from gateway.db import UTCDateTime, metadata, utc
 from gateway.storage import LocalStorage
 from protos.errors import InsufficientStorage, out_of_space_as_error
+from protos.streaming import write_all
 
 tus_uploads = sa.Table(
     "tus_uploads",
@@ -123,7 +124,7 @@ class FileWriter:
                 self.disk.write(self.handle, data)
             else:
                 with out_of_space_as_error():
-                    self.handle.write(data)
+                    write_all(self.handle, data)
         except InsufficientStorage:
             # The offset stays where the last fsync left it, and the bytes of this
             # PATCH give their room back: the client resumes once there is space.
