@@ -126,6 +126,30 @@ def test_presigned_downloads_redirect_to_a_url_that_serves_the_bytes(make_app, s
     assert client.get(record["download_url"], headers={"If-None-Match": f'"{record["sha256"]}"'}).status_code == 304
 
 
+def test_presigned_urls_use_the_public_endpoint_when_given(make_app, s3_bucket):
+    public = "http://files.example.test:9000"
+    app = make_app(**s3_bucket.settings(S3_PRESIGNED_DOWNLOADS=True, S3_PUBLIC_ENDPOINT_URL=public))
+    client = app.test_client()
+    record = upload(client, "report.txt", b"for the outside world\n")
+    location = client.get(record["download_url"]).headers["Location"]
+    assert location.startswith(f"{public}/{s3_bucket.name}/files/{record['filename']}?")
+    # The gateway itself still talks to the store at S3_ENDPOINT_URL.
+    assert s3_bucket.keys() == [f"files/{record['filename']}"]
+
+
+def test_a_bucket_that_fails_midway_is_a_503_with_a_sentence(s3_app, s3_client, s3_bucket):
+    kept = upload(s3_client, "kept.txt", b"stored before the bucket went away\n")
+    s3_bucket.client.delete_object(Bucket=s3_bucket.name, Key=f"files/{kept['filename']}")
+    s3_bucket.client.delete_bucket(Bucket=s3_bucket.name)
+    try:
+        response = s3_client.post("/upload", data={"file": (io.BytesIO(text_bytes(10 * MiB)), "big.txt")})
+        assert response.status_code == 503
+        assert "file storage cannot be reached" in response.get_json()["error"]
+        assert s3_client.get("/files").get_json()["files"] == [kept]  # nothing half-stored
+    finally:
+        s3_bucket.client.create_bucket(Bucket=s3_bucket.name)
+
+
 def test_share_links_stream_or_redirect_like_downloads(make_app, s3_bucket):
     from tests.accounts import TOKEN_SETTINGS, create_user
 
