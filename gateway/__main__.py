@@ -231,4 +231,8 @@ class GatewayServer(BaseApplication):
 if __name__ == "__main__":
     settings = config.from_env()
     config.check_exposure(settings)
+    if settings["STORAGE"] == "s3":
+        from gateway.s3_storage import S3Storage
+
+        S3Storage.from_config(settings)  # a missing bucket stops us here, in one sentence, before any worker
     GatewayServer(settings).run()

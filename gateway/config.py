@@ -35,6 +35,19 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     if auth not in ("off", "token"):
         raise SystemExit(f"AUTH must be off or token, got {auth!r}.")
 
+    storage = env.get("STORAGE", "local").strip().lower() or "local"
+    if storage not in ("local", "s3"):
+        raise SystemExit(f"STORAGE must be local or s3, got {storage!r}.")
+    bucket = env.get("S3_BUCKET", "").strip()
+    if storage == "s3" and not bucket:
+        raise SystemExit("STORAGE=s3 needs S3_BUCKET, the name of an existing bucket to keep the files in.")
+    part_size = number("S3_PART_SIZE", 8 * 1024 * 1024)
+    if not 5 * 1024 * 1024 <= part_size <= 5 * 1024 ** 3:
+        raise SystemExit(f"S3_PART_SIZE must be from 5 MiB (5242880, S3's smallest part) to 5 GiB, got {part_size}.")
+    addressing = env.get("S3_ADDRESSING_STYLE", "").strip().lower()
+    if addressing not in ("", "auto", "path", "virtual"):
+        raise SystemExit(f"S3_ADDRESSING_STYLE must be auto, path or virtual, got {addressing!r}.")
+
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
@@ -53,6 +66,27 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "DATA_DIR": data_dir,
         # Empty: a SQLite file in DATA_DIR.
         "DATABASE_URL": env.get("DATABASE_URL", ""),
+        # Where uploaded files and thumbnails live: local (under DATA_DIR) or s3 (S3_BUCKET).
+        "STORAGE": storage,
+        # S3-compatible endpoint (MinIO, Ceph, moto...); empty: AWS's own for AWS_REGION.
+        "S3_ENDPOINT_URL": env.get("S3_ENDPOINT_URL", "").strip(),
+        "S3_BUCKET": bucket,
+        # Prepended to every key (several services sharing one bucket): "" or e.g. "uploads/".
+        "S3_PREFIX": env.get("S3_PREFIX", "").strip().lstrip("/"),
+        # boto3's own names; unset credentials: boto3's usual chain (profiles, instance roles...).
+        "AWS_REGION": (env.get("AWS_REGION", "") or env.get("AWS_DEFAULT_REGION", "")).strip() or "us-east-1",
+        "AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID", "").strip(),
+        "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY", "").strip(),
+        # Empty: path-style with S3_ENDPOINT_URL (what MinIO and most servers expect), else boto3's auto.
+        "S3_ADDRESSING_STYLE": addressing,
+        # Bytes per multipart part (and the part buffer each upload holds): 5 MiB to 5 GiB.
+        "S3_PART_SIZE": part_size,
+        # Downloads answer 302 to a presigned URL of the bucket instead of passing the bytes through.
+        "S3_PRESIGNED_DOWNLOADS": flag("S3_PRESIGNED_DOWNLOADS", False),
+        # Seconds a presigned download URL works.
+        "S3_PRESIGNED_TTL": number("S3_PRESIGNED_TTL", 300),
+        # The endpoint as browsers reach it, for presigned URLs; empty: S3_ENDPOINT_URL.
+        "S3_PUBLIC_ENDPOINT_URL": env.get("S3_PUBLIC_ENDPOINT_URL", "").strip(),
         "MAX_FILE_SIZE": max_file_size,
         # fsync each uploaded file before it is renamed into place and answered:
         # survives a power cut, costs the disk's write speed on every upload.
@@ -87,6 +121,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "TUS_REAP_INTERVAL": number("TUS_REAP_INTERVAL", 300.0, float),
         # Seconds a PATCH waits for another request writing the same upload, then 423.
         "TUS_LOCK_WAIT": number("TUS_LOCK_WAIT", 3.0, float),
+        # STORAGE=s3: seconds a tus upload's lock (a row in the database, renewed while held)
+        # outlives a gateway that died holding it.
+        "TUS_LOCK_EXPIRY": number("TUS_LOCK_EXPIRY", 15.0, float),
         # Comma-separated origins whose pages may call the API and tus; none by default.
         "CORS_ORIGINS": env.get("CORS_ORIGINS", ""),
         # Seconds the validator's policy is cached by the gateway.

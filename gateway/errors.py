@@ -7,7 +7,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.page import render_page
-from protos.errors import Gone, InsufficientStorage, Refused, UploadError, is_out_of_space
+from protos.errors import Gone, InsufficientStorage, Refused, Unavailable, UploadError, is_out_of_space
 
 log = logging.getLogger("upload.gateway")
 
@@ -62,6 +62,13 @@ def _unexpected(exc: Exception) -> Response:
         log.warning("storage full: %s", exc)
         return error_response(InsufficientStorage(
             "The server has run out of storage space, so this could not be done. Please try again later."))
+    from gateway.s3_storage import is_storage_error
+
+    if is_storage_error(exc):
+        # STORAGE=s3 and the bucket failed the request (after boto3's retries).
+        log.warning("file storage unavailable: %s", exc)
+        return error_response(Unavailable(
+            "The file storage cannot be reached right now; nothing was changed. Please try again later."))
     log.exception("unhandled error")
     response = jsonify(error="Something went wrong on our side; nothing was stored. Please try again.")
     response.status_code = 500

@@ -1,11 +1,14 @@
-"""The one path every upload takes: bytes on disk beside their final place,
-the validator's verdict on their head and size, rename into place, thumbnail,
-and only then the metadata row.
+"""The one path every upload takes: bytes stored beside their final place (a
+temp file on disk, or a multipart upload to S3), the validator's verdict on
+their head and size, commit into place, thumbnail, and only then the
+metadata row.
 
 Two ways in, one way through: ``start()`` streams a multipart part to a temp
 file while the validator sees its head; ``adopt()`` takes a file that is
-already complete on disk (a finished tus upload). Both end in ``_accept()``.
-A refused or failed upload leaves nothing: no bytes in place, no row.
+already complete on disk (a finished tus upload), ``adopt_stored()`` one
+already complete in the bucket (the same on STORAGE=s3). All end in
+``_accept()``. A refused or failed upload leaves nothing: no bytes in place,
+no row.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from gateway.expiry import is_expired
 from gateway.hashing import StreamHasher
 from gateway.names import extension, sanitize
 from gateway.services import Services
-from gateway.storage import LocalStorage, new_id
+from gateway.storage import Storage, new_id
 from gateway.thumbnails import Thumbnails
 from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
 from protos.streaming import write_all
@@ -113,7 +116,7 @@ class Upload:
         # Hashed on a helper thread while it is written and the next piece received:
         # ``chunk`` may be a view of a buffer its reader reuses after ``release()``.
         self._sha256.submit(chunk)
-        self.pipeline.disk.write(self._temp.handle, chunk)
+        self.pipeline.write_temp(self._temp, chunk)
         if self._validation is None and self._whole is None and last:
             self._whole = bytes(chunk[:self._head_bytes])
             return
@@ -158,14 +161,19 @@ class Upload:
 
 
 class Ingest:
-    def __init__(self, storage: LocalStorage, repo: FileRepository, services: Services,
+    def __init__(self, storage: Storage, repo: FileRepository, services: Services,
                  thumbnails: Thumbnails, config: dict):
         self.storage = storage
         self.repo = repo
         self.services = services
         self.thumbnails = thumbnails
         self.validator_timeout = config["VALIDATOR_TIMEOUT"]
-        self.disk = DataDisk(storage.root, config["DISK_RESERVE"])
+        # DATA_DIR's disk, where STORAGE=local keeps the files and tus uploads in progress.
+        self.disk = DataDisk(config["DATA_DIR"], config["DISK_RESERVE"])
+        if storage.local:
+            self.write_temp = lambda temp, data: self.disk.write(temp.handle, data)
+        else:
+            self.write_temp = storage.write_temp
 
     def start(self, original_name: str, declared_type: str = "", owner_id: str | None = None) -> Upload:
         return Upload(self, original_name, declared_type, owner_id)
@@ -184,7 +192,8 @@ class Ingest:
               expires_at: datetime | None = None, owner_id: str | None = None,
               sha256: str | None = None) -> FileRow:
         """Store a complete file that is already on disk at ``path`` (beside
-        its final place). With its ``sha256`` known (hashed as it arrived),
+        its final place: a finished tus upload on STORAGE=local; on s3 see
+        ``adopt_stored``). With its ``sha256`` known (hashed as it arrived),
         only the head the validator needs is read; else the whole file is.
         Raises Refused (the file at ``path`` is left for the caller to remove)."""
         original_name = sanitize(original_name)
@@ -206,15 +215,53 @@ class Ingest:
             raise refusal(verdict, original_name)
         # Placed bytes keep their mtime, and a resumed upload's last write may be old:
         # made fresh, reconcile cannot take them for an orphan before their row is written.
+        # (Bytes placed in S3 are a new object, as fresh as can be.)
         os.utime(path)
         with metrics.timed(metrics.STORE):
             self.storage.place(path, "files", filename)
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, restore_to=path)
 
+    def adopt_stored(self, file_id: str, filename: str, original_name: str, declared_type: str,
+                     expires_at: datetime | None = None, owner_id: str | None = None,
+                     sha256: str | None = None) -> FileRow:
+        """Accept a complete file already at its final place in the storage (a
+        finished tus upload on STORAGE=s3). Without its ``sha256`` the whole
+        object is read back to hash it. Raises Refused (the object is left for
+        the caller to remove); if the thumbnail or the row fails, the object
+        stays too, so that the upload can be finished again."""
+        original_name = sanitize(original_name)
+        if filename != stored_name(file_id, original_name):
+            raise ValueError(f"{filename!r} is not the stored name of {file_id} ({original_name!r})")
+        policy = self.services.policy()
+        stat = self.storage.stat("files", filename)
+        if stat is None:
+            raise FileNotFoundError(filename)
+        size = stat.size
+        if size > policy.max_file_size:
+            raise too_large(policy.max_file_size, original_name)
+        head = b""
+        source = self.storage.open("files", filename)
+        with source:
+            while len(head) < min(size, policy.head_bytes):
+                chunk = source.read(min(size, policy.head_bytes) - len(head))
+                if not chunk:
+                    break
+                head += chunk
+            if sha256 is None:
+                digest = hashlib.sha256(head)
+                while chunk := source.read(1024 * 1024):
+                    digest.update(chunk)
+                sha256 = digest.hexdigest()
+        verdict = self.services.check(original_name, declared_type, head, size)
+        if not verdict.accepted:
+            raise refusal(verdict, original_name)
+        return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
+                            owner_id, keep_on_failure=True)
+
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
                 verdict, expires_at: datetime | None, owner_id: str | None,
-                restore_to: Path | None = None) -> FileRow:
+                restore_to: Path | None = None, keep_on_failure: bool = False) -> FileRow:
         """The bytes are in place and accepted: thumbnail, then the row. If that
         fails, the bytes go: deleted, or moved back to ``restore_to`` (a
         finished tus upload's bytes, so its next HEAD can finish it again)."""
@@ -244,7 +291,7 @@ class Ingest:
         except BaseException:
             if restore_to is not None:
                 os.replace(self.storage.path("files", filename), restore_to)
-            else:
+            elif not keep_on_failure:
                 self.storage.delete("files", filename)
             if row.thumbnail:
                 self.storage.delete("thumbnails", row.thumbnail)

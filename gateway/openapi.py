@@ -70,8 +70,14 @@ def _stored_bytes(area: str, name_pattern: str, media: list[str], operation_id: 
         "Content-Disposition": _header("Inline, or attachment for types a browser could run."),
     }
     ok = {"description": f"The {area}.", "headers": common, "content": content}
+    redirect = {}
     if area == "file":
         common["Content-Security-Policy"] = _header("`sandbox`, for types a browser could run (SVG, HTML, XML).")
+        redirect = {"302": {
+            "description": "With STORAGE=s3 and S3_PRESIGNED_DOWNLOADS on: the bytes are at a presigned URL "
+                           "of the bucket (it serves Range itself), valid for S3_PRESIGNED_TTL seconds. "
+                           "Types a browser could run are always served by the gateway.",
+            "headers": {"Location": _header("The presigned URL.", required=True)}}}
     partial = {
         "description": "The requested range.",
         "headers": {**common, "Content-Range": _header("The range sent, e.g. `bytes 0-99/1234`.",
@@ -96,6 +102,7 @@ def _stored_bytes(area: str, name_pattern: str, media: list[str], operation_id: 
             "responses": {
                 "200": ok,
                 "206": partial,
+                **redirect,
                 "304": {"description": "Not modified (If-None-Match or If-Modified-Since matched)."},
                 "404": _error(f"No {area} under that name (never stored, or deleted)."),
                 "410": _gone("The file"),

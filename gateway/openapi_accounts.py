@@ -138,6 +138,8 @@ def accounts_paths() -> dict:
                               "403": _error("The link was changed (its signature does not match)."),
                               "404": _error("The file was deleted."), "410": _error("The link has expired."),
                               "206": {"description": "A range of the file."},
+                              "302": {"description": "With STORAGE=s3 and S3_PRESIGNED_DOWNLOADS on: a "
+                                                     "presigned URL of the bucket that serves the bytes."},
                               "416": _error("The range cannot be satisfied.")},
             },
         },

@@ -12,6 +12,12 @@ start-up, every RECONCILE_INTERVAL seconds, and from `flask reconcile`.
 Only things older than ORPHAN_AGE are touched on disk: an upload in flight in
 another process (several gateways, one DATA_DIR) has fresh files, since every
 write moves a file's mtime and the rename into place keeps it.
+
+With STORAGE=s3 the same pass runs over the bucket: objects under files/ and
+thumbnails/ stand for the stored files, and an incomplete multipart upload is
+the temp file of an upload cut off by a crash, aborted once its newest part
+is older than ORPHAN_AGE. A tus upload still collecting (its multipart
+upload, its tail objects) is kept like its local partial file would be.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 
 from gateway import metrics
 from gateway.db import FileRepository, FileRow
-from gateway.storage import LocalStorage
+from gateway.storage import Storage
 from gateway.tus_store import TusStore
 
 log = logging.getLogger("upload.gateway")
@@ -49,7 +55,7 @@ class Report:
 
 
 class Reconciler:
-    def __init__(self, storage: LocalStorage, repo: FileRepository, tus: TusStore, orphan_age: float):
+    def __init__(self, storage: Storage, repo: FileRepository, tus: TusStore, orphan_age: float):
         self.storage, self.repo, self.tus = storage, repo, tus
         self.orphan_age = orphan_age
 
@@ -69,25 +75,29 @@ class Reconciler:
         for entry in files:
             if entry.mtime > cutoff:
                 continue
+            if entry.filename in unfinished:
+                # STORAGE=s3: a tus upload's multipart upload, or its bytes completed at
+                # their final key while the pipeline could not take them yet: still wanted.
+                continue
             if entry.kind == "temp":
-                self._remove(entry.path, report.temp_removed, entry.filename, dry_run)
+                self._remove(entry, report.temp_removed, entry.filename, dry_run)
             elif entry.kind == "partial" and entry.filename[1:-len(".part")] not in unfinished:
-                self._remove(entry.path, report.partial_removed, entry.filename, dry_run)
+                self._remove(entry, report.partial_removed, entry.filename, dry_run)
             elif entry.kind == "stored" and entry.filename not in rows \
                     and self.repo.by_filename(entry.filename) is None:  # not written meanwhile
-                self._remove(entry.path, report.orphan_bytes_removed, entry.filename, dry_run)
+                self._remove(entry, report.orphan_bytes_removed, entry.filename, dry_run)
         for entry in thumbnails:
             if entry.mtime > cutoff:
                 continue
             if entry.kind == "temp":
-                self._remove(entry.path, report.temp_removed, entry.filename, dry_run)
+                self._remove(entry, report.temp_removed, entry.filename, dry_run)
             elif entry.kind == "stored" and entry.filename not in referenced:
-                self._remove(entry.path, report.orphan_thumbnails_removed, entry.filename, dry_run)
+                self._remove(entry, report.orphan_thumbnails_removed, entry.filename, dry_run)
 
         sizes = {entry.filename: entry.size for entry in files if entry.kind == "stored"}
         for name, row in rows.items():
             size = sizes.get(name)
-            if size is None and self.storage.path("files", name).exists():
+            if size is None and self.storage.exists("files", name):
                 continue  # placed after the listing: a row and bytes that agree
             if size is None:
                 self._drop_row(row, report.rows_without_bytes, dry_run)
@@ -100,10 +110,10 @@ class Reconciler:
                 metrics.count_reconciled(report.counts())
         return report
 
-    def _remove(self, path, into: list[str], name: str, dry_run: bool) -> None:
+    def _remove(self, entry, into: list[str], name: str, dry_run: bool) -> None:
         into.append(name)
         if not dry_run:
-            path.unlink(missing_ok=True)
+            self.storage.remove_entry(entry)
 
     def _drop_row(self, row: FileRow, into: list[str], dry_run: bool) -> None:
         """A listed file whose bytes are missing or wrong: served, it would be
@@ -118,8 +128,14 @@ class Reconciler:
                 self.storage.delete("thumbnails", row.thumbnail)
 
     def _sha256(self, name: str) -> str:
-        with open(self.storage.path("files", name), "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        source = self.storage.open("files", name)
+        if source is None:
+            return ""
+        digest = hashlib.sha256()
+        with source:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+        return digest.hexdigest()
 
 
 def init_app(app) -> None:

@@ -1,9 +1,11 @@
-"""Where the bytes live. Local disk now; the interface is what S3 will implement.
+"""Where the bytes live: ``Storage`` is what the rest of the gateway may ask of
+a backend; ``LocalStorage`` (here, the default) and ``S3Storage``
+(gateway/s3_storage.py, STORAGE=s3) implement it.
 
-Every write goes to a temporary file in the same folder as its final place
-(same filesystem, so the rename is atomic), and only a finished, accepted file
-is renamed into place. Files are spread over two levels of sub-folders named
-after the first hex digits of their random names.
+Local disk: every write goes to a temporary file in the same folder as its
+final place (same filesystem, so the rename is atomic), and only a finished,
+accepted file is renamed into place. Files are spread over two levels of
+sub-folders named after the first hex digits of their random names.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Protocol
 
 from protos.streaming import write_all
 
@@ -32,7 +34,54 @@ class TempFile:
     handle: BinaryIO
 
 
+@dataclass(frozen=True)
+class Stat:
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Storage(Protocol):
+    """What callers may ask of a backend. Areas are "files" and "thumbnails";
+    names are stored names (NAME_RE), anything else is refused or not found."""
+
+    # Whether stored bytes are files on this machine: LocalStorage's own ``path()``,
+    # ``partial_path()`` and ``place()`` (tus uploads on local disk) then apply.
+    local: bool
+
+    def create_temp(self, area: str, name: str):
+        """Somewhere to stream a new file (``write_temp``); invisible until ``commit``."""
+
+    def write_temp(self, temp, data) -> None:
+        """Append ``data`` (a view its caller may reuse once this returns)."""
+
+    def commit(self, temp) -> None:
+        """Make the finished temp the stored file, atomically."""
+
+    def discard(self, temp) -> None:
+        """Give up a temp; nothing of it stays."""
+
+    def write(self, area: str, name: str, data: bytes) -> None:
+        """Store a small blob (a thumbnail) atomically."""
+
+    def open(self, area: str, name: str) -> BinaryIO | None:
+        """The stored bytes as a readable stream, or None."""
+
+    def stat(self, area: str, name: str) -> Stat | None: ...
+
+    def exists(self, area: str, name: str) -> bool: ...
+
+    def delete(self, area: str, name: str) -> None:
+        """Remove stored bytes; deleting what is not there is fine."""
+
+    def entries(self, area: str) -> Iterator["Entry"]:
+        """Everything stored in an area, classified (for reconcile)."""
+
+    def remove_entry(self, entry: "Entry") -> None: ...
+
+
 class LocalStorage:
+    local = True
+
     def __init__(self, root: str | os.PathLike, fsync: bool = False):
         self.root = Path(root).resolve()
         self.fsync = fsync
@@ -60,6 +109,9 @@ class LocalStorage:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(temp, flags, 0o640)
         return TempFile(temp, final, os.fdopen(fd, "wb", buffering=0))
+
+    def write_temp(self, temp: TempFile, data) -> None:
+        write_all(temp.handle, data)  # unbuffered: a filling disk may take only part of a write
 
     def commit(self, temp: TempFile) -> None:
         """Rename the finished temp file into place (fsynced first if asked).
@@ -107,11 +159,25 @@ class LocalStorage:
         except FileNotFoundError:
             return None
 
+    def stat(self, area: str, name: str) -> Stat | None:
+        path = self.path(area, name)
+        try:
+            result = path.stat() if path is not None else None
+        except FileNotFoundError:
+            return None
+        return Stat(result.st_size, result.st_mtime) if result is not None else None
+
+    def exists(self, area: str, name: str) -> bool:
+        path = self.path(area, name)
+        return path is not None and path.is_file()
+
     def delete(self, area: str, name: str) -> None:
         path = self.path(area, name)
         if path is not None:
             path.unlink(missing_ok=True)
 
+    def remove_entry(self, entry: "Entry") -> None:
+        entry.path.unlink(missing_ok=True)
 
     def entries(self, area: str) -> Iterator[Entry]:
         """Everything on disk in an area, classified by name (for reconcile)."""
@@ -132,7 +198,7 @@ class Entry:
     # partial: a resumable (tus) upload's bytes; other: nothing we made.
     kind: str
     filename: str
-    path: Path
+    path: Path | str  # a local path, or the backend's own handle (an S3 key, an upload)
     size: int
     mtime: float
 
@@ -151,10 +217,18 @@ def _kind(filename: str) -> str:
 
 
 def init_app(app) -> None:
-    app.extensions["storage"] = LocalStorage(app.config["DATA_DIR"], fsync=app.config["UPLOAD_FSYNC"])
+    if app.config["STORAGE"] == "s3":
+        from gateway.s3_storage import S3Storage
+
+        # Checks the bucket: a missing or unreachable one stops the start with a sentence.
+        app.extensions["storage"] = S3Storage.from_config(app.config)
+        # DATA_DIR still holds the SQLite database (the default metadata backend).
+        os.makedirs(app.config["DATA_DIR"], exist_ok=True)
+    else:
+        app.extensions["storage"] = LocalStorage(app.config["DATA_DIR"], fsync=app.config["UPLOAD_FSYNC"])
 
 
-def storage() -> LocalStorage:
+def storage() -> Storage:
     from flask import current_app
 
     return current_app.extensions["storage"]

@@ -10,11 +10,25 @@ from gateway import metrics
 from gateway.background import Periodic
 from gateway.db import FileRepository, FileRow
 from gateway.services import Services
-from gateway.storage import LocalStorage
+from gateway.storage import Storage
 from protos.errors import InsufficientStorage, NotFound, TimedOut, Unavailable, UploadError, out_of_space_as_error
-from protos.streaming import read_chunks, write_all
+from protos.streaming import read_chunks
 
 log = logging.getLogger("upload.gateway")
+
+
+class StorageDown(Unavailable):
+    """The bucket (STORAGE=s3) could not be reached: a thumbnail waits like one the service could not make."""
+
+    def __init__(self):
+        super().__init__("The file storage cannot be reached right now.")
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    from gateway.s3_storage import is_storage_error
+
+    return is_storage_error(exc)
+
 
 # A thumbnail stream always carries the whole file: large messages cost less
 # per byte (and stay well under the 4 MiB message cap).
@@ -28,7 +42,7 @@ STILL_DOWN = (Unavailable, InsufficientStorage)
 
 
 class Thumbnails:
-    def __init__(self, storage: LocalStorage, repo: FileRepository, services: Services, interval: float):
+    def __init__(self, storage: Storage, repo: FileRepository, services: Services, interval: float):
         self.storage = storage
         self.repo = repo
         self.services = services
@@ -51,11 +65,17 @@ class Thumbnails:
         return error
 
     def _make(self, row: FileRow) -> UploadError | None:
-        source = self.storage.open("files", row.filename)
-        if source is None:
+        try:
+            there = self.storage.exists("files", row.filename)
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            log.info("thumbnail for %s postponed: the file storage cannot be reached: %s", row.id, exc)
+            row.thumbnail, row.thumbnail_status = None, "pending"
+            return StorageDown()
+        if not there:
             row.thumbnail, row.thumbnail_status = None, "failed"
             return NotFound("The file's bytes are gone.")
-        source.close()
 
         def from_the_start():
             # A file of its own per attempt: gRPC may still be reading a failed
@@ -84,12 +104,11 @@ class Thumbnails:
         """Write the thumbnail atomically, every byte of it (a short write on a
         filling disk must not leave a truncated image in place)."""
         with out_of_space_as_error():
-            temp = self.storage.create_temp("thumbnails", name)
             try:
-                write_all(temp.handle, data)
-                self.storage.commit(temp)
-            except BaseException:
-                self.storage.discard(temp)
+                self.storage.write("thumbnails", name, data)
+            except Exception as exc:
+                if is_storage_error(exc):
+                    raise StorageDown() from exc
                 raise
 
     def retry_pending(self) -> int:

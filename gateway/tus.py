@@ -9,7 +9,6 @@ from then on.
 """
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import datetime, timezone
 
@@ -21,7 +20,7 @@ from gateway.background import Periodic
 from gateway.body import drain_then_close
 from gateway.errors import error_response
 from gateway.expiry import parse_expires_in
-from gateway.ingest import ingest, stored_name, too_large
+from gateway.ingest import stored_name, too_large
 from gateway.names import extension
 from gateway.quotas import quota
 from gateway.services import services
@@ -198,17 +197,17 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
     store().add(upload)
     metrics.TUS_CREATED.inc()
     try:
-        with store().writing(upload, wait=0) as handle:
-            disk = ingest().disk  # every byte or an error: a filling disk must not cut the join short
+        with store().writing(upload, wait=0) as writer:
+            writer.begin(0)
             for part in parts:
-                with open(store().path(part), "rb") as source:
-                    while chunk := source.read(1024 * 1024):
-                        disk.write(handle, chunk)
-            os.fsync(handle.fileno())
-            if os.fstat(handle.fileno()).st_size != upload.length:
+                for chunk in store().read(part):
+                    writer.write(chunk)  # every byte or an error: a filling disk must not cut the join short
+            writer.sync(last=True)
+            if writer.size() != upload.length:
                 raise Internal("The joined upload came out the wrong size; nothing was stored.")
             upload.offset = upload.length
-            store().save(upload, "offset")
+            store().save(upload, "offset", fence=writer.lock_owner)
+            writer.saved()
             response = _empty(201)
             response.headers["Location"] = url_for("tus.resource", upload_id=upload.id)
             complete(upload)
@@ -286,7 +285,14 @@ def method_override(upload_id: str):
 # --- set-up ---
 
 def init_app(app) -> None:
-    tus = TusStore(app.extensions["files"].engine, app.extensions["storage"], app.config["TUS_EXPIRY"])
+    storage, engine = app.extensions["storage"], app.extensions["files"].engine
+    if storage.local:
+        tus = TusStore(engine, storage, app.config["TUS_EXPIRY"], disk=app.extensions["ingest"].disk)
+    else:
+        # Bytes in S3 multipart uploads and the lock in the database: any replica continues any upload.
+        from gateway.tus_s3 import S3TusStore
+
+        tus = S3TusStore(engine, storage, app.config["TUS_EXPIRY"], lock_ttl=app.config["TUS_LOCK_EXPIRY"])
     app.extensions["tus"] = tus
     app.extensions["tus_hashes"] = RunningHashes()
     tus.reap()

@@ -1,6 +1,10 @@
 """Resumable uploads in progress: their state in the database, their bytes in
 a hidden file beside the final place, and a lock that holds across threads,
-gunicorn workers and processes (flock on that file)."""
+gunicorn workers and processes (flock on that file).
+
+With STORAGE=s3 the bytes and the lock live elsewhere (gateway/tus_s3.py: an
+S3 multipart upload, a lock in the database); both stores hand the write path
+the same kind of writer (``writing()``)."""
 from __future__ import annotations
 
 import fcntl
@@ -15,6 +19,8 @@ import sqlalchemy as sa
 
 from gateway.db import UTCDateTime, metadata, utc
 from gateway.storage import LocalStorage
+from protos.errors import InsufficientStorage, out_of_space_as_error
+from protos.streaming import write_all
 
 tus_uploads = sa.Table(
     "tus_uploads",
@@ -42,6 +48,11 @@ tus_uploads = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     # Who created it; only they (or an admin) may see and write it. Null with AUTH=off.
     sa.Column("owner_id", sa.String(32), nullable=True),
+    # STORAGE=s3 (gateway/tus_s3.py): the replica writing it now and until when its lock
+    # holds should it die holding it; the S3 multipart upload collecting its parts.
+    sa.Column("lock_owner", sa.String(64), nullable=True),
+    sa.Column("lock_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("multipart_id", sa.Text, nullable=True),
     sa.Index("ix_tus_uploads_expires_at", "expires_at"),
 )
 
@@ -82,15 +93,71 @@ class BytesGone(Exception):
     """The upload's bytes are no longer there (it ended while a request waited)."""
 
 
+class LockLost(Exception):
+    """The lock expired while its holder still worked (it hung): another may write now."""
+
+
 class WriteLocked(Exception):
     """Another request is writing this upload."""
 
 
+class FileWriter:
+    """An upload's bytes in a local file, for one request that holds its lock:
+    ``begin(offset)``, ``write()`` pieces, then ``sync()`` before the offset
+    moves, or ``rollback()`` to where it began."""
+
+    lock_owner = None  # the flock fences writers; no database fence needed
+
+    def __init__(self, handle, disk=None):
+        self.handle = handle
+        self.disk = disk
+        self.start = 0
+
+    def begin(self, start: int) -> None:
+        self.start = start
+        self.handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
+        self.handle.seek(start)
+
+    def write(self, data) -> None:
+        try:
+            if self.disk is not None:
+                self.disk.write(self.handle, data)
+            else:
+                with out_of_space_as_error():
+                    write_all(self.handle, data)
+        except InsufficientStorage:
+            # The offset stays where the last fsync left it, and the bytes of this
+            # PATCH give their room back: the client resumes once there is space.
+            self.rollback()
+            raise
+
+    def head(self, size: int) -> bytes | None:
+        return os.pread(self.handle.fileno(), size, 0)
+
+    def rollback(self) -> None:
+        self.handle.truncate(self.start)
+
+    def sync(self, last: bool = False) -> None:
+        try:
+            with out_of_space_as_error():
+                os.fsync(self.handle.fileno())
+        except InsufficientStorage:
+            self.rollback()
+            raise
+
+    def saved(self) -> None:
+        """The new offset is in the database."""
+
+    def size(self) -> int:
+        return os.fstat(self.handle.fileno()).st_size
+
+
 class TusStore:
-    def __init__(self, engine: sa.Engine, storage: LocalStorage, ttl: float):
+    def __init__(self, engine: sa.Engine, storage: LocalStorage, ttl: float, disk=None):
         self.engine = engine
         self.storage = storage
         self.ttl = timedelta(seconds=ttl)
+        self.disk = disk  # ingest's DataDisk: every byte or an error, DISK_RESERVE kept free
 
     def expiry(self) -> datetime:
         return datetime.now(timezone.utc) + self.ttl
@@ -112,15 +179,21 @@ class TusStore:
             row = conn.execute(tus_uploads.select().where(tus_uploads.c.id == upload_id)).mappings().first()
         if row is None:
             return None
-        data = dict(row)
+        data = {f.name: row[f.name] for f in fields(TusUpload)}
         data["created_at"], data["expires_at"] = utc(data["created_at"]), utc(data["expires_at"])
         return TusUpload(**data)
 
-    def save(self, upload: TusUpload, *names: str) -> None:
+    def save(self, upload: TusUpload, *names: str, fence: str | None = None) -> None:
+        """Write these fields of the upload; with ``fence`` (a lock owner) only while
+        that owner still holds its lock, else LockLost."""
         values = {name: getattr(upload, name) for name in names} if names else {
             f.name: getattr(upload, f.name) for f in fields(upload) if f.name != "id"}
+        query = tus_uploads.update().where(tus_uploads.c.id == upload.id).values(**values)
+        if fence is not None:
+            query = query.where(tus_uploads.c.lock_owner == fence)
         with self.engine.begin() as conn:
-            conn.execute(tus_uploads.update().where(tus_uploads.c.id == upload.id).values(**values))
+            if conn.execute(query).rowcount == 0 and fence is not None:
+                raise LockLost()
 
     def forget(self, upload_id: str) -> None:
         with self.engine.begin() as conn:
@@ -154,9 +227,20 @@ class TusStore:
             if os.fstat(fd).st_nlink == 0:
                 raise BytesGone()  # removed or placed while this request waited
             with os.fdopen(os.dup(fd), "r+b", buffering=0) as handle:
-                yield handle
+                yield FileWriter(handle, self.disk)
         finally:
             os.close(fd)  # also releases the lock
+
+    def read(self, upload: TusUpload):
+        """The bytes of an upload whose bytes have all arrived (a partial one, to join), in pieces."""
+        with open(self.path(upload), "rb") as source:
+            while chunk := source.read(1024 * 1024):
+                yield chunk
+
+    def adopt(self, ingest, upload: TusUpload, expires_at, sha256: str | None):
+        """Hand a finished upload's bytes to the ingest pipeline (raises what it raises)."""
+        return ingest.adopt(upload.id, self.path(upload), upload.original_name, upload.declared_type,
+                            expires_at, upload.owner_id, sha256=sha256)
 
     def unfinished_filenames(self) -> set[str]:
         """The stored names of uploads that still have bytes collecting (for reconcile)."""

@@ -1,11 +1,10 @@
 """The tus write path: bytes in under the upload's lock, the offset moved
-only once they are on disk, the head judged as soon as it has arrived, and a
-finished upload handed to the ingest pipeline."""
+only once they are durable (fsynced, or in the bucket), the head judged as
+soon as it has arrived, and a finished upload handed to the ingest pipeline."""
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from datetime import datetime, timezone
 
@@ -20,9 +19,9 @@ from gateway.quotas import quota
 from gateway.services import services
 from gateway.tus_hashes import RunningHashes
 from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
-from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
-from protos.errors import (Conflict, Gone, InsufficientStorage, InvalidInput, Locked, NotFound, Refused,
-                           RequestTimeout, TooLong, UploadError, out_of_space_as_error)
+from gateway.tus_store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
+from protos.errors import (Conflict, Gone, InvalidInput, Locked, NotFound, Refused, RequestTimeout, TooLong,
+                           UploadError)
 
 log = logging.getLogger("upload.tus")
 
@@ -61,7 +60,7 @@ def append(upload: TusUpload, offset: int) -> None:
     if upload.state == "complete":
         return _already_complete(upload, offset)
     try:
-        with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as handle:
+        with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as writer:
             upload = live(upload.id)  # fresh: another request may have moved it meanwhile
             if upload.state == "complete":
                 return _already_complete(upload, offset)
@@ -69,9 +68,12 @@ def append(upload: TusUpload, offset: int) -> None:
                 raise Conflict(f"Upload-Offset is {offset} but the upload is at {upload.offset}; "
                                "ask with HEAD and resume from there.")
             _take_length(upload)
-            _write_body(upload, handle)
+            _write_body(upload, writer)
     except WriteLocked:
         raise Locked() from None
+    except LockLost:
+        raise Locked("This upload was taken over by another request while this one stalled; "
+                     "ask with HEAD and resume from there.") from None
     except BytesGone:
         # It ended (or finished) while this request waited for the lock.
         upload = live(upload.id)
@@ -120,7 +122,7 @@ def _take_length(upload: TusUpload) -> None:
     store().save(upload, "length")
 
 
-def _write_body(upload: TusUpload, handle) -> None:
+def _write_body(upload: TusUpload, writer) -> None:
     start = upload.offset
     limit = upload.length if upload.length is not None else max_size()
     declared = request.content_length
@@ -128,26 +130,22 @@ def _write_body(upload: TusUpload, handle) -> None:
         raise _over(upload, limit)
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     checkpoints = _head_checkpoints(upload, start)
-    handle.truncate(start)  # drop anything a crashed request wrote past the stored offset
-    handle.seek(start)
+    writer.begin(start)
     body = BodyReader()
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
     try:
         started = time.perf_counter()
-        written = _receive(body, handle, start, limit, upload, checksum, checkpoints, hasher)
+        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher)
         metrics.RECEIVE.observe(time.perf_counter() - started)
         if checksum and checksum[0].digest() != checksum[1]:
-            handle.truncate(start)
+            writer.rollback()
             raise ChecksumMismatch()
-        try:
-            with out_of_space_as_error():
-                os.fsync(handle.fileno())
-        except InsufficientStorage:
-            handle.truncate(start)
-            raise
+        # Durable (fsynced, or in the bucket) before the offset says so.
+        writer.sync(last=upload.length is not None and start + written == upload.length)
         upload.offset = start + written
         upload.expires_at = store().expiry()
-        store().save(upload, "offset", "expires_at")
+        store().save(upload, "offset", "expires_at", fence=writer.lock_owner)
+        writer.saved()
     except BaseException:
         if hasher is not None:
             hasher.close()  # it hashed bytes that are not kept
@@ -160,12 +158,11 @@ def _write_body(upload: TusUpload, handle) -> None:
         complete(upload)  # the full validation; no separate look at the head needed
 
 
-def _receive(body: BodyReader, handle, start: int, limit: int, upload: TusUpload, checksum, checkpoints,
+def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload, checksum, checkpoints,
              hasher) -> int:
     """Write the body at ``start``; return how many bytes were written. Two
     buffers take turns, so the hash of one overlaps receiving the other."""
     buffers, written = (memoryview(bytearray(PIECE)), memoryview(bytearray(PIECE))), 0
-    disk = ingest().disk
     while True:
         buffer, buffers = buffers[0], buffers[::-1]
         if hasher is not None:
@@ -178,22 +175,16 @@ def _receive(body: BodyReader, handle, start: int, limit: int, upload: TusUpload
             break
         chunk = buffer[:count]
         if start + written + count > limit:
-            handle.truncate(start)
+            writer.rollback()
             raise _over(upload, limit)
         if hasher is not None:
             hasher.submit(chunk)
-        try:
-            disk.write(handle, chunk)
-        except InsufficientStorage:
-            # The offset stays where the last fsync left it, and the bytes of this
-            # PATCH give their room back: the client resumes once there is space.
-            handle.truncate(start)
-            raise
+        writer.write(chunk)  # a full disk: rolled back to ``start``, then InsufficientStorage
         written += count
         if checksum:
             checksum[0].update(chunk)
         while checkpoints and start + written >= checkpoints[0]:
-            _judge_head(upload, handle, checkpoints.pop(0))
+            _judge_head(upload, writer, checkpoints.pop(0))
             if upload.head_checked:
                 checkpoints = []
     return written
@@ -222,8 +213,10 @@ def _head_checkpoints(upload: TusUpload, start: int) -> list[int]:
     return sorted(p for p in {min(upload.length, EARLY_HEAD), full} if p > start)
 
 
-def _judge_head(upload: TusUpload, handle, size: int) -> None:
-    head = os.pread(handle.fileno(), size, 0)
+def _judge_head(upload: TusUpload, writer, size: int) -> None:
+    head = writer.head(size)
+    if head is None:
+        return  # not readable here (sent to S3 in an earlier part): judged whole at the end
     try:
         decided = ingest().check_head(upload.original_name, upload.declared_type, head, upload.length)
     except Refused as refusal:
@@ -242,9 +235,8 @@ def complete(upload: TusUpload) -> None:
                      except_upload=upload.id)
     try:
         # expires_in was judged at creation; FILE_TTL applies now when it was not given.
-        row = ingest().adopt(upload.id, store().path(upload), upload.original_name, upload.declared_type,
-                             expires_at(upload.expires_in), upload.owner_id,
-                             sha256=hashes().digest(upload.id, upload.length))
+        row = store().adopt(ingest(), upload, expires_at(upload.expires_in),
+                            sha256=hashes().digest(upload.id, upload.length))
     except Refused as refusal:
         _refuse(upload, refusal)
         raise

@@ -43,7 +43,7 @@ def test_migrated_schema_is_the_metadata(empty_database):
     assert migrate.current(engine) is None
     migrate.upgrade(engine)
     assert differences(engine) == []
-    assert migrate.current(engine) == migrate.head() == migrate.INITIAL
+    assert migrate.current(engine) == migrate.head() == "0002"
     assert set(sa.inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
     migrate.upgrade(engine)  # a second start changes nothing
     assert version_rows(engine) == [(migrate.head(),)]
@@ -92,6 +92,28 @@ def test_a_database_of_an_older_version_gets_what_it_lacked(empty_database):
     assert {"users", "tokens", "sessions", "server_secrets", "tus_uploads"} <= set(inspector.get_table_names())
     assert FileRepository(engine).get(row.id) == row
     assert migrate.current(engine) == migrate.head()
+    engine.dispose()
+
+
+def test_0002_adds_the_tus_lock_columns_and_keeps_uploads_in_progress(empty_database):
+    from gateway.tus_store import TusStore, TusUpload
+    from gateway.tus_store import tus_uploads as table
+
+    engine = db.create_engine(empty_database)
+    migrate.upgrade(engine, "0001")
+    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    upload = TusUpload(id="a" * 32, filename="a" * 32 + ".txt", length=10, offset=4, metadata="", original_name="a.txt",
+                       declared_type="", expires_in=None, concat=None, state="uploading", head_checked=False,
+                       file_id=None, error=None, created_at=now, expires_at=now, owner_id=None)
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(**{k: v for k, v in vars(upload).items()}))
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head() == "0002"
+    assert differences(engine) == []
+    assert TusStore(engine, None, ttl=60).get(upload.id) == upload
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(table.c.lock_owner, table.c.lock_expires_at, table.c.multipart_id)).one()
+    assert tuple(row) == (None, None, None)
     engine.dispose()
 
 
