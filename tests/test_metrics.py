@@ -169,6 +169,29 @@ def test_a_refusal_counts_under_its_reason(make_app, tmp_path):
     assert moved(before, after, "upload_stored_bytes_total") == 0
 
 
+def test_refusals_answered_before_the_body_count_too(make_app):
+    """A POST /upload whose Content-Length is over the limit, and tus creations refused for their
+    name or their Upload-Length, are answered before a byte of the file is read: refusals all the
+    same, under their reason, or the dashboard and Grafana miss them."""
+    client = make_app(MAX_REQUEST_SIZE=64 * 1024).test_client()
+    before = parse(client.get("/metrics").get_data(as_text=True))
+    response = client.post("/upload", data={"file": (io.BytesIO(b"x" * 100_000), "big.txt")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413 and response.get_json()["code"] == "file_too_large"
+    tus = {"Tus-Resumable": "1.0.0"}
+    response = client.post("/tus/", headers={**tus, "Upload-Length": "100", "Upload-Metadata":
+                                             "filename " + base64.b64encode(b"setup.exe").decode()})
+    assert response.status_code == 415 and response.get_json()["code"] == "extension_not_allowed"
+    response = client.post("/tus/", headers={**tus, "Upload-Length": str(2 ** 40), "Upload-Metadata":
+                                             "filename " + base64.b64encode(b"huge.txt").decode()})
+    assert response.status_code == 413 and response.get_json()["code"] == "file_too_large"
+    after = parse(client.get("/metrics").get_data(as_text=True))
+    assert moved(before, after, "upload_refusals_total", reason="file_too_large") == 2
+    assert moved(before, after, "upload_refusals_total", reason="extension_not_allowed") == 1
+    assert moved(before, after, "upload_requests_total", outcome="refused") == 3
+    assert moved(before, after, "upload_requests_total", outcome="error") == 0
+
+
 def test_calls_to_a_service_that_is_down_count_as_unavailable(tmp_path, validator):
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "VALIDATOR_ADDR": validator.address,
                       "THUMBNAIL_ADDR": f"127.0.0.1:{free_port()}", "HEALTH_TIMEOUT": 0.5})
