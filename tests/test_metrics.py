@@ -8,15 +8,19 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import time
 import urllib.request
 
 import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import create_app
-from protos.metrics import metrics_host, serve_metrics
+from protos.metrics import ServerMetrics, metrics_host, serve_metrics
+from protos.serving import build_server
 from tests.conftest import free_port, render, start_gateway_process
 from tests.processes import service_process
 from tests.samples import MZ_HEADER, make_sample
@@ -248,6 +252,33 @@ def test_a_render_that_fails_counts_under_its_error(thumbnailer):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_streamed_answer_counts_when_it_ends_with_how_it_ended():
+    """grpc.health.v1.Health/Watch answers with a stream (so does reflection): the call is
+    counted and timed when that stream ends, not when the handler hands it over."""
+    registry = CollectorRegistry()
+    server_metrics = ServerMetrics(registry, "test")
+    server, port = build_server("127.0.0.1:0", lambda _server: None, [], metrics=server_metrics)
+    server.start()
+    method = {"service": "test", "method": "grpc.health.v1.Health/Watch"}
+
+    def calls(code: str) -> float:
+        return registry.get_sample_value("upload_grpc_server_calls_total", {**method, "code": code}) or 0
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            time.sleep(0.3)
+            watch.cancel()
+        deadline = time.monotonic() + 10
+        while calls("CANCELLED") == 0:
+            assert time.monotonic() < deadline, "the cancelled Watch was never counted"
+            time.sleep(0.05)
+        assert calls("OK") == 0
+        assert registry.get_sample_value("upload_grpc_server_call_seconds_sum", method) >= 0.3
+    finally:
+        server.stop(0)
 
 
 # --- the services' metrics settings ---
