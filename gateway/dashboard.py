@@ -9,9 +9,11 @@ started); the services' health is asked as /readyz asks it.
 """
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from gateway import metrics
 from gateway.auth import auth_enabled, current_user
@@ -27,6 +29,15 @@ bp = Blueprint("dashboard", __name__)
 WINDOW_MINUTES = 30
 # How often the page asks for fresh numbers.
 POLL_SECONDS = 5
+# The stored totals count and sum the whole files table, too much to do on every
+# poll of every open page once it holds millions of rows: the whole table is
+# read at most this often per gateway, and in between only the files uploaded
+# from RECENT before that count on are counted again (a range of the uploaded_at
+# index), so new uploads and their deletion show at once; the deletion of an
+# older file shows at the next whole count.
+TOTALS_SECONDS = 60
+# Longer than an upload can take between its uploaded_at and its row being written.
+RECENT = timedelta(minutes=10)
 
 
 @bp.before_request
@@ -59,6 +70,32 @@ def per_minute(now: datetime) -> list[dict]:
     return minutes
 
 
+class StoredTotals:
+    """(files, bytes) stored, for one gateway's dashboards (see TOTALS_SECONDS)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counted_at = None  # monotonic time of the last whole count
+        self._since = None       # its "recent" files are those uploaded from here on...
+        self._older = (0, 0)     # ...and these are the others, as it found them
+
+    def __call__(self, now: datetime) -> tuple[int, int]:
+        repo = repository()
+        with self._lock:  # one whole count at a time; pages polling meanwhile wait for its answer
+            if self._counted_at is None or time.monotonic() - self._counted_at >= TOTALS_SECONDS:
+                since = now - RECENT
+                (files, size), (recent, recent_size) = repo.totals(since)
+                self._since, self._older = since, (files - recent, size - recent_size)
+                self._counted_at = time.monotonic()
+            since, (older, older_size) = self._since, self._older
+        files, size = repo.uploaded_since(since)
+        return older + files, older_size + size
+
+
+def stored_totals(now: datetime) -> tuple[int, int]:
+    return current_app.extensions.setdefault("dashboard_totals", StoredTotals())(now)
+
+
 @bp.get("/dashboard/data")
 def data():
     now = datetime.now(timezone.utc)
@@ -67,7 +104,7 @@ def data():
     metrics.observe_services(status)
     pending = repository().count_pending_thumbnails()
     metrics.THUMBNAILS_PENDING.set(pending)
-    stored_files, stored_bytes = repository().totals()
+    stored_files, stored_bytes = stored_totals(now)
     outcomes = metrics.uploads_by_outcome()
     refusals = sorted(metrics.refusals_by_reason().items(), key=lambda item: (-item[1], item[0]))
     response = jsonify(

@@ -246,9 +246,25 @@ class FileRepository:
         return {datetime.strptime(stamp, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc): (int(count), int(size))
                 for stamp, count, size in rows}
 
-    def totals(self) -> tuple[int, int]:
-        """(files, bytes) stored, everyone's."""
-        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0)).select_from(files)
+    def totals(self, recent_since: datetime) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(files, bytes) stored, everyone's, and of them those uploaded from
+        ``recent_since`` on. This reads the whole table (in one statement, so one
+        snapshot): a caller that polls it counts the recent part again with
+        uploaded_since() instead (gateway/dashboard.py)."""
+        recent = files.c.uploaded_at >= recent_since
+        query = sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((recent, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((recent, files.c.size), else_=0)), 0),
+        ).select_from(files)
+        with self.engine.connect() as conn:
+            count, size, recent_count, recent_size = conn.execute(query).one()
+        return (int(count), int(size)), (int(recent_count), int(recent_size))
+
+    def uploaded_since(self, since: datetime) -> tuple[int, int]:
+        """(files, bytes) uploaded from ``since`` on: a range of the uploaded_at index."""
+        query = (sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0))
+                 .where(files.c.uploaded_at >= since))
         with self.engine.connect() as conn:
             count, size = conn.execute(query).one()
         return int(count), int(size)

@@ -129,7 +129,7 @@ def create():
         raise InvalidInput("Send exactly one of Upload-Length and Upload-Defer-Length: 1.")
     limit = max_size()
     if length is not None and length > limit:
-        raise too_large(limit, meta.original_name or None)
+        raise _refused(too_large(limit, meta.original_name or None))
     is_partial = concat is not None and concat[0] == "partial"
     if not is_partial:
         _check_extension(meta.original_name)
@@ -170,9 +170,16 @@ def _check_extension(original_name: str) -> None:
     allowed = {t.extension for t in services().policy().allowed}
     if ext not in allowed:
         what = f"Files of type .{ext} are not" if ext else "A file without an extension is not"
-        raise Refused("extension_not_allowed",
-                      f"{what} allowed; allowed types are: {', '.join(sorted(allowed))}.",
-                      original_name or None)
+        raise _refused(Refused("extension_not_allowed",
+                               f"{what} allowed; allowed types are: {', '.join(sorted(allowed))}.",
+                               original_name or None))
+
+
+def _refused(refusal: Refused) -> Refused:
+    """A file refused at creation, before any of its bytes: counted like the
+    refusals of POST /upload and of finished uploads (upload_refusals_total)."""
+    metrics.count_failure(refusal)
+    return refusal
 
 
 def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Response:
@@ -189,7 +196,7 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
         parts.append(part)
     upload.length = sum(p.length for p in parts)
     if upload.length > limit:
-        raise too_large(limit, upload.original_name or None)
+        raise _refused(too_large(limit, upload.original_name or None))
     if (budget := quota()) is not None:
         # The partials' bytes are counted already; the copy replaces them.
         budget.check(new_files=1, new_bytes=0)

@@ -125,7 +125,9 @@ def upload():
     # Generous: a client may still be sending a body we refused; reading it lets it see our answer.
     drain_limit = 2 * limit
     if request.content_length is not None and request.content_length > limit:
-        return drain_then_close(error_response(_too_large(limit)), drain_limit)
+        refusal = _too_large(limit)
+        metrics.count_failure(refusal)  # refused before its body, a refusal all the same
+        return drain_then_close(error_response(refusal), drain_limit)
 
     started = time.perf_counter()
     form = None

@@ -41,6 +41,12 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
         else:
             inner, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
 
+        def record(start: float, outcome: str) -> None:
+            seconds = time.perf_counter() - start
+            log.info("rpc %s %s %.1fms", method, outcome, seconds * 1000)
+            if metrics is not None:
+                metrics.observe(method, outcome, seconds)
+
         def logged(request, context):
             start = time.perf_counter()
             outcome = "OK"
@@ -55,13 +61,33 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
                 outcome = code.name if code is not None else "INTERNAL"
                 raise
             finally:
-                seconds = time.perf_counter() - start
-                log.info("rpc %s %s %.1fms", method, outcome, seconds * 1000)
-                if metrics is not None:
-                    metrics.observe(method, outcome, seconds)
+                record(start, outcome)
+
+        def logged_stream(request, context):
+            # A streamed answer (Health/Watch, reflection) is an iterator the
+            # handler returns at once: the call ends when it is used up, or
+            # when the client goes away, so it is timed and judged then.
+            start = time.perf_counter()
+            outcome = "OK"
+            try:
+                yield from inner(request, context)
+                code = context.code()
+                if code is not None and code != grpc.StatusCode.OK:
+                    outcome = code.name
+                elif not context.is_active():
+                    outcome = "CANCELLED"
+            except GeneratorExit:
+                outcome = "CANCELLED"
+                raise
+            except Exception:
+                code = context.code()
+                outcome = code.name if code is not None else "INTERNAL"
+                raise
+            finally:
+                record(start, outcome)
 
         return factory(
-            logged,
+            logged_stream if handler.response_streaming else logged,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -8,15 +8,19 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import time
 import urllib.request
 
 import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import create_app
-from protos.metrics import metrics_host, serve_metrics
+from protos.metrics import ServerMetrics, metrics_host, serve_metrics
+from protos.serving import build_server
 from tests.conftest import free_port, render, start_gateway_process, validate
 from tests.processes import service_process
 from tests.samples import MZ_HEADER, make_sample
@@ -169,6 +173,29 @@ def test_a_refusal_counts_under_its_reason(make_app, tmp_path):
     assert moved(before, after, "upload_stored_bytes_total") == 0
 
 
+def test_refusals_answered_before_the_body_count_too(make_app):
+    """A POST /upload whose Content-Length is over the limit, and tus creations refused for their
+    name or their Upload-Length, are answered before a byte of the file is read: refusals all the
+    same, under their reason, or the dashboard and Grafana miss them."""
+    client = make_app(MAX_REQUEST_SIZE=64 * 1024).test_client()
+    before = parse(client.get("/metrics").get_data(as_text=True))
+    response = client.post("/upload", data={"file": (io.BytesIO(b"x" * 100_000), "big.txt")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413 and response.get_json()["code"] == "file_too_large"
+    tus = {"Tus-Resumable": "1.0.0"}
+    response = client.post("/tus/", headers={**tus, "Upload-Length": "100", "Upload-Metadata":
+                                             "filename " + base64.b64encode(b"setup.exe").decode()})
+    assert response.status_code == 415 and response.get_json()["code"] == "extension_not_allowed"
+    response = client.post("/tus/", headers={**tus, "Upload-Length": str(2 ** 40), "Upload-Metadata":
+                                             "filename " + base64.b64encode(b"huge.txt").decode()})
+    assert response.status_code == 413 and response.get_json()["code"] == "file_too_large"
+    after = parse(client.get("/metrics").get_data(as_text=True))
+    assert moved(before, after, "upload_refusals_total", reason="file_too_large") == 2
+    assert moved(before, after, "upload_refusals_total", reason="extension_not_allowed") == 1
+    assert moved(before, after, "upload_requests_total", outcome="refused") == 3
+    assert moved(before, after, "upload_requests_total", outcome="error") == 0
+
+
 def test_calls_to_a_service_that_is_down_count_as_unavailable(tmp_path, validator):
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "VALIDATOR_ADDR": validator.address,
                       "THUMBNAIL_ADDR": f"127.0.0.1:{free_port()}", "HEALTH_TIMEOUT": 0.5})
@@ -225,6 +252,33 @@ def test_a_render_that_fails_counts_under_its_error(thumbnailer):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_streamed_answer_counts_when_it_ends_with_how_it_ended():
+    """grpc.health.v1.Health/Watch answers with a stream (so does reflection): the call is
+    counted and timed when that stream ends, not when the handler hands it over."""
+    registry = CollectorRegistry()
+    server_metrics = ServerMetrics(registry, "test")
+    server, port = build_server("127.0.0.1:0", lambda _server: None, [], metrics=server_metrics)
+    server.start()
+    method = {"service": "test", "method": "grpc.health.v1.Health/Watch"}
+
+    def calls(code: str) -> float:
+        return registry.get_sample_value("upload_grpc_server_calls_total", {**method, "code": code}) or 0
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            time.sleep(0.3)
+            watch.cancel()
+        deadline = time.monotonic() + 10
+        while calls("CANCELLED") == 0:
+            assert time.monotonic() < deadline, "the cancelled Watch was never counted"
+            time.sleep(0.05)
+        assert calls("OK") == 0
+        assert registry.get_sample_value("upload_grpc_server_call_seconds_sum", method) >= 0.3
+    finally:
+        server.stop(0)
 
 
 # --- the services' metrics settings ---

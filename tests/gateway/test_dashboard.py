@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from gateway.dashboard import WINDOW_MINUTES
@@ -56,6 +57,32 @@ def test_the_numbers_follow_uploads_and_refusals(client):
     file_id = client.get("/files").get_json()["files"][0]["id"]
     assert client.delete(f"/files/{file_id}").status_code == 204
     assert client.get("/dashboard/data").get_json()["window"]["uploads"] == 1
+
+
+def test_polls_do_not_read_the_whole_files_table_each_time(client):
+    """The stored totals are a count over the whole table: with many open pages polling every
+    few seconds that is a scan of millions of rows each time. Only the first poll reads the
+    whole table; later ones count the recent uploads (the uploaded_at index), and still see
+    what is uploaded and deleted at once."""
+    statements = []
+    engine = client.application.extensions["files"].engine
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *args: statements.append(" ".join(statement.split())))
+
+    def whole_table_reads() -> int:
+        return sum(1 for s in statements if "count(" in s and re.search(r"\bFROM files\b", s) and " WHERE " not in s)
+
+    old, new = b"before the first poll\n", b"after it\n"
+    assert upload(client, "old.txt", old).status_code == 201
+    assert client.get("/dashboard/data").get_json()["stored"] == {"files": 1, "bytes": len(old)}
+    assert whole_table_reads() == 1
+    assert upload(client, "new.txt", new).status_code == 201
+    assert client.get("/dashboard/data").get_json()["stored"] == {"files": 2, "bytes": len(old) + len(new)}
+    file_id = client.get("/files").get_json()["files"][0]["id"]
+    assert client.delete(f"/files/{file_id}").status_code == 204
+    for _ in range(3):
+        assert client.get("/dashboard/data").get_json()["stored"] == {"files": 1, "bytes": len(old)}
+    assert whole_table_reads() == 1
 
 
 def test_answers_conform_to_the_openapi_document(client):

@@ -138,7 +138,10 @@ def test_files_per_minute_and_totals(engine):
     since = minute.astimezone(timezone(timedelta(hours=-5)))
     assert repo.per_minute(since) == {minute: (2, 10 + 100), minute + timedelta(minutes=2): (1, 1000)}
     assert repo.per_minute(minute + timedelta(minutes=3)) == {}
-    assert repo.totals() == (4, 1111)
+    # Everyone's, and of them those uploaded from a time on (the dashboard recounts only these).
+    assert repo.totals(since) == ((4, 1111), (3, 1110))
+    assert repo.totals(minute + timedelta(minutes=3)) == ((4, 1111), (0, 0))
+    assert repo.uploaded_since(since) == (3, 1110)
 
 
 def test_accounts_users(engine):
