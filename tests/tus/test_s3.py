@@ -71,13 +71,13 @@ def test_parts_and_tails_collect_in_the_bucket_and_complete_at_the_final_key(s3_
     name = filename_of(s3_app, url)
 
     patch(client, url, 0, data[:1 * MiB])  # less than S3's smallest part: a tail object
-    assert state(s3_bucket, name) == ([f"files/.{name}.0.part"], [])
-    patch(client, url, 1 * MiB, data[1 * MiB:3 * MiB])  # the tail grows (same base)
-    assert state(s3_bucket, name) == ([f"files/.{name}.0.part"], [])
-    assert s3_bucket.get(f"files/.{name}.0.part") == data[:3 * MiB]
+    assert state(s3_bucket, name) == ([f"files/.{name}.{1 * MiB}.part"], [])
+    patch(client, url, 1 * MiB, data[1 * MiB:3 * MiB])  # the tail grows: a new one, named after its end
+    assert state(s3_bucket, name) == ([f"files/.{name}.{3 * MiB}.part"], [])
+    assert s3_bucket.get(f"files/.{name}.{3 * MiB}.part") == data[:3 * MiB]
     patch(client, url, 3 * MiB, data[3 * MiB:12 * MiB])  # part 1 leaves, the rest is a tail after it
-    assert state(s3_bucket, name) == ([f"files/.{name}.1.part"], [f"files/{name}"])
-    assert s3_bucket.get(f"files/.{name}.1.part") == data[PART:12 * MiB]
+    assert state(s3_bucket, name) == ([f"files/.{name}.{12 * MiB}.part"], [f"files/{name}"])
+    assert s3_bucket.get(f"files/.{name}.{12 * MiB}.part") == data[PART:12 * MiB]
     patch(client, url, 12 * MiB, data[12 * MiB:16 * MiB])  # exactly two parts: no tail at all
     assert state(s3_bucket, name) == ([], [f"files/{name}"])
     response = patch(client, url, 16 * MiB, data[16 * MiB:])  # the last part is short, then complete
@@ -116,7 +116,7 @@ def test_termination_aborts_the_multipart_upload_and_deletes_the_tail(s3_app, cl
     url = create(client, 20 * MiB)
     patch(client, url, 0, data)
     name = filename_of(s3_app, url)
-    assert state(s3_bucket, name) == ([f"files/.{name}.1.part"], [f"files/{name}"])
+    assert state(s3_bucket, name) == ([f"files/.{name}.{10 * MiB}.part"], [f"files/{name}"])
     assert client.delete(url, headers=TUS).status_code == 204
     assert s3_bucket.keys() == [] and s3_bucket.uploads() == []
     assert client.head(url, headers=TUS).status_code == 410
@@ -159,7 +159,7 @@ def test_reconcile_keeps_uploads_in_progress_and_removes_forgotten_ones(s3_app, 
     result = s3_app.test_cli_runner().invoke(args=["reconcile", "--orphan-age", "0"])
     assert result.exit_code == 0, result.output
     assert "1 partial removed" in result.output and "temp removed" not in result.output
-    assert state(s3_bucket, name) == ([f"files/.{name}.1.part"], [f"files/{name}"])
+    assert state(s3_bucket, name) == ([f"files/.{name}.{10 * MiB}.part"], [f"files/{name}"])
     assert stray not in s3_bucket.keys()
 
 
@@ -213,6 +213,38 @@ def test_an_abandoned_lock_expires_and_a_stalled_holder_cannot_move_the_offset(m
         store.save(upload, "offset", fence=writer.lock_owner)
     with pytest.raises(LockLost):
         store.renew(upload.id, writer.lock_owner)
+
+
+def test_a_holder_that_lost_the_lock_cannot_cut_short_the_tail_the_offset_needs(make_app, s3_bucket):
+    """Nothing in S3 is fenced by the lock: a holder frozen past its expiry still sends its tail when it
+    wakes. That tail must not replace the one the offset saved since then names (the next PATCH would
+    find it short, and the upload could never go on)."""
+    from gateway.tus_store import LockLost
+
+    app = make_app(**s3_bucket.settings())
+    store = app.extensions["tus"]
+    store.lock_ttl = type(store.lock_ttl)(seconds=0.5)
+    client = app.test_client()
+    data = text_bytes(3 * MiB, seed=40)
+    url = create(client, len(data))
+    patch(client, url, 0, data[:1000])
+    upload = store.get(url.rsplit("/", 1)[1])
+
+    stalled = store.writing(upload, wait=0)
+    late = stalled.__enter__()
+    late.heartbeat.set()  # frozen: no more renewals
+    late.begin(1000)
+    late.write(data[1000:1500])  # what reached it before it froze
+    time.sleep(0.6)
+    patch(client, url, 1000, data[1000:2 * MiB])  # meanwhile the client went on through another request
+    late.sync()  # the late holder wakes and sends its tail...
+    with pytest.raises(LockLost):
+        store.save(upload, "offset", fence=late.lock_owner)  # ...but cannot move the offset
+    stalled.__exit__(None, None, None)
+
+    response = patch(client, url, 2 * MiB, data[2 * MiB:])
+    record = client.get(f"/files/{response.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
 
 
 # --- two gateway processes, one database, one bucket ---
