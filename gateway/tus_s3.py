@@ -256,6 +256,7 @@ class S3Writer:
         self.begun = 0         # the saved offset this request started from
         self.old_tail: int | None = None  # the end of the tail object that offset names
         self.new_tail: int | None = None
+        self.finished = False  # every byte, the last part too, had left before this request
         self.heartbeat: threading.Event | None = None  # set: the lock is no longer renewed
 
     def begin(self, start: int) -> None:
@@ -265,8 +266,18 @@ class S3Writer:
         self.old_tail = start if tail else None
         self.filled = 0
         if tail:
-            body = self.store.client.get_object(Bucket=self.store.bucket,
-                                                Key=self.store.tail_key(self.upload, start))["Body"]
+            try:
+                body = self.store.client.get_object(Bucket=self.store.bucket,
+                                                    Key=self.store.tail_key(self.upload, start))["Body"]
+            except Exception as exc:
+                from gateway.s3_storage import _missing
+
+                if not (_missing(exc) and start == self.upload.length):
+                    raise
+                # All bytes arrived and the last part left (its tail goes only once the saved
+                # offset no longer needs it), but finishing failed: a retried last PATCH adds nothing.
+                self.old_tail, self.finished = None, True
+                return
             with body:
                 for chunk in body.iter_chunks(1024 * 1024):
                     self.buffer += chunk
@@ -317,7 +328,7 @@ class S3Writer:
         a finished upload, else the tail (or, a tail of at least S3's minimum
         that is not the end, nothing: it waits in a tail object like any other)."""
         if last:
-            if self.filled or self.base == 0:
+            if not self.finished and (self.filled or self.base == 0):
                 self._send_part(bytes(memoryview(self.buffer)[:self.filled]))
             self.new_tail = None
         elif self.filled:

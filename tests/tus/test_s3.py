@@ -163,6 +163,31 @@ def test_reconcile_keeps_uploads_in_progress_and_removes_forgotten_ones(s3_app, 
     assert stray not in s3_bucket.keys()
 
 
+def test_a_last_patch_sent_again_after_finishing_failed_finishes_the_upload(make_app, s3_bucket):
+    """The last PATCH's bytes are all in (its tail gone, its last part sent, its multipart upload
+    even completed), but the validator was down: sent again at the same offset with no body, as
+    on local disk it finishes the upload, instead of looking for the tail and answering 503."""
+    from tests.conftest import Running, free_port
+    from validator_service import server as validator_server
+
+    port = free_port()
+    validator = Running(*validator_server.create_server(f"127.0.0.1:{port}"))
+    app = make_app(**s3_bucket.settings(VALIDATOR_ADDR=validator.address, VALIDATOR_TIMEOUT=2))
+    client = app.test_client()
+    data = text_bytes(2 * MiB, seed=41)
+    url = create(client, len(data))
+    patch(client, url, 0, data[:1 * MiB])  # the head is judged here
+    validator.close()
+    patch(client, url, 1 * MiB, data[1 * MiB:], expect=503)
+    validator = Running(*validator_server.create_server(f"127.0.0.1:{port}"))
+    try:
+        response = patch(client, url, len(data), b"")
+        record = client.get(f"/files/{response.headers['Upload-File-Id']}").get_json()
+        assert client.get(record["download_url"]).data == data
+    finally:
+        validator.close()
+
+
 # --- the lock, in the database ---
 
 def test_a_patch_meets_423_while_another_request_holds_the_lock(make_app, s3_bucket):
