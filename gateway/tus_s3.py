@@ -207,6 +207,8 @@ class S3TusStore(TusStore):
         """Complete the multipart upload of an upload whose bytes have all
         arrived: the object appears at its final key. Done already (an earlier
         try failed after it): the object is checked instead."""
+        from gateway.s3_storage import _missing
+
         multipart_id = self._multipart_id(upload.id)
         key = self.key(upload)
         if multipart_id is None:
@@ -218,20 +220,29 @@ class S3TusStore(TusStore):
                 raise BytesGone()
             return
         count = max(1, -(-upload.length // self.part_size))
-        parts = {}
-        for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
-                                                                     UploadId=multipart_id):
-            for part in page.get("Parts", []):
-                parts[part["PartNumber"]] = part
-        chosen = []
-        for number in range(1, count + 1):
-            part = parts.get(number)
-            expected = min(self.part_size, upload.length - (number - 1) * self.part_size)
-            if part is None or part["Size"] != expected:
-                raise BytesGone()
-            chosen.append({"PartNumber": number, "ETag": part["ETag"]})
-        self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id,
-                                              MultipartUpload={"Parts": chosen})
+        try:
+            parts = {}
+            for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                         UploadId=multipart_id):
+                for part in page.get("Parts", []):
+                    parts[part["PartNumber"]] = part
+            chosen = []
+            for number in range(1, count + 1):
+                part = parts.get(number)
+                expected = min(self.part_size, upload.length - (number - 1) * self.part_size)
+                if part is None or part["Size"] != expected:
+                    raise BytesGone()
+                chosen.append({"PartNumber": number, "ETag": part["ETag"]})
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id,
+                                                  MultipartUpload={"Parts": chosen})
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+            # Completed already, by a request that died (or lost S3's answer) before the row
+            # said so, or by another join of this partial upload: the object must be there whole.
+            stat = self.s3.stat("files", upload.filename)
+            if stat is None or stat.size != upload.length:
+                raise BytesGone() from None
         with self.engine.begin() as conn:
             conn.execute(tus_uploads.update().where(tus_uploads.c.id == upload.id).values(multipart_id=None))
 

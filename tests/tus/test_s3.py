@@ -188,6 +188,36 @@ def test_a_last_patch_sent_again_after_finishing_failed_finishes_the_upload(make
         validator.close()
 
 
+def test_a_gateway_that_died_right_after_completing_the_multipart_upload_leaves_it_finishable(
+        s3_app, client, s3_bucket):
+    """Completing the multipart upload and clearing its id in the row are two steps: a gateway
+    killed between them (or one that lost S3's answer) leaves a row naming an upload S3 no longer
+    has. The next HEAD must still finish the upload, from the object now whole at its key."""
+    store = s3_app.extensions["tus"]
+    data = text_bytes(10 * MiB, seed=42)
+    url = create(client, len(data))
+    upload = store.get(url.rsplit("/", 1)[1])
+    # The last PATCH's steps up to finishing (gateway/tus_write.py), then finalize's S3 half.
+    with store.writing(upload, wait=0) as writer:
+        writer.begin(0)
+        writer.write(data)
+        writer.sync(last=True)
+        upload.offset = len(data)
+        store.save(upload, "offset", fence=writer.lock_owner)
+        writer.saved()
+    key, multipart_id = f"files/{upload.filename}", store._multipart_id(upload.id)
+    parts = s3_bucket.client.list_parts(Bucket=s3_bucket.name, Key=key, UploadId=multipart_id)["Parts"]
+    s3_bucket.client.complete_multipart_upload(
+        Bucket=s3_bucket.name, Key=key, UploadId=multipart_id,
+        MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]})
+
+    head = client.head(url, headers=TUS)
+    assert head.status_code == 200 and head.headers.get("Upload-File-Id")
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
+    assert s3_bucket.uploads() == []
+
+
 # --- the lock, in the database ---
 
 def test_a_patch_meets_423_while_another_request_holds_the_lock(make_app, s3_bucket):
