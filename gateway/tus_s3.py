@@ -338,15 +338,18 @@ class S3Writer:
         """Make what arrived durable before the offset moves: the last part of
         a finished upload, else the tail (or, a tail of at least S3's minimum
         that is not the end, nothing: it waits in a tail object like any other)."""
+        # Nothing follows in this request: the buffer is cut to its bytes in place and sent
+        # itself (a copy would hold up to a second part's worth of memory per request).
+        del self.buffer[self.filled:]
         if last:
             if not self.finished and (self.filled or self.base == 0):
-                self._send_part(bytes(memoryview(self.buffer)[:self.filled]))
+                self._send_part(self.buffer)
             self.new_tail = None
         elif self.filled:
             end = self.size()
             if end != self.begun:  # else the tail the saved offset names holds these very bytes
                 self.store.client.put_object(Bucket=self.store.bucket, Key=self.store.tail_key(self.upload, end),
-                                             Body=bytes(memoryview(self.buffer)[:self.filled]))
+                                             Body=self.buffer)
             self.new_tail = end
         else:
             self.new_tail = None

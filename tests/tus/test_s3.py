@@ -218,6 +218,37 @@ def test_a_gateway_that_died_right_after_completing_the_multipart_upload_leaves_
     assert s3_bucket.uploads() == []
 
 
+def test_a_tail_and_a_last_part_go_up_from_the_part_buffer_itself(s3_app, client):
+    """Stream, don't buffer: what a PATCH sends at its end (its tail, or the last part) goes up
+    from its part buffer, not from a copy of it (a second part's worth of memory per request)."""
+    import tracemalloc
+
+    store = s3_app.extensions["tus"]
+    data = text_bytes(15 * MiB, seed=43)
+    url = create(client, len(data))
+    upload = store.get(url.rsplit("/", 1)[1])
+
+    def peak_of(call) -> int:
+        tracemalloc.start()
+        try:
+            call()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    for start, end in ((0, 14 * MiB), (14 * MiB, 15 * MiB)):  # part 1 and a 6 MiB tail; a 7 MiB last part
+        with store.writing(upload, wait=0) as writer:
+            writer.begin(start)
+            writer.write(data[start:end])
+            assert peak_of(lambda: writer.sync(last=end == len(data))) < 1 * MiB
+            upload.offset = end
+            store.save(upload, "offset", fence=writer.lock_owner)
+            writer.saved()
+    head = client.head(url, headers=TUS)
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
+
+
 # --- the lock, in the database ---
 
 def test_a_patch_meets_423_while_another_request_holds_the_lock(make_app, s3_bucket):
