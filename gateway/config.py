@@ -63,6 +63,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
     if not 1 <= file_max_ttl <= LARGEST_FILE_TTL:
         raise SystemExit(f"FILE_MAX_TTL must be a number of seconds from 1 to {LARGEST_FILE_TTL}, got {file_max_ttl}.")
+    if storage == "s3" and max_file_size > 10000 * part_size:
+        # S3 takes at most 10000 parts per multipart upload: a larger file would fail at its 10001st part.
+        raise SystemExit(f"MAX_FILE_SIZE ({max_file_size}) needs more than S3's 10000 parts of S3_PART_SIZE "
+                         f"({part_size}): raise S3_PART_SIZE to at least {-(-max_file_size // 10000)}.")
     if not 0 <= file_ttl <= file_max_ttl:
         # A default longer than uploads may ask for would be a lifetime no upload can have.
         raise SystemExit(f"FILE_TTL ({file_ttl}) must be from 0 (files never expire) to FILE_MAX_TTL "
