@@ -181,7 +181,14 @@ def test_a_last_patch_sent_again_after_finishing_failed_finishes_the_upload(make
     patch(client, url, 1 * MiB, data[1 * MiB:], expect=503)
     validator = Running(*validator_server.create_server(f"127.0.0.1:{port}"))
     try:
-        response = patch(client, url, len(data), b"")
+        deadline = time.monotonic() + 15
+        while True:  # as a client would: until the gateway's channel has found the validator again
+            response = client.patch(url, data=b"", headers={**TUS, "Upload-Offset": str(len(data)),
+                                                            "Content-Type": OFFSET_STREAM})
+            if "validation service" not in response.get_data(as_text=True) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert response.status_code == 204, response.get_json()
         record = client.get(f"/files/{response.headers['Upload-File-Id']}").get_json()
         assert client.get(record["download_url"]).data == data
     finally:
