@@ -310,7 +310,14 @@ class S3Writer:
 
     def _send_part(self, body) -> None:
         store = self.store
-        multipart_id = store._multipart_id(self.upload.id)
+        c = tus_uploads.c
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(c.multipart_id, c.lock_owner).where(c.id == self.upload.id)).first()
+        if row is None or row.lock_owner != self.lock_owner:
+            # Overtaken (this holder stalled past its expiry): another request writes these parts now.
+            # Checked before every part, so a late holder sends at most the one in flight.
+            raise LockLost()
+        multipart_id = row.multipart_id
         if multipart_id is None:
             multipart_id = store.client.create_multipart_upload(Bucket=store.bucket,
                                                                 Key=store.key(self.upload))["UploadId"]

@@ -340,6 +340,36 @@ def test_a_holder_that_lost_the_lock_cannot_cut_short_the_tail_the_offset_needs(
     assert client.get(record["download_url"]).data == data
 
 
+def test_a_holder_that_lost_the_lock_sends_no_more_parts(make_app, s3_bucket):
+    """A holder that stalled past its lock's expiry and was overtaken stops at its next part,
+    instead of streaming the rest of its body into parts another request now writes."""
+    from gateway.tus_store import LockLost
+
+    app = make_app(**s3_bucket.settings())
+    store = app.extensions["tus"]
+    store.lock_ttl = type(store.lock_ttl)(seconds=0.5)
+    client = app.test_client()
+    data = text_bytes(3 * PART, seed=44)
+    url = create(client, len(data))
+    patch(client, url, 0, data[:PART])  # part 1, and the multipart upload, exist
+    upload = store.get(url.rsplit("/", 1)[1])
+
+    stalled = store.writing(upload, wait=0)
+    late = stalled.__enter__()
+    late.heartbeat.set()  # frozen: no more renewals
+    late.begin(PART)
+    time.sleep(0.6)
+    with store.writing(upload, wait=0):
+        pass  # another request takes the lock
+    with pytest.raises(LockLost):
+        late.write(data[PART:2 * PART])
+    stalled.__exit__(None, None, None)
+    [multipart] = s3_bucket.uploads()
+    parts = s3_bucket.client.list_parts(Bucket=s3_bucket.name, Key=multipart["Key"],
+                                        UploadId=multipart["UploadId"]).get("Parts", [])
+    assert [p["PartNumber"] for p in parts] == [1]
+
+
 # --- two gateway processes, one database, one bucket ---
 
 @pytest.fixture
