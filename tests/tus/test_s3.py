@@ -149,6 +149,22 @@ def test_concatenation_joins_partial_uploads_in_the_bucket(client, s3_bucket):
     assert s3_bucket.keys() == [f"files/{record['filename']}"] and s3_bucket.uploads() == []
 
 
+def test_joining_a_partial_upload_whose_bytes_are_gone_is_410_not_500(s3_app, client, s3_bucket):
+    """A partial upload's multipart upload aborted behind the gateway's back (a bucket lifecycle
+    rule "abort incomplete multipart uploads after N days" does exactly that): joining it says
+    so with a 410 and leaves nothing, instead of an unexplained 500."""
+    piece = text_bytes(1000, seed=45)
+    url = create(client, len(piece), **{"Upload-Concat": "partial"})
+    patch(client, url, 0, piece)
+    [multipart] = s3_bucket.uploads()
+    s3_bucket.client.abort_multipart_upload(Bucket=s3_bucket.name, Key=multipart["Key"],
+                                            UploadId=multipart["UploadId"])
+    response = client.post("/tus/", headers={**TUS, "Upload-Metadata": meta("joined.txt"),
+                                              "Upload-Concat": f"final;{url}"})
+    assert response.status_code == 410 and "partial upload" in response.get_json()["error"]
+    assert s3_bucket.keys() == [] and s3_bucket.uploads() == []
+
+
 def test_reconcile_keeps_uploads_in_progress_and_removes_forgotten_ones(s3_app, client, s3_bucket):
     url = create(client, 20 * MiB)
     patch(client, url, 0, text_bytes(10 * MiB))
