@@ -47,12 +47,26 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     addressing = env.get("S3_ADDRESSING_STYLE", "").strip().lower()
     if addressing not in ("", "auto", "path", "virtual"):
         raise SystemExit(f"S3_ADDRESSING_STYLE must be auto, path or virtual, got {addressing!r}.")
+    # SigV4 presigned URLs live at most a week: a longer one is signed, then refused by the bucket
+    # on every download.
+    presigned_ttl = number("S3_PRESIGNED_TTL", 300)
+    if not 1 <= presigned_ttl <= 7 * 86400:
+        raise SystemExit(f"S3_PRESIGNED_TTL must be from 1 to 604800 seconds (a week, SigV4's longest), "
+                         f"got {presigned_ttl}.")
+    # 0 or less: every lock is expired as soon as taken (two writers at once) and renewed in a busy loop.
+    lock_expiry = number("TUS_LOCK_EXPIRY", 15.0, float)
+    if not 0 < lock_expiry <= 86400:
+        raise SystemExit(f"TUS_LOCK_EXPIRY must be more than 0 and at most 86400 seconds, got {lock_expiry}.")
 
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
     if not 1 <= file_max_ttl <= LARGEST_FILE_TTL:
         raise SystemExit(f"FILE_MAX_TTL must be a number of seconds from 1 to {LARGEST_FILE_TTL}, got {file_max_ttl}.")
+    if storage == "s3" and max_file_size > 10000 * part_size:
+        # S3 takes at most 10000 parts per multipart upload: a larger file would fail at its 10001st part.
+        raise SystemExit(f"MAX_FILE_SIZE ({max_file_size}) needs more than S3's 10000 parts of S3_PART_SIZE "
+                         f"({part_size}): raise S3_PART_SIZE to at least {-(-max_file_size // 10000)}.")
     if not 0 <= file_ttl <= file_max_ttl:
         # A default longer than uploads may ask for would be a lifetime no upload can have.
         raise SystemExit(f"FILE_TTL ({file_ttl}) must be from 0 (files never expire) to FILE_MAX_TTL "
@@ -84,7 +98,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Downloads answer 302 to a presigned URL of the bucket instead of passing the bytes through.
         "S3_PRESIGNED_DOWNLOADS": flag("S3_PRESIGNED_DOWNLOADS", False),
         # Seconds a presigned download URL works.
-        "S3_PRESIGNED_TTL": number("S3_PRESIGNED_TTL", 300),
+        "S3_PRESIGNED_TTL": presigned_ttl,
         # The endpoint as browsers reach it, for presigned URLs; empty: S3_ENDPOINT_URL.
         "S3_PUBLIC_ENDPOINT_URL": env.get("S3_PUBLIC_ENDPOINT_URL", "").strip(),
         "MAX_FILE_SIZE": max_file_size,
@@ -123,7 +137,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "TUS_LOCK_WAIT": number("TUS_LOCK_WAIT", 3.0, float),
         # STORAGE=s3: seconds a tus upload's lock (a row in the database, renewed while held)
         # outlives a gateway that died holding it.
-        "TUS_LOCK_EXPIRY": number("TUS_LOCK_EXPIRY", 15.0, float),
+        "TUS_LOCK_EXPIRY": lock_expiry,
         # Comma-separated origins whose pages may call the API and tus; none by default.
         "CORS_ORIGINS": env.get("CORS_ORIGINS", ""),
         # Seconds the validator's policy is cached by the gateway.

@@ -32,8 +32,8 @@ from gateway.storage import NAME_RE, Entry, Stat, _kind
 log = logging.getLogger("upload.gateway")
 
 AREAS = ("files", "thumbnails")
-# The tail of a tus upload: ".<stored name>.<full parts before it>.part" (gateway/tus_s3.py).
-TAIL_RE = re.compile(r"^\.(?P<name>[0-9a-f]{32}(\.[a-z0-9]{1,16})?)\.(?P<base>\d+)\.part$")
+# The tail of a tus upload: ".<stored name>.<offset its bytes reach>.part" (gateway/tus_s3.py).
+TAIL_RE = re.compile(r"^\.(?P<name>[0-9a-f]{32}(\.[a-z0-9]{1,16})?)\.(?P<end>\d+)\.part$")
 # Bytes per read of an object being passed on (downloads, thumbnails, hashing).
 READ_CHUNK = 256 * 1024
 

@@ -207,8 +207,13 @@ def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Respons
         with store().writing(upload, wait=0) as writer:
             writer.begin(0)
             for part in parts:
-                for chunk in store().read(part):
-                    writer.write(chunk)  # every byte or an error: a filling disk must not cut the join short
+                try:
+                    for chunk in store().read(part):
+                        writer.write(chunk)  # every byte or an error: a filling disk must not cut the join short
+                except BytesGone:
+                    # Ended meanwhile, or its bytes were removed behind our back (a bucket's lifecycle
+                    # rule aborting incomplete multipart uploads): the client's to know, not a 500.
+                    raise Gone(f"The bytes of partial upload {part.id} are gone; upload it again.") from None
             writer.sync(last=True)
             if writer.size() != upload.length:
                 raise Internal("The joined upload came out the wrong size; nothing was stored.")

@@ -7,14 +7,18 @@ The bytes live in the bucket, as tusd's s3store keeps them:
   [(n-1)*P, n*P) of the upload), started when the first part is full, its id
   in the upload's row (``multipart_id``);
 - what is past the last full part (less than a part, which S3 will not take
-  unless it is the last) is an object of its own, ``files/.<name>.<k>.part``,
-  k being the number of full parts before it.
+  unless it is the last) is an object of its own, ``files/.<name>.<end>.part``,
+  end being the offset its bytes reach.
 
 The database's offset is the truth: a request that dies after sending parts
 but before saving its offset leaves parts and a tail that the next request
-overwrites (a part number is a fixed range of bytes, and a tail object is
-named after where it starts, so a tail still referenced is never replaced by
-a different one). Stale tails go once the new offset is saved.
+overwrites or ignores. Nothing S3 holds is fenced by the lock, so what a
+holder that lost it may still send must be harmless: a part number is a
+fixed range of bytes of a fixed size, and a tail is named after the offset it
+reaches, so the tail a saved offset names can only ever be written with
+exactly those bytes (named after where it starts, a late holder could cut it
+short under the offset that needs it, and the upload could never go on).
+Stale tails go once the new offset is saved.
 
 Finishing is ``complete_multipart_upload`` (the file appears whole at its
 final key), then the ingest pipeline judges it there; a refused file is
@@ -69,8 +73,9 @@ class S3TusStore(TusStore):
     def key(self, upload: TusUpload) -> str:
         return self.s3._key("files", upload.filename)
 
-    def tail_key(self, upload: TusUpload, base: int) -> str:
-        return f"{self.s3.area_prefix('files')}.{upload.filename}.{base}.part"
+    def tail_key(self, upload: TusUpload, end: int) -> str:
+        """The tail of the upload's bytes up to offset ``end`` (from the last full part before it)."""
+        return f"{self.s3.area_prefix('files')}.{upload.filename}.{end}.part"
 
     def path(self, upload: TusUpload):
         raise TypeError("an upload kept in S3 has no local path")
@@ -202,6 +207,8 @@ class S3TusStore(TusStore):
         """Complete the multipart upload of an upload whose bytes have all
         arrived: the object appears at its final key. Done already (an earlier
         try failed after it): the object is checked instead."""
+        from gateway.s3_storage import _missing
+
         multipart_id = self._multipart_id(upload.id)
         key = self.key(upload)
         if multipart_id is None:
@@ -213,20 +220,29 @@ class S3TusStore(TusStore):
                 raise BytesGone()
             return
         count = max(1, -(-upload.length // self.part_size))
-        parts = {}
-        for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
-                                                                     UploadId=multipart_id):
-            for part in page.get("Parts", []):
-                parts[part["PartNumber"]] = part
-        chosen = []
-        for number in range(1, count + 1):
-            part = parts.get(number)
-            expected = min(self.part_size, upload.length - (number - 1) * self.part_size)
-            if part is None or part["Size"] != expected:
-                raise BytesGone()
-            chosen.append({"PartNumber": number, "ETag": part["ETag"]})
-        self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id,
-                                              MultipartUpload={"Parts": chosen})
+        try:
+            parts = {}
+            for page in self.client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key,
+                                                                         UploadId=multipart_id):
+                for part in page.get("Parts", []):
+                    parts[part["PartNumber"]] = part
+            chosen = []
+            for number in range(1, count + 1):
+                part = parts.get(number)
+                expected = min(self.part_size, upload.length - (number - 1) * self.part_size)
+                if part is None or part["Size"] != expected:
+                    raise BytesGone()
+                chosen.append({"PartNumber": number, "ETag": part["ETag"]})
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id,
+                                                  MultipartUpload={"Parts": chosen})
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+            # Completed already, by a request that died (or lost S3's answer) before the row
+            # said so, or by another join of this partial upload: the object must be there whole.
+            stat = self.s3.stat("files", upload.filename)
+            if stat is None or stat.size != upload.length:
+                raise BytesGone() from None
         with self.engine.begin() as conn:
             conn.execute(tus_uploads.update().where(tus_uploads.c.id == upload.id).values(multipart_id=None))
 
@@ -248,26 +264,37 @@ class S3Writer:
         self.buffer = bytearray()
         self.filled = 0
         self.base = 0          # full parts before the buffer
-        self.old_base = None   # the tail object the saved offset refers to
+        self.begun = 0         # the saved offset this request started from
+        self.old_tail: int | None = None  # the end of the tail object that offset names
         self.new_tail: int | None = None
+        self.finished = False  # every byte, the last part too, had left before this request
         self.heartbeat: threading.Event | None = None  # set: the lock is no longer renewed
 
     def begin(self, start: int) -> None:
         self.buffer = bytearray()  # grows to a part as bytes come
         self.base, tail = divmod(start, self.part_size)
-        self.old_base = self.base if tail else None
+        self.begun = start
+        self.old_tail = start if tail else None
         self.filled = 0
         if tail:
-            body = self.store.client.get_object(Bucket=self.store.bucket,
-                                                Key=self.store.tail_key(self.upload, self.base),
-                                                Range=f"bytes=0-{tail - 1}")["Body"]
+            try:
+                body = self.store.client.get_object(Bucket=self.store.bucket,
+                                                    Key=self.store.tail_key(self.upload, start))["Body"]
+            except Exception as exc:
+                from gateway.s3_storage import _missing
+
+                if not (_missing(exc) and start == self.upload.length):
+                    raise
+                # All bytes arrived and the last part left (its tail goes only once the saved
+                # offset no longer needs it), but finishing failed: a retried last PATCH adds nothing.
+                self.old_tail, self.finished = None, True
+                return
             with body:
-                data = body.read()
-            if len(data) != tail:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    self.buffer += chunk
+            if len(self.buffer) != tail:
                 raise BytesGone()
-            self.buffer += data
             self.filled = tail
-        self.begun = start
 
     def write(self, data) -> None:
         view = memoryview(data)
@@ -283,7 +310,14 @@ class S3Writer:
 
     def _send_part(self, body) -> None:
         store = self.store
-        multipart_id = store._multipart_id(self.upload.id)
+        c = tus_uploads.c
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(c.multipart_id, c.lock_owner).where(c.id == self.upload.id)).first()
+        if row is None or row.lock_owner != self.lock_owner:
+            # Overtaken (this holder stalled past its expiry): another request writes these parts now.
+            # Checked before every part, so a late holder sends at most the one in flight.
+            raise LockLost()
+        multipart_id = row.multipart_id
         if multipart_id is None:
             multipart_id = store.client.create_multipart_upload(Bucket=store.bucket,
                                                                 Key=store.key(self.upload))["UploadId"]
@@ -311,23 +345,28 @@ class S3Writer:
         """Make what arrived durable before the offset moves: the last part of
         a finished upload, else the tail (or, a tail of at least S3's minimum
         that is not the end, nothing: it waits in a tail object like any other)."""
+        # Nothing follows in this request: the buffer is cut to its bytes in place and sent
+        # itself (a copy would hold up to a second part's worth of memory per request).
+        del self.buffer[self.filled:]
         if last:
-            if self.filled or self.base == 0:
-                self._send_part(bytes(memoryview(self.buffer)[:self.filled]))
+            if not self.finished and (self.filled or self.base == 0):
+                self._send_part(self.buffer)
             self.new_tail = None
         elif self.filled:
-            self.store.client.put_object(Bucket=self.store.bucket, Key=self.store.tail_key(self.upload, self.base),
-                                         Body=bytes(memoryview(self.buffer)[:self.filled]))
-            self.new_tail = self.base
+            end = self.size()
+            if end != self.begun:  # else the tail the saved offset names holds these very bytes
+                self.store.client.put_object(Bucket=self.store.bucket, Key=self.store.tail_key(self.upload, end),
+                                             Body=self.buffer)
+            self.new_tail = end
         else:
             self.new_tail = None
 
     def saved(self) -> None:
         """The new offset is saved: the tail it no longer needs goes."""
-        if self.old_base is not None and self.old_base != self.new_tail:
+        if self.old_tail is not None and self.old_tail != self.new_tail:
             try:
                 self.store.client.delete_object(Bucket=self.store.bucket,
-                                                Key=self.store.tail_key(self.upload, self.old_base))
+                                                Key=self.store.tail_key(self.upload, self.old_tail))
             except Exception:  # a stale tail is harmless; drop_bytes removes it at the end
                 log.warning("could not delete a stale tail of tus upload %s", self.upload.id, exc_info=True)
         self.buffer = bytearray()

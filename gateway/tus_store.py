@@ -232,8 +232,13 @@ class TusStore:
             os.close(fd)  # also releases the lock
 
     def read(self, upload: TusUpload):
-        """The bytes of an upload whose bytes have all arrived (a partial one, to join), in pieces."""
-        with open(self.path(upload), "rb") as source:
+        """The bytes of an upload whose bytes have all arrived (a partial one, to join), in
+        pieces; BytesGone if they are not there (it ended meanwhile)."""
+        try:
+            source = open(self.path(upload), "rb")
+        except FileNotFoundError:
+            raise BytesGone() from None
+        with source:
             while chunk := source.read(1024 * 1024):
                 yield chunk
 

@@ -366,6 +366,18 @@ def test_settings_are_checked():
         from_env({"STORAGE": "s3", "S3_BUCKET": "b", "S3_PART_SIZE": str(MiB)})
     settings = from_env({"STORAGE": "s3", "S3_BUCKET": "b", "AWS_DEFAULT_REGION": "eu-west-1"})
     assert settings["AWS_REGION"] == "eu-west-1" and settings["S3_PRESIGNED_DOWNLOADS"] is False
+    # A presigned URL valid longer than SigV4 allows is refused by the bucket on every download;
+    # a lock that never holds lets two requests write one upload (and is renewed in a busy loop).
+    for name, value in (("S3_PRESIGNED_TTL", "0"), ("S3_PRESIGNED_TTL", "604801"),
+                        ("TUS_LOCK_EXPIRY", "0"), ("TUS_LOCK_EXPIRY", "-5"), ("TUS_LOCK_EXPIRY", "nan")):
+        with pytest.raises(SystemExit, match=name):
+            from_env({"STORAGE": "s3", "S3_BUCKET": "b", name: value})
+    assert from_env({"S3_PRESIGNED_TTL": "604800", "TUS_LOCK_EXPIRY": "0.5"})["TUS_LOCK_EXPIRY"] == 0.5
+    # S3 takes at most 10000 parts: a file passing 10000 parts would fail at its end, after all its bytes.
+    with pytest.raises(SystemExit, match="raise S3_PART_SIZE to at least 10737419"):
+        from_env({"STORAGE": "s3", "S3_BUCKET": "b", "MAX_FILE_SIZE": str(100 * 1024 ** 3)})
+    assert from_env({"STORAGE": "s3", "S3_BUCKET": "b", "MAX_FILE_SIZE": str(100 * 1024 ** 3),
+                     "S3_PART_SIZE": "10737419"})["S3_PART_SIZE"] == 10737419
 
 
 # --- a real gateway process: memory stays flat ---

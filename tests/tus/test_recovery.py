@@ -122,3 +122,21 @@ def test_reconcile_during_a_late_finish_does_not_take_the_bytes(make_app, monkey
     record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
     assert client.get(record["download_url"]).data == data
     assert "nothing to repair" in app.extensions["reconciler"].run().summary()
+
+
+def test_joining_a_partial_upload_whose_bytes_went_meanwhile_is_410(make_app):
+    """A partial upload that ends (its file removed) between the final upload's checks and the
+    join: a 410 naming it, and nothing of the join stays, not a 500."""
+    app = make_app()
+    client = app.test_client()
+    piece = b"a partial piece of text\n" * 40
+    url = client.post("/tus/", headers={**T, "Upload-Length": str(len(piece)),
+                                        "Upload-Concat": "partial"}).headers["Location"]
+    assert client.patch(url, data=piece, headers={**T, "Upload-Offset": "0",
+                                                  "Content-Type": "application/offset+octet-stream"}).status_code == 204
+    partial = app.extensions["tus"].get(url.rsplit("/", 1)[1])
+    app.extensions["tus"].path(partial).unlink()
+    response = client.post("/tus/", headers={**T, "Upload-Metadata": meta(filename="joined.txt"),
+                                              "Upload-Concat": f"final;{url}"})
+    assert response.status_code == 410 and "partial upload" in response.get_json()["error"]
+    assert client.get("/files").get_json()["files"] == []

@@ -71,13 +71,13 @@ def test_parts_and_tails_collect_in_the_bucket_and_complete_at_the_final_key(s3_
     name = filename_of(s3_app, url)
 
     patch(client, url, 0, data[:1 * MiB])  # less than S3's smallest part: a tail object
-    assert state(s3_bucket, name) == ([f"files/.{name}.0.part"], [])
-    patch(client, url, 1 * MiB, data[1 * MiB:3 * MiB])  # the tail grows (same base)
-    assert state(s3_bucket, name) == ([f"files/.{name}.0.part"], [])
-    assert s3_bucket.get(f"files/.{name}.0.part") == data[:3 * MiB]
+    assert state(s3_bucket, name) == ([f"files/.{name}.{1 * MiB}.part"], [])
+    patch(client, url, 1 * MiB, data[1 * MiB:3 * MiB])  # the tail grows: a new one, named after its end
+    assert state(s3_bucket, name) == ([f"files/.{name}.{3 * MiB}.part"], [])
+    assert s3_bucket.get(f"files/.{name}.{3 * MiB}.part") == data[:3 * MiB]
     patch(client, url, 3 * MiB, data[3 * MiB:12 * MiB])  # part 1 leaves, the rest is a tail after it
-    assert state(s3_bucket, name) == ([f"files/.{name}.1.part"], [f"files/{name}"])
-    assert s3_bucket.get(f"files/.{name}.1.part") == data[PART:12 * MiB]
+    assert state(s3_bucket, name) == ([f"files/.{name}.{12 * MiB}.part"], [f"files/{name}"])
+    assert s3_bucket.get(f"files/.{name}.{12 * MiB}.part") == data[PART:12 * MiB]
     patch(client, url, 12 * MiB, data[12 * MiB:16 * MiB])  # exactly two parts: no tail at all
     assert state(s3_bucket, name) == ([], [f"files/{name}"])
     response = patch(client, url, 16 * MiB, data[16 * MiB:])  # the last part is short, then complete
@@ -116,7 +116,7 @@ def test_termination_aborts_the_multipart_upload_and_deletes_the_tail(s3_app, cl
     url = create(client, 20 * MiB)
     patch(client, url, 0, data)
     name = filename_of(s3_app, url)
-    assert state(s3_bucket, name) == ([f"files/.{name}.1.part"], [f"files/{name}"])
+    assert state(s3_bucket, name) == ([f"files/.{name}.{10 * MiB}.part"], [f"files/{name}"])
     assert client.delete(url, headers=TUS).status_code == 204
     assert s3_bucket.keys() == [] and s3_bucket.uploads() == []
     assert client.head(url, headers=TUS).status_code == 410
@@ -149,6 +149,22 @@ def test_concatenation_joins_partial_uploads_in_the_bucket(client, s3_bucket):
     assert s3_bucket.keys() == [f"files/{record['filename']}"] and s3_bucket.uploads() == []
 
 
+def test_joining_a_partial_upload_whose_bytes_are_gone_is_410_not_500(s3_app, client, s3_bucket):
+    """A partial upload's multipart upload aborted behind the gateway's back (a bucket lifecycle
+    rule "abort incomplete multipart uploads after N days" does exactly that): joining it says
+    so with a 410 and leaves nothing, instead of an unexplained 500."""
+    piece = text_bytes(1000, seed=45)
+    url = create(client, len(piece), **{"Upload-Concat": "partial"})
+    patch(client, url, 0, piece)
+    [multipart] = s3_bucket.uploads()
+    s3_bucket.client.abort_multipart_upload(Bucket=s3_bucket.name, Key=multipart["Key"],
+                                            UploadId=multipart["UploadId"])
+    response = client.post("/tus/", headers={**TUS, "Upload-Metadata": meta("joined.txt"),
+                                              "Upload-Concat": f"final;{url}"})
+    assert response.status_code == 410 and "partial upload" in response.get_json()["error"]
+    assert s3_bucket.keys() == [] and s3_bucket.uploads() == []
+
+
 def test_reconcile_keeps_uploads_in_progress_and_removes_forgotten_ones(s3_app, client, s3_bucket):
     url = create(client, 20 * MiB)
     patch(client, url, 0, text_bytes(10 * MiB))
@@ -159,8 +175,101 @@ def test_reconcile_keeps_uploads_in_progress_and_removes_forgotten_ones(s3_app, 
     result = s3_app.test_cli_runner().invoke(args=["reconcile", "--orphan-age", "0"])
     assert result.exit_code == 0, result.output
     assert "1 partial removed" in result.output and "temp removed" not in result.output
-    assert state(s3_bucket, name) == ([f"files/.{name}.1.part"], [f"files/{name}"])
+    assert state(s3_bucket, name) == ([f"files/.{name}.{10 * MiB}.part"], [f"files/{name}"])
     assert stray not in s3_bucket.keys()
+
+
+def test_a_last_patch_sent_again_after_finishing_failed_finishes_the_upload(make_app, s3_bucket):
+    """The last PATCH's bytes are all in (its tail gone, its last part sent, its multipart upload
+    even completed), but the validator was down: sent again at the same offset with no body, as
+    on local disk it finishes the upload, instead of looking for the tail and answering 503."""
+    from tests.conftest import Running, free_port
+    from validator_service import server as validator_server
+
+    port = free_port()
+    validator = Running(*validator_server.create_server(f"127.0.0.1:{port}"))
+    app = make_app(**s3_bucket.settings(VALIDATOR_ADDR=validator.address, VALIDATOR_TIMEOUT=2))
+    client = app.test_client()
+    data = text_bytes(2 * MiB, seed=41)
+    url = create(client, len(data))
+    patch(client, url, 0, data[:1 * MiB])  # the head is judged here
+    validator.close()
+    patch(client, url, 1 * MiB, data[1 * MiB:], expect=503)
+    validator = Running(*validator_server.create_server(f"127.0.0.1:{port}"))
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # as a client would: until the gateway's channel has found the validator again
+            response = client.patch(url, data=b"", headers={**TUS, "Upload-Offset": str(len(data)),
+                                                            "Content-Type": OFFSET_STREAM})
+            if "validation service" not in response.get_data(as_text=True) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert response.status_code == 204, response.get_json()
+        record = client.get(f"/files/{response.headers['Upload-File-Id']}").get_json()
+        assert client.get(record["download_url"]).data == data
+    finally:
+        validator.close()
+
+
+def test_a_gateway_that_died_right_after_completing_the_multipart_upload_leaves_it_finishable(
+        s3_app, client, s3_bucket):
+    """Completing the multipart upload and clearing its id in the row are two steps: a gateway
+    killed between them (or one that lost S3's answer) leaves a row naming an upload S3 no longer
+    has. The next HEAD must still finish the upload, from the object now whole at its key."""
+    store = s3_app.extensions["tus"]
+    data = text_bytes(10 * MiB, seed=42)
+    url = create(client, len(data))
+    upload = store.get(url.rsplit("/", 1)[1])
+    # The last PATCH's steps up to finishing (gateway/tus_write.py), then finalize's S3 half.
+    with store.writing(upload, wait=0) as writer:
+        writer.begin(0)
+        writer.write(data)
+        writer.sync(last=True)
+        upload.offset = len(data)
+        store.save(upload, "offset", fence=writer.lock_owner)
+        writer.saved()
+    key, multipart_id = f"files/{upload.filename}", store._multipart_id(upload.id)
+    parts = s3_bucket.client.list_parts(Bucket=s3_bucket.name, Key=key, UploadId=multipart_id)["Parts"]
+    s3_bucket.client.complete_multipart_upload(
+        Bucket=s3_bucket.name, Key=key, UploadId=multipart_id,
+        MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]})
+
+    head = client.head(url, headers=TUS)
+    assert head.status_code == 200 and head.headers.get("Upload-File-Id")
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
+    assert s3_bucket.uploads() == []
+
+
+def test_a_tail_and_a_last_part_go_up_from_the_part_buffer_itself(s3_app, client):
+    """Stream, don't buffer: what a PATCH sends at its end (its tail, or the last part) goes up
+    from its part buffer, not from a copy of it (a second part's worth of memory per request)."""
+    import tracemalloc
+
+    store = s3_app.extensions["tus"]
+    data = text_bytes(15 * MiB, seed=43)
+    url = create(client, len(data))
+    upload = store.get(url.rsplit("/", 1)[1])
+
+    def peak_of(call) -> int:
+        tracemalloc.start()
+        try:
+            call()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    for start, end in ((0, 14 * MiB), (14 * MiB, 15 * MiB)):  # part 1 and a 6 MiB tail; a 7 MiB last part
+        with store.writing(upload, wait=0) as writer:
+            writer.begin(start)
+            writer.write(data[start:end])
+            assert peak_of(lambda: writer.sync(last=end == len(data))) < 1 * MiB
+            upload.offset = end
+            store.save(upload, "offset", fence=writer.lock_owner)
+            writer.saved()
+    head = client.head(url, headers=TUS)
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
 
 
 # --- the lock, in the database ---
@@ -213,6 +322,68 @@ def test_an_abandoned_lock_expires_and_a_stalled_holder_cannot_move_the_offset(m
         store.save(upload, "offset", fence=writer.lock_owner)
     with pytest.raises(LockLost):
         store.renew(upload.id, writer.lock_owner)
+
+
+def test_a_holder_that_lost_the_lock_cannot_cut_short_the_tail_the_offset_needs(make_app, s3_bucket):
+    """Nothing in S3 is fenced by the lock: a holder frozen past its expiry still sends its tail when it
+    wakes. That tail must not replace the one the offset saved since then names (the next PATCH would
+    find it short, and the upload could never go on)."""
+    from gateway.tus_store import LockLost
+
+    app = make_app(**s3_bucket.settings())
+    store = app.extensions["tus"]
+    store.lock_ttl = type(store.lock_ttl)(seconds=0.5)
+    client = app.test_client()
+    data = text_bytes(3 * MiB, seed=40)
+    url = create(client, len(data))
+    patch(client, url, 0, data[:1000])
+    upload = store.get(url.rsplit("/", 1)[1])
+
+    stalled = store.writing(upload, wait=0)
+    late = stalled.__enter__()
+    late.heartbeat.set()  # frozen: no more renewals
+    late.begin(1000)
+    late.write(data[1000:1500])  # what reached it before it froze
+    time.sleep(0.6)
+    patch(client, url, 1000, data[1000:2 * MiB])  # meanwhile the client went on through another request
+    late.sync()  # the late holder wakes and sends its tail...
+    with pytest.raises(LockLost):
+        store.save(upload, "offset", fence=late.lock_owner)  # ...but cannot move the offset
+    stalled.__exit__(None, None, None)
+
+    response = patch(client, url, 2 * MiB, data[2 * MiB:])
+    record = client.get(f"/files/{response.headers['Upload-File-Id']}").get_json()
+    assert client.get(record["download_url"]).data == data
+
+
+def test_a_holder_that_lost_the_lock_sends_no_more_parts(make_app, s3_bucket):
+    """A holder that stalled past its lock's expiry and was overtaken stops at its next part,
+    instead of streaming the rest of its body into parts another request now writes."""
+    from gateway.tus_store import LockLost
+
+    app = make_app(**s3_bucket.settings())
+    store = app.extensions["tus"]
+    store.lock_ttl = type(store.lock_ttl)(seconds=0.5)
+    client = app.test_client()
+    data = text_bytes(3 * PART, seed=44)
+    url = create(client, len(data))
+    patch(client, url, 0, data[:PART])  # part 1, and the multipart upload, exist
+    upload = store.get(url.rsplit("/", 1)[1])
+
+    stalled = store.writing(upload, wait=0)
+    late = stalled.__enter__()
+    late.heartbeat.set()  # frozen: no more renewals
+    late.begin(PART)
+    time.sleep(0.6)
+    with store.writing(upload, wait=0):
+        pass  # another request takes the lock
+    with pytest.raises(LockLost):
+        late.write(data[PART:2 * PART])
+    stalled.__exit__(None, None, None)
+    [multipart] = s3_bucket.uploads()
+    parts = s3_bucket.client.list_parts(Bucket=s3_bucket.name, Key=multipart["Key"],
+                                        UploadId=multipart["UploadId"]).get("Parts", [])
+    assert [p["PartNumber"] for p in parts] == [1]
 
 
 # --- two gateway processes, one database, one bucket ---
