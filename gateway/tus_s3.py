@@ -119,11 +119,6 @@ class S3TusStore(TusStore):
             return conn.execute(sa.select(tus_uploads.c.multipart_id)
                                 .where(tus_uploads.c.id == upload_id)).scalar()
 
-    def unfinished_multipart(self) -> set[str]:
-        query = sa.select(tus_uploads.c.multipart_id).where(tus_uploads.c.multipart_id.is_not(None))
-        with self.engine.connect() as conn:
-            return set(conn.execute(query).scalars())
-
     # --- the lock ---
 
     def _try_lock(self, upload_id: str, owner: str) -> bool:
