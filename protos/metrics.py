@@ -4,6 +4,7 @@ the server's call interceptor (protos/serving.py), and the HTTP endpoint that
 serves them (VALIDATOR_METRICS_PORT / THUMBNAIL_METRICS_PORT)."""
 from __future__ import annotations
 
+import errno
 import logging
 
 from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector,
@@ -71,7 +72,15 @@ def serve_metrics(registry: CollectorRegistry, port: int, host: str, setting: st
     if not port:
         return None
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            # The images listen on [::]; a kernel without IPv6 refuses that family, and gRPC
+            # itself falls back to IPv4 there, so the metrics do too.
+            if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+            host = "0.0.0.0"
+            server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         log.error("Cannot serve metrics on %s:%s (%s): the port is in use or the address is not this "
                   "machine's. Serving without a metrics endpoint; set %s to another port, or 0 to turn "

@@ -6,6 +6,7 @@ exactly what happened, with the right labels."""
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import socket
 import time
@@ -315,3 +316,26 @@ def test_a_metrics_port_in_use_is_reported_and_the_service_still_serves(tmp_path
             text = log.read_text()
             assert f"Cannot serve metrics on 127.0.0.1:{port}" in text
             assert "set VALIDATOR_METRICS_PORT to another port" in text
+
+
+def test_metrics_on_every_interface_fall_back_to_ipv4_where_the_kernel_has_no_ipv6(monkeypatch):
+    # A kernel booted with ipv6.disable=1 cannot be had here: the refusal it gives is simulated.
+    import protos.metrics as module
+
+    real = module.start_http_server
+    asked = []
+
+    def no_ipv6(port, addr, registry):
+        asked.append(addr)
+        if addr == "::":
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(port, addr=addr, registry=registry)
+
+    monkeypatch.setattr(module, "start_http_server", no_ipv6)
+    server = serve_metrics(thumbnail_metrics.REGISTRY, free_port(), "::", "THUMBNAIL_METRICS_PORT")
+    try:
+        assert asked == ["::", "0.0.0.0"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5) as reply:
+            assert b"upload_grpc_server_calls_total" in reply.read()
+    finally:
+        server.shutdown()
