@@ -50,7 +50,8 @@ WORKDIR /app
 # loopback, and the gateway refuses AUTH=off there, so the image serves AUTH=token. Give it
 # ADMIN_TOKEN and SECRET_KEY from a secret at run time (compose .env, a Kubernetes Secret),
 # never in the image. The gRPC targets name the services as compose.yaml and deploy/k8s do.
-# MALLOC_ARENA_MAX=2 as in the Procfile: glibc otherwise keeps each thread's freed buffers.
+# MALLOC_ARENA_MAX=2: python -m gateway sets the same cap itself; here it also holds for tools
+# run in the image (flask --app gateway ...).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -14,8 +14,11 @@ The worker is gunicorn's ``gthread`` with four changes for slow and abusive clie
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import json
+import os
 import selectors
 import socket
 import time
@@ -28,6 +31,9 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from gateway import config, create_app, reconcile
 from gateway.body import ClientGuard, HeaderTimeout
+
+# mallopt's parameter number for the arena cap (glibc's malloc.h).
+M_ARENA_MAX = -8
 
 
 class GatewayConnection(TConn):
@@ -228,8 +234,26 @@ class GatewayServer(BaseApplication):
         return app
 
 
+def limit_malloc_arenas(env=os.environ) -> bool:
+    """Cap glibc's malloc arenas at 2 unless the operator chose (MALLOC_ARENA_MAX).
+
+    glibc gives threads arenas of their own, up to 8 per core, and each keeps
+    what it once held: the worker's RSS crept ~10 MiB over its first requests
+    as new threads took them, whatever their size. Python's small objects do
+    not come from malloc and the GIL serialises the rest, so two arenas cost no
+    speed. Set before gunicorn forks, so the worker inherits it."""
+    if env.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, 2))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to cap
+        return False
+
+
 if __name__ == "__main__":
     settings = config.from_env()
+    limit_malloc_arenas()
     config.check_exposure(settings)
     if settings["STORAGE"] == "s3":
         from gateway.s3_storage import S3Storage

@@ -56,7 +56,6 @@ IMAGE_RUNTIME_ENV = {
     "PATH",                     # the venv first
     "PYTHONUNBUFFERED",         # log lines leave at once
     "PYTHONDONTWRITEBYTECODE",  # read-only root filesystem: nothing to write .pyc into
-    "MALLOC_ARENA_MAX",         # as the Procfile sets for the gateway
 }
 
 
