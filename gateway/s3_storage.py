@@ -174,16 +174,9 @@ class S3Storage:
 
     def write_temp(self, temp: S3Temp, data) -> None:
         """Copy ``data`` into the part buffer (its one copy), sending each part as it fills."""
-        view = memoryview(data)
         with self._copied_lock:
-            self.copied += len(view)
-        while view:
-            take = min(len(view), self.part_size - temp.filled)
-            fill(temp.buffer, temp.filled, view[:take])
-            temp.filled += take
-            view = view[take:]
-            if temp.filled == self.part_size:
-                self._send_part(temp)
+            self.copied += len(data)
+        fill_parts(temp, data, self.part_size, lambda: self._send_part(temp))
 
     def _send_part(self, temp: S3Temp) -> None:
         if temp.upload_id is None:
@@ -328,6 +321,19 @@ class S3Storage:
                     raise
         else:
             self.client.delete_object(Bucket=self.bucket, Key=entry.path)
+
+
+def fill_parts(holder, data, part_size: int, send) -> None:
+    """Copy ``data`` into ``holder.buffer`` from ``holder.filled`` on; each time
+    the buffer holds a whole part, ``send()`` it (which sets ``filled`` back to 0)."""
+    view = memoryview(data)
+    while view:
+        take = min(len(view), part_size - holder.filled)
+        fill(holder.buffer, holder.filled, view[:take])
+        holder.filled += take
+        view = view[take:]
+        if holder.filled == part_size:
+            send()
 
 
 def fill(buffer: bytearray, at: int, data) -> None:

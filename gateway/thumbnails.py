@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from gateway import metrics
 from gateway.background import Periodic
 from gateway.db import FileRepository, FileRow
+from gateway.s3_storage import is_storage_error
 from gateway.services import Services
 from gateway.storage import Storage
 from protos.errors import InsufficientStorage, NotFound, TimedOut, Unavailable, UploadError, out_of_space_as_error
@@ -22,12 +23,6 @@ class StorageDown(Unavailable):
 
     def __init__(self):
         super().__init__("The file storage cannot be reached right now.")
-
-
-def is_storage_error(exc: BaseException) -> bool:
-    from gateway.s3_storage import is_storage_error
-
-    return is_storage_error(exc)
 
 
 # A thumbnail stream always carries the whole file: large messages cost less

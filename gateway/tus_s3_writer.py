@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from gateway.s3_storage import fill
+from gateway.s3_storage import fill_parts
 from gateway.tus_store import BytesGone, LockLost, TusUpload, tus_uploads
 
 if TYPE_CHECKING:
@@ -62,16 +62,12 @@ class S3Writer:
             self.filled = tail
 
     def write(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            take = min(len(view), self.part_size - self.filled)
-            fill(self.buffer, self.filled, view[:take])
-            self.filled += take
-            view = view[take:]
-            if self.filled == self.part_size:
-                self._send_part(self.buffer)
-                self.base += 1
-                self.filled = 0
+        fill_parts(self, data, self.part_size, self._send_full_part)
+
+    def _send_full_part(self) -> None:
+        self._send_part(self.buffer)
+        self.base += 1
+        self.filled = 0
 
     def _send_part(self, body) -> None:
         store = self.store

@@ -19,6 +19,12 @@ log = logging.getLogger("upload.grpc")
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
+def _status(context, default: str) -> str:
+    """The code the handler set on ``context``, by name; ``default`` when it set none."""
+    code = context.code()
+    return code.name if code is not None else default
+
+
 class _CallLogInterceptor(grpc.ServerInterceptor):
     """Logs every call once: method, outcome code, duration; and counts and
     times it in ``metrics`` (a protos.metrics.ServerMetrics) when given."""
@@ -52,13 +58,10 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
             outcome = "OK"
             try:
                 result = inner(request, context)
-                code = context.code()
-                if code is not None and code != grpc.StatusCode.OK:
-                    outcome = code.name
+                outcome = _status(context, "OK")
                 return result
             except Exception:
-                code = context.code()
-                outcome = code.name if code is not None else "INTERNAL"
+                outcome = _status(context, "INTERNAL")
                 raise
             finally:
                 record(start, outcome)
@@ -71,17 +74,14 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
             outcome = "OK"
             try:
                 yield from inner(request, context)
-                code = context.code()
-                if code is not None and code != grpc.StatusCode.OK:
-                    outcome = code.name
-                elif not context.is_active():
+                outcome = _status(context, "OK")
+                if outcome == "OK" and not context.is_active():
                     outcome = "CANCELLED"
             except GeneratorExit:
                 outcome = "CANCELLED"
                 raise
             except Exception:
-                code = context.code()
-                outcome = code.name if code is not None else "INTERNAL"
+                outcome = _status(context, "INTERNAL")
                 raise
             finally:
                 record(start, outcome)

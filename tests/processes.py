@@ -31,6 +31,17 @@ def wait_serving(address: str, timeout: float = 20.0, service: str = "") -> None
             time.sleep(0.1)
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, and SIGKILL if it has not gone within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextmanager
 def service_process(module: str, addr_var: str, port: int, extra_env: dict | None = None,
                     host: str = "127.0.0.1", log: Path | None = None):
@@ -49,11 +60,5 @@ def service_process(module: str, addr_var: str, port: int, extra_env: dict | Non
         wait_serving(f"{host}:{port}")
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
         (proc.stdout or output).close()
