@@ -7,14 +7,20 @@ PROTOS := $(wildcard protos/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test bench bench-quick fuzz install protos system-deps lock clean
+.PHONY: run test lint-imports bench bench-quick fuzz install protos system-deps lock clean
 
 run: install
 	$(BIN)/honcho start -f Procfile
 
 test: install
 	@$(PG_INSTALL)
+	$(MAKE) --no-print-directory lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The import contracts in pyproject.toml (layers, no cycles, services apart). PYTHONPATH: grimp finds
+# packages on sys.path, not through the editable install; --no-cache: its cache trusts mtimes.
+lint-imports: install
+	PYTHONPATH=. $(BIN)/lint-imports --no-cache
 
 # The tests run the metadata on PostgreSQL too: they start a throwaway server from Debian's
 # `postgresql` binaries (tests/postgres.py), installed here when missing and root.

@@ -87,7 +87,7 @@ def validate_once(stub, path: Path, name: str) -> tuple[float, validator_pb2.Ver
 
 
 def check_once(stub, head: bytes, name: str, size: int) -> tuple[float, validator_pb2.Verdict]:
-    """The gateway's usual call: one unary Check carrying the head (see gateway/services.py)."""
+    """The gateway's usual call: one unary Check carrying the head (see gateway/ingest/services.py)."""
     request = validator_pb2.CheckRequest(info=file_info(name, size), head=head, size=size)
     start = time.perf_counter()
     verdict = stub.Check(request, timeout=60)

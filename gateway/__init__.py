@@ -1,4 +1,16 @@
-"""The HTTP gateway: receives uploads and calls the gRPC services."""
+"""The HTTP gateway: receives uploads and calls the gRPC services.
+
+``create_app`` puts it together. Its parts, each a sub-package, and the one way
+their imports run (checked by import-linter, see pyproject.toml):
+
+    http, openapi   the HTTP surface: blueprints, pages, the OpenAPI document
+    tus             resumable uploads: protocol, routes, write path, stores
+    ingest | auth   the upload pipeline and gRPC clients | who is asking, quotas
+    storage         the bytes: local disk or S3; expiry, reconcile
+    metadata        the records: schema, migrations, repositories
+
+The modules beside them (config, errors, metrics, background) are used by all.
+"""
 from __future__ import annotations
 
 from flask import Flask
@@ -12,27 +24,33 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from gateway import (accounts, accounts_api, auth, cli, cors, dashboard, db, downloads, errors, expiry, files,
-                         ingest, jsonbody, limits, login, meta, openapi, page, reconcile, services, sharing, storage,
-                         thumbnails, tus, uploads)
+    from gateway import cli, errors, metadata, storage
+    from gateway.auth import identity
+    from gateway.http import (accounts, cors, dashboard, downloads, files, jsonbody, limits, login, meta, page,
+                              sharing, uploads)
+    from gateway.ingest import pipeline, services, thumbnails
+    from gateway.metadata import accounts as account_store
+    from gateway.openapi import document as openapi
+    from gateway.storage import expiry, reconcile
+    from gateway.tus import routes as tus
 
     # Resources first (each init_app puts one in app.extensions), then the HTTP surface.
     storage.init_app(app)
-    db.init_app(app)  # migrates the schema (every table) to head
-    accounts.init_app(app)
+    metadata.init_app(app)  # migrates the schema (every table) to head
+    account_store.init_app(app)
     services.init_app(app)
     thumbnails.init_app(app)
-    ingest.init_app(app)
+    pipeline.init_app(app)
     expiry.init_app(app)
     tus.init_app(app)
     reconcile.init_app(app)  # after tus: it must know which partial bytes are still wanted
     errors.init_app(app)
     app.before_request(jsonbody.limit_small_bodies)
-    auth.init_app(app)
+    identity.init_app(app)
     cors.init_app(app)
     page.init_app(app)
     cli.init_app(app)
-    for module in (meta, uploads, files, downloads, page, openapi, tus, login, accounts_api, sharing, dashboard):
+    for module in (meta, uploads, files, downloads, page, openapi, tus, login, accounts, sharing, dashboard):
         app.register_blueprint(module.bp)
     limits.init_app(app)  # wraps views registered above; after auth, whose user it keys on
 

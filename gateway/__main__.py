@@ -2,7 +2,7 @@
 
 The worker is gunicorn's ``gthread`` with four changes for slow and abusive clients:
 
-- every receive has a deadline (``gateway.body.ClientGuard``): the request line
+- every receive has a deadline (``gateway.ingest.body.ClientGuard``): the request line
   and headers within CLIENT_HEADER_TIMEOUT, each piece of a body within
   CLIENT_IDLE_TIMEOUT, and at least CLIENT_MIN_RATE bytes per second;
 - a new connection that sends nothing is closed after CLIENT_HEADER_TIMEOUT
@@ -29,8 +29,10 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from gateway import config, create_app, reconcile
-from gateway.body import ClientGuard, HeaderTimeout
+from gateway import config, create_app
+from gateway.ingest.body import ClientGuard, HeaderTimeout
+from gateway.storage import reconcile
+from gateway.storage.s3 import S3Storage
 
 # mallopt's parameter number for the arena cap (glibc's malloc.h).
 M_ARENA_MAX = -8
@@ -256,7 +258,5 @@ if __name__ == "__main__":
     limit_malloc_arenas()
     config.check_exposure(settings)
     if settings["STORAGE"] == "s3":
-        from gateway.s3_storage import S3Storage
-
         S3Storage.from_config(settings)  # a missing bucket stops us here, in one sentence, before any worker
     GatewayServer(settings).run()

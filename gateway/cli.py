@@ -6,8 +6,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from gateway.accounts import accounts
-from gateway.db import repository
+from gateway.metadata import migrate
+from gateway.metadata.accounts import accounts
+from gateway.metadata.files import repository
 from protos.errors import UploadError
 from protos.text import human_size
 
@@ -147,8 +148,6 @@ def reconcile_command(verify: bool, dry_run: bool, orphan_age: float | None):
 def db_upgrade(revision: str):
     """Migrate the schema (under the same lock as the start-up, so safe while the service runs).
     For a release step that migrates before new gateways start."""
-    from gateway import migrate
-
     engine = repository().engine
     migrate.upgrade(engine, revision)
     click.echo(f"The database is at revision {migrate.current(engine)} (head {migrate.head()}).")
@@ -157,8 +156,6 @@ def db_upgrade(revision: str):
 @db_cli.command("current")
 def db_current():
     """The revision the database is at, and the one this version of the service needs."""
-    from gateway import migrate
-
     click.echo(f"{migrate.current(repository().engine)} (head {migrate.head()})")
 
 

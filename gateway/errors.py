@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.page import render_page
+from gateway.storage.s3 import is_storage_error
 from protos.errors import Gone, InsufficientStorage, Refused, Unavailable, UploadError, is_out_of_space
 
 log = logging.getLogger("upload.gateway")
@@ -30,7 +30,9 @@ def error_response(error: UploadError) -> Response:
 
 
 def _gone_page(error: Gone) -> Response:
-    return render_page("gone.html", status=error.http_status, heading=error.message.rstrip("."))
+    # Rendered here, not by gateway.http (which uses this module); its CSP comes from
+    # gateway.http.html.secure_html like every HTML answer's.
+    return make_response(render_template("gone.html", heading=error.message.rstrip(".")), error.http_status)
 
 
 def _json_error(error: UploadError) -> Response:
@@ -62,8 +64,6 @@ def _unexpected(exc: Exception) -> Response:
         log.warning("storage full: %s", exc)
         return error_response(InsufficientStorage(
             "The server has run out of storage space, so this could not be done. Please try again later."))
-    from gateway.s3_storage import is_storage_error
-
     if is_storage_error(exc):
         # STORAGE=s3 and the bucket failed the request (after boto3's retries).
         log.warning("file storage unavailable: %s", exc)

@@ -56,7 +56,7 @@ THUMBNAILS = Counter("upload_thumbnails_total",
                      "rendered).", ["outcome"], registry=REGISTRY)
 FILES_REAPED = Counter("upload_files_reaped_total", "Expired files removed by the reaper (bytes, thumbnail, record).",
                        registry=REGISTRY)
-RECONCILED = Counter("upload_reconciled_total", "What reconcile repaired, by kind (see gateway/reconcile.py).",
+RECONCILED = Counter("upload_reconciled_total", "What reconcile repaired, by kind (see gateway/storage/reconcile.py).",
                      ["kind"], registry=REGISTRY)
 
 TUS_CREATED = Counter("upload_tus_creations_total", "tus uploads created (POST /tus/, a final concatenation too).",

@@ -6,27 +6,13 @@ registered the same way (``thumbnail_service.renderers``).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import BinaryIO
-
-from PIL import Image
+from collections.abc import Iterable
 
 from protos.plugins import hookspec
+from thumbnail_service.types import Renderer, RenderFunction
 
-# render(source, (max_width, max_height)) -> an image no larger than the box.
-# ``source`` is a seekable, read-only binary file holding the whole upload.
-# The upload may still be arriving: a read waits for the bytes it asks for, so
-# read only what you need. It has no fileno(). Raise protos.errors.InvalidInput
-# for a damaged file, TooLarge for one over limits.
-RenderFunction = Callable[[BinaryIO, tuple[int, int]], Image.Image]
-
-
-@dataclass(frozen=True)
-class Renderer:
-    name: str
-    mime_types: tuple[str, ...]
-    render: RenderFunction
+# What the hooks give back, importable from here as the README shows plugin authors.
+__all__ = ["Renderer", "RenderFunction"]
 
 
 @hookspec

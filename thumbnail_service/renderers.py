@@ -20,6 +20,9 @@ from thumbnail_service.hookspecs import Renderer
 
 log = logging.getLogger("upload.thumbnail")
 
+# The built-in plugins, registered first (the validator's are in validator_service.rules).
+DEFAULT_PLUGINS = (__name__,)
+
 # The Pillow decoders each type may use: the type libmagic detected picks the
 # decoder, never the bytes (a file judged a PNG is not parsed by the TIFF decoder).
 PILLOW_FORMATS = {

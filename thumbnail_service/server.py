@@ -13,10 +13,10 @@ from protos.plugins import create_plugin_manager
 from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
+from thumbnail_service.renderers import DEFAULT_PLUGINS
 from thumbnail_service.servicer import ThumbnailServicer
 
 SERVICE_NAME = thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name
-DEFAULT_PLUGINS = ("thumbnail_service.renderers",)
 
 
 def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:

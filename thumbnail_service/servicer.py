@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import re
+import tempfile
 import threading
 import time
 
@@ -16,8 +16,8 @@ from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.errors import Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
-from thumbnail_service.hookspecs import Renderer, RenderFunction
 from thumbnail_service.incoming import IncomingFile
+from thumbnail_service.types import Renderer, RenderFunction
 
 log = logging.getLogger("upload.thumbnail")
 

@@ -8,33 +8,17 @@ that upload (and only that one).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from protos.plugins import hookspec
+from validator_service.types import FileType, Rejection
 
 if TYPE_CHECKING:
     from validator_service.fileview import FileView
     from validator_service.policy import Policy
 
-
-@dataclass(frozen=True)
-class FileType:
-    """An allowed extension and every MIME type libmagic may report for a
-    genuine file of that kind (the first is the canonical type)."""
-
-    extension: str
-    mime_types: tuple[str, ...]
-    # A raster image: dimension limits apply and thumbnails are made.
-    image: bool = False
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A refusal: ``code`` is stable, for programs; ``message`` is for people."""
-
-    code: str
-    message: str
+# What the hooks give back, importable from here as the README shows plugin authors.
+__all__ = ["FileType", "Rejection"]
 
 
 @hookspec

@@ -8,8 +8,8 @@ import pluggy
 from protos import validator_pb2
 from protos.plugins import notify
 from validator_service.fileview import FileView
-from validator_service.hookspecs import Rejection
 from validator_service.policy import Policy
+from validator_service.types import Rejection
 
 log = logging.getLogger("upload.validator")
 

@@ -7,7 +7,7 @@ import pluggy
 
 from protos import validator_pb2
 from validator_service.config import Settings
-from validator_service.hookspecs import FileType
+from validator_service.types import FileType
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from flask import Flask, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway.accounts import User, accounts
+from gateway.metadata.accounts import User, accounts
 from protos.errors import Forbidden, Unauthenticated
 
 # Endpoints anyone may call: the page shell, sign-in and sign-out, probes, the

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from gateway.accounts import User
-from gateway.auth import current_user
-from gateway.db import repository
+from gateway.auth.identity import current_user
+from gateway.metadata.accounts import User
+from gateway.metadata.files import repository
 from protos.errors import QuotaExceeded
 from protos.text import human_size
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from gateway.accounts import Token, User, accounts
-from gateway.auth import auth_enabled, current_user
-from gateway.db import repository
-from gateway.jsonbody import json_object, text
-from gateway.records import iso
+from gateway.auth.identity import auth_enabled, current_user
+from gateway.auth.quotas import limits_for
+from gateway.http.jsonbody import json_object, text
+from gateway.http.records import iso
+from gateway.metadata.accounts import Token, User, accounts
+from gateway.metadata.files import repository
 from protos.errors import Forbidden, InvalidInput, NotFound
 
 bp = Blueprint("accounts_api", __name__)
@@ -44,8 +45,6 @@ def token_json(token: Token) -> dict:
 
 @bp.get("/me")
 def me():
-    from gateway.quotas import limits_for
-
     user = _caller()
     files, size = repository().usage(user.id)
     quota_bytes, quota_files = limits_for(user, current_app.config)

@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, current_app, jsonify
 
 from gateway import metrics
-from gateway.auth import auth_enabled, current_user
-from gateway.db import repository
-from gateway.page import render_page
-from gateway.records import iso
-from gateway.services import services
+from gateway.auth.identity import auth_enabled, current_user
+from gateway.http.html import render_page
+from gateway.http.records import iso
+from gateway.ingest.services import services
+from gateway.metadata.files import repository
 from protos.errors import Forbidden, Unauthenticated
 
 bp = Blueprint("dashboard", __name__)

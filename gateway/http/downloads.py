@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response, redirect, request, send_file
 
-from gateway.auth import owner_scope
-from gateway.db import repository
-from gateway.expiry import refuse_expired
-from gateway.names import sanitize
-from gateway.s3_storage import content_disposition
-from gateway.storage import storage
+from gateway.auth.identity import owner_scope
+from gateway.ingest.names import sanitize
+from gateway.metadata.files import repository
+from gateway.storage.base import storage
+from gateway.storage.expiry import refuse_expired
+from gateway.storage.s3 import content_disposition
 from protos.errors import NotFound
 
 bp = Blueprint("downloads", __name__)

@@ -5,11 +5,11 @@ import json
 
 from flask import Blueprint, jsonify, request
 
-from gateway.auth import owner_scope
-from gateway.db import repository
-from gateway.expiry import refuse_expired
-from gateway.ingest import ingest
-from gateway.records import iso, record
+from gateway.auth.identity import owner_scope
+from gateway.http.records import iso, record
+from gateway.ingest.pipeline import ingest
+from gateway.metadata.files import repository
+from gateway.storage.expiry import refuse_expired
 from protos.errors import InvalidInput, NotFound
 
 bp = Blueprint("files", __name__)

@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from gateway.auth import current_user
+from gateway.auth.identity import current_user
 
 # Creating uploads, both ways in: they share one budget.
 UPLOAD_ENDPOINTS = ("uploads.upload", "tus.create")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, make_response, redirect, request, session
 
-from gateway.accounts import accounts
-from gateway.auth import auth_enabled, check_csrf, csrf_token, current_user
-from gateway.jsonbody import json_object, text
-from gateway.page import render_page
+from gateway.auth.identity import auth_enabled, check_csrf, csrf_token, current_user
+from gateway.http.html import render_page
+from gateway.http.jsonbody import json_object, text
+from gateway.metadata.accounts import accounts
 from protos.errors import InvalidInput, NotFound, Unauthenticated
 
 bp = Blueprint("login", __name__)

@@ -5,9 +5,9 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
-from gateway.db import repository
+from gateway.ingest.services import services
+from gateway.metadata.files import repository
 from protos.text import human_size
-from gateway.services import services
 
 bp = Blueprint("meta", __name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import url_for
 
-from gateway.db import FileRow
+from gateway.metadata.files import FileRow
 from protos.text import human_size
 
 

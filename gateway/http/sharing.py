@@ -13,13 +13,13 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, current_app, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from gateway.accounts import accounts
-from gateway.db import repository
-from gateway.downloads import send_stored
-from gateway.expiry import refuse_expired
-from gateway.files import row_or_404
-from gateway.jsonbody import json_object
-from gateway.records import iso
+from gateway.http.downloads import send_stored
+from gateway.http.files import row_or_404
+from gateway.http.jsonbody import json_object
+from gateway.http.records import iso
+from gateway.metadata.accounts import accounts
+from gateway.metadata.files import repository
+from gateway.storage.expiry import refuse_expired
 from protos.errors import Forbidden, Gone, InvalidInput, NotFound
 
 bp = Blueprint("sharing", __name__)

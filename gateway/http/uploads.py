@@ -9,16 +9,17 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File
 
 from gateway import metrics
-from gateway.auth import owner_id
-from gateway.body import BodyReader, drain_then_close
-from gateway.db import repository
+from gateway.auth.identity import owner_id
+from gateway.auth.quotas import Budget, quota
 from gateway.errors import error_response
-from gateway.expiry import FIELD as EXPIRES_IN, expires_at, parse_expires_in
-from gateway.ingest import Upload, ingest, too_large
-from gateway.multipart import BUFFER_SIZE, MultipartReader
-from gateway.quotas import Budget, quota
-from gateway.records import record
-from gateway.services import services
+from gateway.http.records import record
+from gateway.ingest.body import BodyReader, drain_then_close
+from gateway.ingest.multipart import BUFFER_SIZE, MultipartReader
+from gateway.ingest.pipeline import Upload, ingest, too_large
+from gateway.ingest.services import services
+from gateway.metadata.files import repository
+from gateway.storage.expiry import FIELD as EXPIRES_IN
+from gateway.storage.expiry import expires_at, parse_expires_in
 from protos.errors import InvalidInput, Refused, UploadError, out_of_space_as_error
 
 log = logging.getLogger("upload.gateway")
@@ -141,7 +142,7 @@ def upload():
         finished = False
         # A full disk anywhere on the way (temp file, its bytes, the rename, the
         # row) is a 507, and the rollback below leaves nothing. (A thumbnail that
-        # does not fit is only postponed: gateway/thumbnails.py.)
+        # does not fit is only postponed: gateway/ingest/thumbnails.py.)
         with out_of_space_as_error():
             # A small body needs no 1 MiB buffer (the reader keeps a floor for headers).
             size = min(BUFFER_SIZE, (request.content_length or BUFFER_SIZE) + 1)

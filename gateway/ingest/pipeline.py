@@ -22,13 +22,13 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from gateway import metrics
-from gateway.db import FileRepository, FileRow
-from gateway.expiry import is_expired
-from gateway.hashing import StreamHasher
-from gateway.names import extension, sanitize
-from gateway.services import Services
-from gateway.storage import Storage, new_id
-from gateway.thumbnails import Thumbnails
+from gateway.ingest.hashing import StreamHasher
+from gateway.ingest.names import extension, sanitize
+from gateway.ingest.services import Services
+from gateway.ingest.thumbnails import Thumbnails
+from gateway.metadata.files import FileRepository, FileRow
+from gateway.storage.base import Storage, new_id
+from gateway.storage.expiry import is_expired
 from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
 from protos.streaming import write_all
 from protos.text import human_size

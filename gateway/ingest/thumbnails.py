@@ -8,10 +8,10 @@ from flask import Flask, current_app
 
 from gateway import metrics
 from gateway.background import Periodic
-from gateway.db import FileRepository, FileRow
-from gateway.s3_storage import is_storage_error
-from gateway.services import Services
-from gateway.storage import Storage
+from gateway.ingest.services import Services
+from gateway.metadata.files import FileRepository, FileRow
+from gateway.storage.base import Storage
+from gateway.storage.s3 import is_storage_error
 from protos.errors import InsufficientStorage, NotFound, TimedOut, Unavailable, UploadError, out_of_space_as_error
 from protos.streaming import read_chunks
 

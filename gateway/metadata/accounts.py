@@ -17,48 +17,8 @@ import sqlalchemy as sa
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway.db import UTCDateTime, metadata, utc
+from gateway.metadata.tables import server_secrets, sessions, tokens, users, utc
 from protos.errors import Conflict, InvalidInput
-
-users = sa.Table(
-    "users",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("username", sa.String(64), nullable=False, unique=True),
-    sa.Column("password_hash", sa.Text, nullable=True),
-    sa.Column("admin", sa.Boolean, nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    # Per-user overrides of USER_QUOTA_BYTES / USER_QUOTA_FILES; null: the default.
-    sa.Column("quota_bytes", sa.BigInteger, nullable=True),
-    sa.Column("quota_files", sa.Integer, nullable=True),
-)
-
-tokens = sa.Table(
-    "tokens",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("name", sa.String(100), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("last_used_at", UTCDateTime(), nullable=True),
-)
-
-sessions = sa.Table(
-    "sessions",
-    metadata,
-    sa.Column("id_hash", sa.String(64), primary_key=True),
-    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
-)
-
-# Server-made secrets (the signing key when SECRET_KEY is not set).
-server_secrets = sa.Table(
-    "server_secrets",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8

@@ -1,9 +1,7 @@
-"""Metadata: one row per stored file, through SQLAlchemy Core: SQLite (WAL) by
-default, PostgreSQL with DATABASE_URL=postgresql+psycopg://... The schema is
-made and changed by migrations (gateway/migrate.py), never by create_all.
+"""The stored files' records: one row per stored file (the ``files`` table).
 
-The repository is the only code that knows the schema; a row is written only
-after its bytes are in place, so a listed file always has its bytes.
+The repository is how the gateway reads and writes that table; a row is
+written only after its bytes are in place, so a listed file always has its bytes.
 """
 from __future__ import annotations
 
@@ -14,57 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import current_app
 
-metadata = sa.MetaData()
-
-
-class UTCDateTime(sa.TypeDecorator):
-    """A point in time, stored as UTC and given back aware, in UTC, on every
-    backend. SQLite's DateTime would drop an offset without converting
-    (09:00+02:00 stored as 09:00); PostgreSQL converts, and answers in the
-    session's zone. Naive values mean UTC."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        return value
-
-    def process_result_value(self, value, dialect):
-        return utc(value)
-
-
-files = sa.Table(
-    "files",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("filename", sa.String(64), nullable=False, unique=True),
-    sa.Column("original_name", sa.String(255), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("type", sa.String(255), nullable=False),
-    sa.Column("is_image", sa.Boolean, nullable=False),
-    sa.Column("width", sa.Integer, nullable=True),
-    sa.Column("height", sa.Integer, nullable=True),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    # Thumbnail file name; null while there is none.
-    sa.Column("thumbnail", sa.String(64), nullable=True),
-    # none | pending (retry later) | done | failed (the image cannot be rendered)
-    sa.Column("thumbnail_status", sa.String(16), nullable=False),
-    sa.Column("uploaded_at", UTCDateTime(), nullable=False),
-    sa.Column("expires_at", UTCDateTime(), nullable=True),
-    # The validator's decisions, kept for the audit trail.
-    sa.Column("verdict", sa.Text, nullable=False, default="{}"),
-    # The user who uploaded it (see gateway/accounts.py); null with AUTH=off.
-    sa.Column("owner_id", sa.String(32), nullable=True),
-    sa.Index("ix_files_uploaded_at_id", "uploaded_at", "id"),
-    sa.Index("ix_files_owner_uploaded_at", "owner_id", "uploaded_at"),
-    sa.Index("ix_files_thumbnail_status", "thumbnail_status"),
-)
-# The reaper's query.
-EXPIRES_INDEX = sa.Index("ix_files_expires_at", files.c.expires_at)
+from gateway.metadata.tables import files, utc
 
 
 @dataclass
@@ -84,16 +34,6 @@ class FileRow:
     expires_at: datetime | None
     verdict: str = "{}"
     owner_id: str | None = None
-
-
-def utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes, PostgreSQL aware ones in the session's
-    # zone: everything stored is UTC, and shown (and put in cursors) as UTC.
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def _row(mapping) -> FileRow:
@@ -250,7 +190,7 @@ class FileRepository:
         """(files, bytes) stored, everyone's, and of them those uploaded from
         ``recent_since`` on. This reads the whole table (in one statement, so one
         snapshot): a caller that polls it counts the recent part again with
-        uploaded_since() instead (gateway/dashboard.py)."""
+        uploaded_since() instead (gateway/http/dashboard.py)."""
         recent = files.c.uploaded_at >= recent_since
         query = sa.select(
             sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0),
@@ -273,39 +213,6 @@ class FileRepository:
         query = sa.select(sa.func.count()).select_from(files).where(files.c.thumbnail_status == "pending")
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
-
-
-def _sqlite_pragmas(dbapi_connection, _record):
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer; NORMAL is durable across a process crash.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
-
-
-def create_engine(url: str) -> sa.Engine:
-    engine_args: dict = {}
-    if sa.make_url(url).get_backend_name() == "postgresql":
-        # UTC sessions: a naive datetime means UTC as it does on SQLite, and what
-        # comes back is UTC. pre_ping: a restarted server costs no failed request.
-        engine_args = {"connect_args": {"options": "-c TimeZone=UTC"}, "pool_pre_ping": True}
-    engine = sa.create_engine(url, **engine_args)
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def database_url(config) -> str:
-    return config["DATABASE_URL"] or f"sqlite:///{config['DATA_DIR']}/uploads.db"
-
-
-def init_app(app: Flask) -> None:
-    from gateway import migrate
-
-    engine = create_engine(database_url(app.config))
-    migrate.upgrade(engine)  # every table, the accounts' and tus' too; a no-op when at head
-    app.extensions["files"] = FileRepository(engine)
 
 
 def repository() -> FileRepository:

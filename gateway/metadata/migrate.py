@@ -1,4 +1,4 @@
-"""Schema migrations (Alembic, gateway/migrations): run at every start-up and
+"""Schema migrations (Alembic, gateway/metadata/migrations): run at every start-up and
 by `flask --app gateway db upgrade`, on SQLite and PostgreSQL alike.
 
 Several gunicorn workers or replicas start at once, so every upgrade runs
@@ -24,9 +24,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-# Every table's module, so that the metadata migrations are compared with is whole.
-from gateway import accounts, tus_store  # noqa: F401
-from gateway.db import metadata
+from gateway.metadata.tables import metadata
 
 log = logging.getLogger("upload.gateway")
 
@@ -86,7 +84,7 @@ def _exclusive(conn: sa.Connection) -> Iterator[None]:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield
         finally:
-            conn.exec_driver_sql("PRAGMA busy_timeout=5000")  # what gateway.db sets: the pool's default
+            conn.exec_driver_sql("PRAGMA busy_timeout=5000")  # what gateway.metadata.engine sets: the pool's default
     else:
         log.warning("no migration lock for %s: start one process first when upgrading", name)
         yield

@@ -6,7 +6,7 @@ import re
 
 from flask import current_app
 
-from gateway.auth import OPEN
+from gateway.auth.identity import OPEN
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 OFF = "Accounts are off on this server (AUTH=off)."

@@ -11,12 +11,12 @@ import importlib.metadata
 
 from flask import Blueprint, current_app, jsonify
 
-from gateway import openapi_schemas
-from gateway.files import MAX_PAGE
-from gateway.openapi_accounts import accounts_paths, add_authentication
-from gateway.openapi_schemas import ID_PATTERN
-from gateway.openapi_tus import tus_paths
-from gateway.storage import NAME_RE
+from gateway.http.files import MAX_PAGE
+from gateway.openapi import schemas as openapi_schemas
+from gateway.openapi.accounts import accounts_paths, add_authentication
+from gateway.openapi.schemas import ID_PATTERN
+from gateway.openapi.tus import tus_paths
+from gateway.storage.base import NAME_RE
 
 bp = Blueprint("openapi", __name__)
 

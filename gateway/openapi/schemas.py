@@ -1,8 +1,8 @@
 """The schemas (components) of the gateway's OpenAPI document."""
 from __future__ import annotations
 
-from gateway.files import MAX_PAGE
-from gateway.storage import NAME_RE
+from gateway.http.files import MAX_PAGE
+from gateway.storage.base import NAME_RE
 
 ID_PATTERN = "^[0-9a-f]{32}$"
 # The grpc.health.v1 status names, plus what the gateway reports when a service does not answer.

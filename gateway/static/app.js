@@ -68,7 +68,7 @@
     return (date.getFullYear() === new Date().getFullYear() ? thisYear : otherYear).format(date);
   }
 
-  /** The extension the server will see (gateway/names.py: last dot, alphanumeric, <= 16). */
+  /** The extension the server will see (gateway/ingest/names.py: last dot, alphanumeric, <= 16). */
   function extensionOf(name) {
     const trimmed = String(name).trim().replace(/[\s.]+$/, "");
     const dot = trimmed.lastIndexOf(".");

@@ -18,7 +18,7 @@ from flask import Flask, current_app
 
 from gateway import metrics
 from gateway.background import Periodic
-from gateway.db import FileRepository, FileRow
+from gateway.metadata.files import FileRepository, FileRow
 from protos.errors import Gone, InvalidInput
 
 log = logging.getLogger("upload.gateway")

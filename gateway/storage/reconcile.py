@@ -25,13 +25,21 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway import metrics
-from gateway.db import FileRepository, FileRow
-from gateway.storage import Storage
-from gateway.tus_store import TusStore
+from gateway.background import Periodic
+from gateway.metadata.files import FileRepository, FileRow
+from gateway.storage.base import Storage
 
 log = logging.getLogger("upload.gateway")
+
+
+class UploadsInProgress(Protocol):
+    """What reconcile asks of the tus store (gateway/tus/store.py), which sits
+    above storage: the stored names that unfinished uploads still write to."""
+
+    def unfinished_filenames(self) -> set[str]: ...
 
 
 @dataclass
@@ -55,7 +63,7 @@ class Report:
 
 
 class Reconciler:
-    def __init__(self, storage: Storage, repo: FileRepository, tus: TusStore, orphan_age: float):
+    def __init__(self, storage: Storage, repo: FileRepository, tus: UploadsInProgress, orphan_age: float):
         self.storage, self.repo, self.tus = storage, repo, tus
         self.orphan_age = orphan_age
 
@@ -147,8 +155,6 @@ def start(app) -> None:
     """When the gateway starts serving (not for every `flask` command, whose
     --dry-run must find things as they are): a pass now, then every
     RECONCILE_INTERVAL seconds."""
-    from gateway.background import Periodic
-
     reconciler = app.extensions["reconciler"]
     if app.config["RECONCILE_ON_START"]:
         reconciler.run()

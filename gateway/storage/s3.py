@@ -27,12 +27,12 @@ from datetime import datetime, timezone
 from typing import BinaryIO, Iterator
 from urllib.parse import quote
 
-from gateway.storage import NAME_RE, Entry, Stat, _kind
+from gateway.storage.base import NAME_RE, Entry, Stat, entry_kind
 
 log = logging.getLogger("upload.gateway")
 
 AREAS = ("files", "thumbnails")
-# The tail of a tus upload: ".<stored name>.<offset its bytes reach>.part" (gateway/tus_s3.py).
+# The tail of a tus upload: ".<stored name>.<offset its bytes reach>.part" (gateway/tus/s3.py).
 TAIL_RE = re.compile(r"^\.(?P<name>[0-9a-f]{32}(\.[a-z0-9]{1,16})?)\.(?P<end>\d+)\.part$")
 # Bytes per read of an object being passed on (downloads, thumbnails, hashing).
 READ_CHUNK = 256 * 1024
@@ -63,7 +63,8 @@ def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, (BotoCoreError, ClientError))
 
 
-def _missing(exc: BaseException) -> bool:
+def is_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` says the object or multipart upload is not there."""
     from botocore.exceptions import ClientError
 
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
@@ -230,7 +231,7 @@ class S3Storage:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return None
             raise
         return Stat(head["ContentLength"], head["LastModified"].timestamp())
@@ -246,7 +247,7 @@ class S3Storage:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except Exception as exc:
-            if _missing(exc):
+            if is_missing(exc):
                 return None
             raise
 
@@ -283,9 +284,9 @@ class S3Storage:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 filename = obj["Key"][len(prefix):]
-                kind = _kind(filename)
+                kind = entry_kind(filename)
                 if (tail := TAIL_RE.fullmatch(filename)) is not None:
-                    # Bytes past the last full part of a tus upload (gateway/tus_s3.py).
+                    # Bytes past the last full part of a tus upload (gateway/tus/s3.py).
                     kind, filename = "partial", f".{tail['name']}.part"
                 yield Entry(kind, filename, obj["Key"], obj["Size"], obj["LastModified"].timestamp())
         for upload in self.multipart_uploads(prefix):
@@ -306,7 +307,7 @@ class S3Storage:
                 for part in page.get("Parts", []):
                     newest = max(newest, part["LastModified"])
         except Exception as exc:
-            if not _missing(exc):
+            if not is_missing(exc):
                 raise
             return datetime.now(timezone.utc).timestamp()  # finished or aborted meanwhile: not ours to judge
         return newest.timestamp()
@@ -317,7 +318,7 @@ class S3Storage:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             except Exception as exc:
-                if not _missing(exc):
+                if not is_missing(exc):
                     raise
         else:
             self.client.delete_object(Bucket=self.bucket, Key=entry.path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from gateway.hashing import StreamHasher
+from gateway.ingest.hashing import StreamHasher
 
 # Uploads in progress whose hash is kept; the oldest goes first (its upload is
 # then hashed at the end, nothing more).

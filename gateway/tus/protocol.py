@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-from gateway.names import sanitize
+from gateway.ingest.names import sanitize
 from protos.errors import InvalidInput
 
 VERSION = "1.0.0"
@@ -57,7 +57,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
 class UploadMetadata:
     original_name: str
     declared_type: str
-    # As sent; gateway.expiry judges it against the settings.
+    # As sent; gateway.storage.expiry judges it against the settings.
     expires_in: str | None
 
 

@@ -15,20 +15,21 @@ from datetime import datetime, timezone
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from gateway import metrics
-from gateway.auth import owner_id
+from gateway.auth.identity import owner_id
+from gateway.auth.quotas import quota
 from gateway.background import Periodic
-from gateway.body import drain_then_close
 from gateway.errors import error_response
-from gateway.expiry import parse_expires_in
-from gateway.ingest import stored_name, too_large
-from gateway.names import extension
-from gateway.quotas import quota
-from gateway.services import services
-from gateway.tus_protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
+from gateway.ingest.body import drain_then_close
+from gateway.ingest.names import extension
+from gateway.ingest.pipeline import stored_name, too_large
+from gateway.ingest.services import services
+from gateway.storage.expiry import parse_expires_in
+from gateway.tus.hashes import RunningHashes
+from gateway.tus.protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
-from gateway.tus_store import BytesGone, TusStore, TusUpload, WriteLocked
-from gateway.tus_hashes import RunningHashes
-from gateway.tus_write import append, complete, finish_stalled, live, max_size, store
+from gateway.tus.s3 import S3TusStore
+from gateway.tus.store import BytesGone, TusStore, TusUpload, WriteLocked
+from gateway.tus.write import append, complete, finish_stalled, live, max_size, store
 from protos.errors import Forbidden, Gone, Internal, InvalidInput, Locked, NotFound, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
@@ -302,8 +303,6 @@ def init_app(app) -> None:
         tus = TusStore(engine, storage, app.config["TUS_EXPIRY"], disk=app.extensions["ingest"].disk)
     else:
         # Bytes in S3 multipart uploads and the lock in the database: any replica continues any upload.
-        from gateway.tus_s3 import S3TusStore
-
         tus = S3TusStore(engine, storage, app.config["TUS_EXPIRY"], lock_ttl=app.config["TUS_LOCK_EXPIRY"])
     app.extensions["tus"] = tus
     app.extensions["tus_hashes"] = RunningHashes()

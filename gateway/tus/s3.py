@@ -46,17 +46,12 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from gateway.tus_s3_writer import S3Writer
-from gateway.tus_store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked, tus_uploads
+from gateway.metadata.tables import files, tus_uploads
+from gateway.storage.s3 import is_missing
+from gateway.tus.s3_writer import S3Writer
+from gateway.tus.store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
 
 log = logging.getLogger("upload.tus")
-
-
-
-def _files_table():
-    from gateway.db import files
-
-    return files
 
 
 class S3TusStore(TusStore):
@@ -97,7 +92,6 @@ class S3TusStore(TusStore):
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
-        files = _files_table()
         with self.engine.connect() as conn:
             owned = conn.execute(sa.select(files.c.id).where(files.c.filename == upload.filename)).first()
         if owned is None:
@@ -109,9 +103,7 @@ class S3TusStore(TusStore):
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id)
         except Exception as exc:
-            from gateway.s3_storage import _missing
-
-            if not _missing(exc):
+            if not is_missing(exc):
                 raise
 
     def _multipart_id(self, upload_id: str) -> str | None:
@@ -202,8 +194,6 @@ class S3TusStore(TusStore):
         """Complete the multipart upload of an upload whose bytes have all
         arrived: the object appears at its final key. Done already (an earlier
         try failed after it): the object is checked instead."""
-        from gateway.s3_storage import _missing
-
         multipart_id = self._multipart_id(upload.id)
         key = self.key(upload)
         if multipart_id is None:
@@ -231,7 +221,7 @@ class S3TusStore(TusStore):
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id,
                                                   MultipartUpload={"Parts": chosen})
         except Exception as exc:
-            if not _missing(exc):
+            if not is_missing(exc):
                 raise
             # Completed already, by a request that died (or lost S3's answer) before the row
             # said so, or by another join of this partial upload: the object must be there whole.

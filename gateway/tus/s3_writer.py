@@ -1,27 +1,41 @@
 """One request's writing of a tus upload on STORAGE=s3, under the upload's
-lock (gateway/tus_s3.py says how the bytes are laid out in the bucket)."""
+lock (gateway/tus/s3.py says how the bytes are laid out in the bucket)."""
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from gateway.s3_storage import fill_parts
-from gateway.tus_store import BytesGone, LockLost, TusUpload, tus_uploads
-
-if TYPE_CHECKING:
-    from gateway.tus_s3 import S3TusStore
+from gateway.metadata.tables import tus_uploads
+from gateway.storage.s3 import fill_parts, is_missing
+from gateway.tus.store import BytesGone, LockLost, TusUpload
 
 log = logging.getLogger("upload.tus")
+
+
+class PartStore(Protocol):
+    """What a writer needs of its store: S3TusStore (gateway/tus/s3.py), which
+    makes the writers, so this module does not import it back."""
+
+    client: Any  # boto3's S3 client
+    bucket: str
+    engine: sa.Engine
+    part_size: int
+
+    def key(self, upload: TusUpload) -> str: ...
+
+    def tail_key(self, upload: TusUpload, end: int) -> str: ...
+
+    def _abort(self, key: str, multipart_id: str) -> None: ...
 
 
 class S3Writer:
     """One request's writing of an upload held under its lock: the bytes from
     the last full part on are in ``buffer``; each full buffer is sent as its part."""
 
-    def __init__(self, store: S3TusStore, upload: TusUpload, owner: str):
+    def __init__(self, store: PartStore, upload: TusUpload, owner: str):
         self.store = store
         self.upload = upload
         self.lock_owner = owner
@@ -46,9 +60,7 @@ class S3Writer:
                 body = self.store.client.get_object(Bucket=self.store.bucket,
                                                     Key=self.store.tail_key(self.upload, start))["Body"]
             except Exception as exc:
-                from gateway.s3_storage import _missing
-
-                if not (_missing(exc) and start == self.upload.length):
+                if not (is_missing(exc) and start == self.upload.length):
                     raise
                 # All bytes arrived and the last part left (its tail goes only once the saved
                 # offset no longer needs it), but finishing failed: a retried last PATCH adds nothing.

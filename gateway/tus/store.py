@@ -2,7 +2,7 @@
 a hidden file beside the final place, and a lock that holds across threads,
 gunicorn workers and processes (flock on that file).
 
-With STORAGE=s3 the bytes and the lock live elsewhere (gateway/tus_s3.py: an
+With STORAGE=s3 the bytes and the lock live elsewhere (gateway/tus/s3.py: an
 S3 multipart upload, a lock in the database); both stores hand the write path
 the same kind of writer (``writing()``)."""
 from __future__ import annotations
@@ -17,44 +17,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from gateway.db import UTCDateTime, metadata, utc
-from gateway.storage import LocalStorage
+from gateway.metadata.tables import tus_uploads, utc
+from gateway.storage.local import LocalStorage
 from protos.errors import InsufficientStorage, out_of_space_as_error
 from protos.streaming import write_all
-
-tus_uploads = sa.Table(
-    "tus_uploads",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    # The stored name the file will have (random id plus the validated extension).
-    sa.Column("filename", sa.String(64), nullable=False),
-    # Null while the client defers it (creation-defer-length).
-    sa.Column("length", sa.BigInteger, nullable=True),
-    # Only ever moved after the bytes up to it are fsynced.
-    sa.Column("offset", sa.BigInteger, nullable=False),
-    sa.Column("metadata", sa.Text, nullable=False),
-    sa.Column("original_name", sa.String(255), nullable=False),
-    sa.Column("declared_type", sa.String(255), nullable=False),
-    sa.Column("expires_in", sa.Integer, nullable=True),
-    # Null, "partial" or "final;<url> <url>..."
-    sa.Column("concat", sa.Text, nullable=True),
-    # uploading | complete | refused | terminated | expired
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("head_checked", sa.Boolean, nullable=False),
-    sa.Column("file_id", sa.String(32), nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    # Unfinished: when it will be reaped. Finished: when it will be forgotten.
-    sa.Column("expires_at", UTCDateTime(), nullable=False),
-    # Who created it; only they (or an admin) may see and write it. Null with AUTH=off.
-    sa.Column("owner_id", sa.String(32), nullable=True),
-    # STORAGE=s3 (gateway/tus_s3.py): the replica writing it now and until when its lock
-    # holds should it die holding it; the S3 multipart upload collecting its parts.
-    sa.Column("lock_owner", sa.String(64), nullable=True),
-    sa.Column("lock_expires_at", UTCDateTime(), nullable=True),
-    sa.Column("multipart_id", sa.Text, nullable=True),
-    sa.Index("ix_tus_uploads_expires_at", "expires_at"),
-)
 
 
 @dataclass

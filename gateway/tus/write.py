@@ -11,17 +11,16 @@ from datetime import datetime, timezone
 from flask import current_app, request
 
 from gateway import metrics
-from gateway.auth import owner_scope
-from gateway.body import BodyReader
-from gateway.expiry import expires_at
-from gateway.ingest import ingest, too_large
-from gateway.quotas import quota
-from gateway.services import services
-from gateway.tus_hashes import RunningHashes
-from gateway.tus_protocol import ChecksumMismatch, parse_checksum, parse_size
-from gateway.tus_store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
-from protos.errors import (Conflict, Gone, InvalidInput, Locked, NotFound, Refused, RequestTimeout, TooLong,
-                           UploadError)
+from gateway.auth.identity import owner_scope
+from gateway.auth.quotas import quota
+from gateway.ingest.body import BodyReader
+from gateway.ingest.pipeline import ingest, too_large
+from gateway.ingest.services import services
+from gateway.storage.expiry import expires_at
+from gateway.tus.hashes import RunningHashes
+from gateway.tus.protocol import ChecksumMismatch, parse_checksum, parse_size
+from gateway.tus.store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
+from protos.errors import Conflict, Gone, InvalidInput, Locked, NotFound, Refused, RequestTimeout, TooLong, UploadError
 
 log = logging.getLogger("upload.tus")
 

@@ -1,12 +1,13 @@
-"""gateway.names: whatever a client calls its file, the kept name is safe to
+"""gateway.ingest.names: whatever a client calls its file, the kept name is safe to
 store and show, and the extension safe to put in a stored name."""
 from __future__ import annotations
 
 import unicodedata
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from gateway.names import MAX_NAME_BYTES, extension, sanitize
+from gateway.ingest.names import MAX_NAME_BYTES, extension, sanitize
 from tests.fuzz import bounded
 
 # Every code point, surrogates and unassigned ones included: a name may come

@@ -1,4 +1,4 @@
-"""gateway.tus_protocol and /tus/: whatever a client puts in the tus headers,
+"""gateway.tus.protocol and /tus/: whatever a client puts in the tus headers,
 the parsers give a value or InvalidInput (a 400), and the server never a 5xx."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import hashlib
 import re
 import unicodedata
 
-from hypothesis import event, example, given, strategies as st
+from hypothesis import event, example, given
+from hypothesis import strategies as st
 
-from gateway.names import MAX_NAME_BYTES, sanitize
-from gateway.tus_protocol import (CHECKSUMS, parse_checksum, parse_concat, parse_metadata, parse_size,
-                                  read_metadata)
+from gateway.ingest.names import MAX_NAME_BYTES, sanitize
+from gateway.tus.protocol import CHECKSUMS, parse_checksum, parse_concat, parse_metadata, parse_size, read_metadata
 from protos.errors import InvalidInput
 from tests.fuzz import bounded
 from tests.fuzz.strategies import ANY_CHAR, HEADER_CHAR, METADATA_KEY, METADATA_VALUE, b64, header_text

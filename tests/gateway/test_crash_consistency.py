@@ -16,7 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
-from gateway.storage import LocalStorage
+from gateway.storage.local import LocalStorage
 from tests.conftest import free_port, start_gateway_process
 
 pytestmark = pytest.mark.timeout(300)

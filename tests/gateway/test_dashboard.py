@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from gateway.dashboard import WINDOW_MINUTES
+from gateway.http.dashboard import WINDOW_MINUTES
 from tests.accounts import ADMIN, ADMIN_TOKEN, TOKEN_SETTINGS, create_user
 from tests.conftest import start_gateway_process
 from tests.gateway.test_openapi import conforms

@@ -15,7 +15,7 @@ import requests
 from tusclient import client as tus_client
 
 from gateway import config
-from gateway.page import PAGE_CSP
+from gateway.http.html import PAGE_CSP
 from tests.conftest import free_port, start_gateway_process
 from tests.processes import ROOT
 from tests.samples import MZ_HEADER, make_sample
@@ -385,7 +385,7 @@ def test_a_failure_between_bytes_and_row_leaves_nothing_half_visible(app, client
 
 
 def test_the_reaper_works_in_batches_and_past_a_file_it_cannot_remove(app, client):
-    from gateway.expiry import Reaper
+    from gateway.storage.expiry import Reaper
 
     ids = [upload(client, f"f{i}.txt")["id"] for i in range(7)]
     expire(app, *ids)

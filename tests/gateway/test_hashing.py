@@ -5,7 +5,7 @@ import hashlib
 import os
 import threading
 
-from gateway.hashing import StreamHasher
+from gateway.ingest.hashing import StreamHasher
 
 
 def test_large_streams_hash_on_a_thread_and_agree_with_hashlib():

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from gateway import db, migrate
-from gateway.accounts import Accounts
-from gateway.db import FileRepository, FileRow
-from gateway.storage import LocalStorage
-from gateway.tus_store import TusStore, TusUpload
+from gateway.metadata.engine import create_engine
+from gateway.metadata import migrate
+from gateway.metadata.accounts import Accounts
+from gateway.metadata.files import FileRepository, FileRow
+from gateway.storage.local import LocalStorage
+from gateway.tus.store import TusStore, TusUpload
 from protos.errors import Conflict
 
 UTC = timezone.utc
@@ -21,7 +22,7 @@ T0 = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
 @pytest.fixture
 def engine(empty_database):
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     migrate.upgrade(engine)
     yield engine
     engine.dispose()

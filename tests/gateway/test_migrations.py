@@ -14,10 +14,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from gateway import db, migrate
-from gateway.accounts import Accounts
-from gateway.db import FileRepository, FileRow
-from gateway.migrate import metadata  # with every table's module imported
+from gateway.metadata.engine import create_engine
+from gateway.metadata import migrate
+from gateway.metadata.accounts import Accounts
+from gateway.metadata.files import FileRepository, FileRow
+from gateway.metadata.migrate import metadata  # with every table's module imported
 from tests.processes import ROOT
 
 
@@ -39,7 +40,7 @@ def a_file(n: int = 1) -> FileRow:
 
 
 def test_migrated_schema_is_the_metadata(empty_database):
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     assert migrate.current(engine) is None
     migrate.upgrade(engine)
     assert differences(engine) == []
@@ -51,7 +52,7 @@ def test_migrated_schema_is_the_metadata(empty_database):
 
 
 def test_downgrade_to_nothing_and_back(empty_database):
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     migrate.upgrade(engine)
     with engine.connect() as conn:
         command.downgrade(migrate.alembic_config(conn), "base")
@@ -63,7 +64,7 @@ def test_downgrade_to_nothing_and_back(empty_database):
 
 
 def test_a_database_made_by_create_all_is_stamped_not_made_again(empty_database):
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     metadata.create_all(engine)  # what every start did before migrations
     FileRepository(engine).add(a_file())
     alice = Accounts(engine).create_user("alice", "password1")
@@ -77,7 +78,7 @@ def test_a_database_made_by_create_all_is_stamped_not_made_again(empty_database)
 
 def test_a_database_of_an_older_version_gets_what_it_lacked(empty_database):
     # Before accounts and expiry: files without owner_id and its expiry index, no user tables.
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     old = sa.MetaData()
     sa.Table("files", old, *[sa.Column(c.name, c.type, nullable=c.nullable, primary_key=c.primary_key)
                              for c in metadata.tables["files"].columns if c.name != "owner_id"])
@@ -96,10 +97,10 @@ def test_a_database_of_an_older_version_gets_what_it_lacked(empty_database):
 
 
 def test_0002_adds_the_tus_lock_columns_and_keeps_uploads_in_progress(empty_database):
-    from gateway.tus_store import TusStore, TusUpload
-    from gateway.tus_store import tus_uploads as table
+    from gateway.metadata.tables import tus_uploads as table
+    from gateway.tus.store import TusStore, TusUpload
 
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     migrate.upgrade(engine, "0001")
     now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     upload = TusUpload(id="a" * 32, filename="a" * 32 + ".txt", length=10, offset=4, metadata="", original_name="a.txt",
@@ -119,10 +120,11 @@ def test_0002_adds_the_tus_lock_columns_and_keeps_uploads_in_progress(empty_data
 
 CHILD = """
 import os, sys, time
-from gateway import db, migrate
+from gateway.metadata.engine import create_engine
+from gateway.metadata import migrate
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.005)
-migrate.upgrade(db.create_engine(sys.argv[1]))
+migrate.upgrade(create_engine(sys.argv[1]))
 """
 
 
@@ -137,7 +139,7 @@ def test_workers_starting_together_migrate_once(empty_database, tmp_path):
     go.touch()
     errors = [child.communicate(timeout=120)[1] for child in children]
     assert [child.returncode for child in children] == [0] * 5, errors
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     assert version_rows(engine) == [(migrate.head(),)]
     assert differences(engine) == []
     engine.dispose()
@@ -154,7 +156,7 @@ def test_cli_db_current_and_upgrade(empty_database, tmp_path):
         return result.stdout
 
     assert flask("upgrade") == f"The database is at revision {migrate.head()} (head {migrate.head()}).\n"
-    engine = db.create_engine(empty_database)
+    engine = create_engine(empty_database)
     assert differences(engine) == []
     engine.dispose()
     assert flask("current") == f"{migrate.head()} (head {migrate.head()})\n"

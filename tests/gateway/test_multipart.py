@@ -1,4 +1,4 @@
-"""gateway/multipart.py reads what werkzeug's MultipartDecoder reads, the same
+"""gateway/ingest/multipart.py reads what werkzeug's MultipartDecoder reads, the same
 way, however the body is cut into reads, and never hands out a delimiter's
 bytes as data."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from gateway.multipart import MAX_PENDING, MultipartReader
+from gateway.ingest.multipart import MAX_PENDING, MultipartReader
 from protos.errors import InvalidInput
 
 BOUNDARY = b"----bnd7MA4YWxkTrZu0gW"

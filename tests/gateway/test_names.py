@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.names import MAX_NAME_BYTES, extension, sanitize
+from gateway.ingest.names import MAX_NAME_BYTES, extension, sanitize
 
 
 @pytest.mark.parametrize("raw,clean", [

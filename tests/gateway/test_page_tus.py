@@ -15,7 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from gateway.page import TUS_DIST
+from gateway.http.page import TUS_DIST
 from tests.gateway.conftest import emulate_offline, throttle_upload
 from tests.gateway.test_page import RECORD_PROGRESS, STRICT_CSP, item_named, open_page
 from tests.samples import MZ_HEADER
@@ -136,7 +136,7 @@ def test_the_library_is_served_and_cached_only_under_its_fingerprint(client):
 
 
 def test_without_the_library_the_page_does_without_it(client, monkeypatch, tmp_path):
-    from gateway import page
+    from gateway.http import page
 
     monkeypatch.setattr(page, "TUS_DIST", str(tmp_path / "none"))
     monkeypatch.setattr(page.vendor, "static_folder", str(tmp_path / "none"))

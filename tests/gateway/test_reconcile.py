@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gateway.storage import new_id
+from gateway.storage.base import new_id
 
 # Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.
 ON_BOTH_BACKENDS = True
@@ -91,7 +91,7 @@ def test_a_dry_run_changes_nothing(app, client, leftovers):
 
 
 def test_it_runs_when_serving_starts_not_for_every_cli_command(app, make_app, leftovers):
-    from gateway import reconcile as reconcile_module
+    from gateway.storage import reconcile as reconcile_module
 
     restarted = make_app(DATA_DIR=app.config["DATA_DIR"], DATABASE_URL=app.config["DATABASE_URL"])
     assert leftovers["orphan"].exists() and leftovers["temp"].exists()  # building an app (a `flask` command) does not

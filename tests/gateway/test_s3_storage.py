@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from gateway.storage import new_id
+from gateway.storage.base import new_id
 from tests.images import encode
 from tests.processes import ROOT
 from tests.samples import MZ_HEADER
@@ -200,7 +200,7 @@ def test_delete_removes_the_objects(s3_client, s3_bucket):
 def test_expiry_removes_the_objects(s3_app, s3_client, s3_bucket):
     record = upload(s3_client, "photo.jpg", photo(), expires_in="60")
     kept = upload(s3_client, "kept.txt", b"stays\n")
-    from gateway.expiry import now
+    from gateway.storage.expiry import now
 
     assert s3_app.extensions["file_reaper"].reap(at=now() + timedelta(seconds=120)) == 1
     assert s3_bucket.keys() == [f"files/{kept['filename']}"]

@@ -19,8 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from gateway import services as services_module
-from gateway.services import call_with_retry
+from gateway.ingest import services as services_module
+from gateway.ingest.services import call_with_retry
 from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.errors import InvalidInput, Unavailable
 from tests.conftest import free_port, start_gateway_process

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from gateway.config import from_env
-from gateway.storage import LocalStorage, new_id
+from gateway.storage.base import new_id
+from gateway.storage.local import LocalStorage
 
 
 def _store(storage: LocalStorage, data: bytes) -> str:

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from urllib.parse import quote, unquote
 
-from gateway.downloads import ACTIVE_TYPES
+from gateway.http.downloads import ACTIVE_TYPES
 
 STORED_NAME = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{1,16}$")
 # Characters that are, or become under compatibility normalization (what

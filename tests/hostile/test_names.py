@@ -13,9 +13,9 @@ import unicodedata
 
 import pytest
 
-from gateway.names import sanitize
-from tests.hostile.checks import (assert_nothing_stored, assert_refused, assert_safe_download,
-                                  assert_stored, assert_unsplittable, filename_param, post_raw, stored_files)
+from gateway.ingest.names import sanitize
+from tests.hostile.checks import (assert_nothing_stored, assert_refused, assert_safe_download, assert_stored,
+                                  assert_unsplittable, filename_param, post_raw, stored_files)
 from tests.hostile.corpus import PHP_SCRIPT, genuine
 
 TEXT = b"just some words\n"
@@ -88,7 +88,7 @@ def test_a_stored_row_with_a_line_break_still_cannot_split_the_header(client, ap
     version, a migration, another tool on the same database) is made safe on the way out."""
     from sqlalchemy import text
 
-    from gateway.db import repository
+    from gateway.metadata.files import repository
 
     rec = assert_stored(client, app, "plain.txt", TEXT, "text/plain")
     with app.app_context():
@@ -203,7 +203,7 @@ def test_a_raw_line_break_in_the_part_header_is_not_a_file(client, app):
 
 
 def test_no_character_that_folds_into_a_separator_survives():
-    """Unit level, over all of Unicode: the sets in gateway/names.py are complete.
+    """Unit level, over all of Unicode: the sets in gateway/ingest/names.py are complete.
     The real separators end a path component; their lookalikes become "_"."""
     folding = [chr(c) for c in range(0x110000)
                if any(s in unicodedata.normalize("NFKC", chr(c)) for s in "/\\")]

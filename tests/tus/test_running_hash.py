@@ -1,10 +1,10 @@
-"""The sha256 of a tus upload, taken as its bytes arrive (gateway/tus_hashes.py),
+"""The sha256 of a tus upload, taken as its bytes arrive (gateway/tus/hashes.py),
 and the fallback when this process did not see every byte."""
 from __future__ import annotations
 
 import hashlib
 
-from gateway.tus_hashes import RunningHashes
+from gateway.tus.hashes import RunningHashes
 from tests.tus.conftest import MiB, b64, text_bytes
 
 # Metadata on SQLite and PostgreSQL alike: every test here that makes an app runs on both.

@@ -1,4 +1,4 @@
-"""tus on STORAGE=s3 (gateway/tus_s3.py): partial uploads live in S3 multipart
+"""tus on STORAGE=s3 (gateway/tus/s3.py): partial uploads live in S3 multipart
 uploads plus a tail object for what is short of a part, the write lock is in
 the database, and so any gateway replica continues any upload. Against moto's
 real S3 server (tests/s3.py) and real gateway processes."""
@@ -220,7 +220,7 @@ def test_a_gateway_that_died_right_after_completing_the_multipart_upload_leaves_
     data = text_bytes(10 * MiB, seed=42)
     url = create(client, len(data))
     upload = store.get(url.rsplit("/", 1)[1])
-    # The last PATCH's steps up to finishing (gateway/tus_write.py), then finalize's S3 half.
+    # The last PATCH's steps up to finishing (gateway/tus/write.py), then finalize's S3 half.
     with store.writing(upload, wait=0) as writer:
         writer.begin(0)
         writer.write(data)
@@ -299,7 +299,7 @@ def test_a_patch_meets_423_while_another_request_holds_the_lock(make_app, s3_buc
 
 
 def test_an_abandoned_lock_expires_and_a_stalled_holder_cannot_move_the_offset(make_app, s3_bucket):
-    from gateway.tus_store import LockLost, WriteLocked
+    from gateway.tus.store import LockLost, WriteLocked
 
     app = make_app(**s3_bucket.settings())
     store = app.extensions["tus"]
@@ -328,7 +328,7 @@ def test_a_holder_that_lost_the_lock_cannot_cut_short_the_tail_the_offset_needs(
     """Nothing in S3 is fenced by the lock: a holder frozen past its expiry still sends its tail when it
     wakes. That tail must not replace the one the offset saved since then names (the next PATCH would
     find it short, and the upload could never go on)."""
-    from gateway.tus_store import LockLost
+    from gateway.tus.store import LockLost
 
     app = make_app(**s3_bucket.settings())
     store = app.extensions["tus"]
@@ -359,7 +359,7 @@ def test_a_holder_that_lost_the_lock_cannot_cut_short_the_tail_the_offset_needs(
 def test_a_holder_that_lost_the_lock_sends_no_more_parts(make_app, s3_bucket):
     """A holder that stalled past its lock's expiry and was overtaken stops at its next part,
     instead of streaming the rest of its body into parts another request now writes."""
-    from gateway.tus_store import LockLost
+    from gateway.tus.store import LockLost
 
     app = make_app(**s3_bucket.settings())
     store = app.extensions["tus"]

@@ -1,14 +1,14 @@
-"""Alembic's environment: runs on the connection gateway.migrate hands over
+"""Alembic's environment: runs on the connection gateway.metadata.migrate hands over
 (it already holds the migration lock), so there is no alembic.ini and no URL here."""
 from __future__ import annotations
 
 from alembic import context
 
-from gateway.migrate import metadata  # every table's
+from gateway.metadata.tables import metadata  # every table
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("Run migrations through gateway.migrate (or `flask --app gateway db upgrade`), "
+    raise RuntimeError("Run migrations through gateway.metadata.migrate (or `flask --app gateway db upgrade`), "
                        "which opens the database and takes the migration lock.")
 
 context.configure(

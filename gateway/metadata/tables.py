@@ -1,0 +1,146 @@
+"""The schema: every table of the metadata, in one place (SQLAlchemy Core).
+
+The tables are made and changed only by migrations (gateway/metadata/migrate.py
+and migrations/), never by create_all; a change here needs a migration there.
+Times are stored as UTC on every backend (UTCDateTime).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+
+def utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes, PostgreSQL aware ones in the session's
+    # zone: everything stored is UTC, and shown (and put in cursors) as UTC.
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """A point in time, stored as UTC and given back aware, in UTC, on every
+    backend. SQLite's DateTime would drop an offset without converting
+    (09:00+02:00 stored as 09:00); PostgreSQL converts, and answers in the
+    session's zone. Naive values mean UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return utc(value)
+
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("filename", sa.String(64), nullable=False, unique=True),
+    sa.Column("original_name", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("type", sa.String(255), nullable=False),
+    sa.Column("is_image", sa.Boolean, nullable=False),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    # Thumbnail file name; null while there is none.
+    sa.Column("thumbnail", sa.String(64), nullable=True),
+    # none | pending (retry later) | done | failed (the image cannot be rendered)
+    sa.Column("thumbnail_status", sa.String(16), nullable=False),
+    sa.Column("uploaded_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    # The validator's decisions, kept for the audit trail.
+    sa.Column("verdict", sa.Text, nullable=False, default="{}"),
+    # The user who uploaded it (see gateway/metadata/accounts.py); null with AUTH=off.
+    sa.Column("owner_id", sa.String(32), nullable=True),
+    sa.Index("ix_files_uploaded_at_id", "uploaded_at", "id"),
+    sa.Index("ix_files_owner_uploaded_at", "owner_id", "uploaded_at"),
+    sa.Index("ix_files_thumbnail_status", "thumbnail_status"),
+)
+# The reaper's query.
+EXPIRES_INDEX = sa.Index("ix_files_expires_at", files.c.expires_at)
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.Text, nullable=True),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Per-user overrides of USER_QUOTA_BYTES / USER_QUOTA_FILES; null: the default.
+    sa.Column("quota_bytes", sa.BigInteger, nullable=True),
+    sa.Column("quota_files", sa.Integer, nullable=True),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
+# Server-made secrets (the signing key when SECRET_KEY is not set).
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+tus_uploads = sa.Table(
+    "tus_uploads",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    # The stored name the file will have (random id plus the validated extension).
+    sa.Column("filename", sa.String(64), nullable=False),
+    # Null while the client defers it (creation-defer-length).
+    sa.Column("length", sa.BigInteger, nullable=True),
+    # Only ever moved after the bytes up to it are fsynced.
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Column("original_name", sa.String(255), nullable=False),
+    sa.Column("declared_type", sa.String(255), nullable=False),
+    sa.Column("expires_in", sa.Integer, nullable=True),
+    # Null, "partial" or "final;<url> <url>..."
+    sa.Column("concat", sa.Text, nullable=True),
+    # uploading | complete | refused | terminated | expired
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("head_checked", sa.Boolean, nullable=False),
+    sa.Column("file_id", sa.String(32), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Unfinished: when it will be reaped. Finished: when it will be forgotten.
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    # Who created it; only they (or an admin) may see and write it. Null with AUTH=off.
+    sa.Column("owner_id", sa.String(32), nullable=True),
+    # STORAGE=s3 (gateway/tus/s3.py): the replica writing it now and until when its lock
+    # holds should it die holding it; the S3 multipart upload collecting its parts.
+    sa.Column("lock_owner", sa.String(64), nullable=True),
+    sa.Column("lock_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("multipart_id", sa.Text, nullable=True),
+    sa.Index("ix_tus_uploads_expires_at", "expires_at"),
+)

@@ -1,0 +1,24 @@
+"""What the thumbnail service's hooks give back: small frozen dataclasses (the
+hookspecs re-export them, so a plugin imports everything from
+``thumbnail_service.hookspecs``)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image
+
+# render(source, (max_width, max_height)) -> an image no larger than the box.
+# ``source`` is a seekable, read-only binary file holding the whole upload.
+# The upload may still be arriving: a read waits for the bytes it asks for, so
+# read only what you need. It has no fileno(). Raise protos.errors.InvalidInput
+# for a damaged file, TooLarge for one over limits.
+RenderFunction = Callable[[BinaryIO, tuple[int, int]], Image.Image]
+
+
+@dataclass(frozen=True)
+class Renderer:
+    name: str
+    mime_types: tuple[str, ...]
+    render: RenderFunction
