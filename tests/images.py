@@ -35,3 +35,13 @@ def jpeg_with_orientation(width: int, height: int, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(im, "JPEG", exif=exif.tobytes(), quality=90)
+
+
+def progressive_scan_bomb(side: int = 5000, scans: int = 3000) -> bytes:
+    """An ordinary progressive JPEG header of a side x side image, followed by
+    ``scans`` empty 10-byte scans: libjpeg walks every block of the image for each
+    of them (~1.5 ms a scan at 5000x5000), so 30 KB of scans cost seconds of CPU."""
+    data = encode(Image.new("RGB", (side, side), (200, 100, 50)), "JPEG", progressive=True, quality=50)
+    # SOS, 1 component (Y), AC spectral selection 1..63, no entropy-coded data after it.
+    empty_scan = b"\xff\xda" + struct.pack(">HBBBBBB", 8, 1, 1, 0x00, 1, 63, 0x00)
+    return data[:-2] + empty_scan * scans + b"\xff\xd9"

@@ -17,6 +17,7 @@ from tests.plugin_modules.eicar import EICAR
 from tests.processes import ROOT, service_process
 from tests.samples import make_sample
 from thumbnail_service.hookspecs import Renderer
+from thumbnail_service import server as thumbnail_server
 from thumbnail_service.server import create_plugins as thumbnail_plugins
 from validator_service.hookspecs import FileType, Rejection
 from validator_service.server import create_plugins as validator_plugins
@@ -139,10 +140,17 @@ def test_misspelt_hook_stops_start_up():
         validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.misspelt"})
 
 
-def test_plugin_adds_a_thumbnail_renderer(start_thumbnailer):
-    def render_solid(source, box):
-        return Image.new("RGB", box, "purple")
+# Renderers run in a process of their own per render, so they travel there by pickle:
+# module-level functions, as the README says.
+def render_solid(source, box):
+    return Image.new("RGB", box, "purple")
 
+
+def render_grey(source, box):
+    return Image.new("L", (10, 10))
+
+
+def test_plugin_adds_a_thumbnail_renderer(start_thumbnailer):
     class PdfCards:
         @hookimpl
         def upload_thumbnail_renderers(self):
@@ -157,11 +165,22 @@ def test_plugin_renderer_replaces_the_built_in_one(start_thumbnailer):
     class Grey:
         @hookimpl
         def upload_thumbnail_renderers(self):
-            yield Renderer("grey", ("image/png",), lambda source, box: Image.new("L", (10, 10)))
+            yield Renderer("grey", ("image/png",), render_grey)
 
     running = start_thumbnailer(pm=thumbnail_plugins(env={}, extra_plugins=[Grey()]))
     reply = render(running.channel, encode(Image.new("RGB", (500, 500)), "PNG"), "image/png")
     assert (reply.width, reply.height) == (10, 10)
+
+
+def test_a_renderer_that_cannot_reach_the_render_process_is_refused_at_start():
+    class Closure:
+        @hookimpl
+        def upload_thumbnail_renderers(self):
+            yield Renderer("closure", ("image/png",), lambda source, box: Image.new("L", (10, 10)))
+
+    with pytest.raises(PluginLoadError) as info:
+        thumbnail_server.create_server("127.0.0.1:0", pm=thumbnail_plugins(env={}, extra_plugins=[Closure()]))
+    assert "'closure'" in str(info.value) and "module-level function" in str(info.value)
 
 
 # --- the shipped example plugin, installed for real ---

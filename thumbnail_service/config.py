@@ -17,7 +17,15 @@ class Settings:
     max_input: int = 100 * 1024 * 1024
     # Images with more pixels are refused (Pillow's Image.MAX_IMAGE_PIXELS).
     max_pixels: int = 89_478_485
-    workers: int = 4
+    # Renders at once, each a child process of its own; a Render call beyond them is
+    # UNAVAILABLE at once (retry shortly). The gRPC server has a few threads more, so
+    # health checks, reflection and GetRenderers answer whatever the renders do.
+    workers: int = 2
+    # What one render may take (thumbnail_service/isolation.py): CPU seconds and bytes of
+    # memory. Over it is RESOURCE_EXHAUSTED for that file, never retried. A genuine 5000x5000
+    # image takes at most ~2 s and ~450 MiB (a lossless WebP), so these leave room.
+    render_cpu: int = 4
+    render_memory: int = 512 * 1024 * 1024
     grace: float = 10.0
     # Seconds before a client connection is asked to reconnect (0: never). gRPC
     # clients resolve DNS again only when a connection ends, so this bounds how
@@ -35,6 +43,8 @@ class Settings:
             max_input=env_int(env, "THUMBNAIL_MAX_INPUT", cls.max_input),
             max_pixels=env_int(env, "THUMBNAIL_MAX_PIXELS", cls.max_pixels),
             workers=env_int(env, "THUMBNAIL_WORKERS", cls.workers),
+            render_cpu=env_int(env, "THUMBNAIL_RENDER_CPU", cls.render_cpu),
+            render_memory=env_int(env, "THUMBNAIL_RENDER_MEMORY", cls.render_memory),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
             max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
             metrics_port=env_int(env, "THUMBNAIL_METRICS_PORT", cls.metrics_port),

@@ -17,6 +17,8 @@ from thumbnail_service.renderers import DEFAULT_PLUGINS
 from thumbnail_service.servicer import ThumbnailServicer
 
 SERVICE_NAME = thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name
+# Server threads beyond the renders: health checks, reflection and GetRenderers always find one.
+SPARE_THREADS = 8
 
 
 def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:
@@ -32,7 +34,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         address,
         lambda s: thumbnail_pb2_grpc.add_ThumbnailServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        max_workers=settings.workers,
+        max_workers=settings.workers + SPARE_THREADS,
         max_connection_age=settings.max_connection_age,
         metrics=metrics.GRPC,
     )

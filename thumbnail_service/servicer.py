@@ -1,28 +1,23 @@
 """The Thumbnail gRPC service: stream in, small image out."""
 from __future__ import annotations
 
-import io
 import logging
 import re
-import tempfile
 import threading
 import time
 
 import grpc
 import pluggy
-from PIL import Image
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
-from protos.errors import Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
+from protos.errors import Internal, InvalidInput, TooLarge, Unavailable, UnsupportedType, UploadError, abort
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
-from thumbnail_service.incoming import IncomingFile
-from thumbnail_service.types import Renderer, RenderFunction
+from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server
+from thumbnail_service.types import Renderer
 
 log = logging.getLogger("upload.thumbnail")
 
-# Uploads up to this size stay in memory while rendering; larger ones spill to disk.
-SPOOL_BYTES = 4 * 1024 * 1024
 # No caller needs a preview larger than this; it bounds the work one call can ask for.
 MAX_BOX = 1024
 
@@ -32,34 +27,6 @@ class Cancelled(UploadError):
 
     grpc_code = grpc.StatusCode.CANCELLED
     default_message = "The caller cancelled the upload."
-
-
-class RenderThread(threading.Thread):
-    """Runs a renderer on the upload while the call's own thread is still
-    receiving it; ``result()`` joins and returns or raises what it did.
-
-    One per call, always joined before the call returns: the receiving side
-    ends or aborts the IncomingFile whatever happens, so a renderer waiting
-    on it always wakes up."""
-
-    def __init__(self, render: RenderFunction, source: IncomingFile, box: tuple[int, int]):
-        # Daemon only so that a renderer stuck in its own code cannot hold up exit.
-        super().__init__(name="render", daemon=True)
-        self._render, self._source, self._box = render, source, box
-        self._image: Image.Image | None = None
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._image = self._render(self._source, self._box)
-        except BaseException as exc:  # handed to the call's thread by result()
-            self._error = exc
-
-    def result(self) -> Image.Image:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._image
 
 
 def outcome_name(error: UploadError) -> str:
@@ -77,24 +44,16 @@ def collect_renderers(pm: pluggy.PluginManager) -> dict[str, Renderer]:
     return table
 
 
-def encode(im: Image.Image) -> tuple[bytes, str]:
-    """PNG where there is transparency to keep, JPEG otherwise."""
-    out = io.BytesIO()
-    if im.mode in ("RGBA", "LA") or "transparency" in im.info:
-        im.save(out, "PNG", optimize=True)
-        return out.getvalue(), "image/png"
-    if im.mode not in ("RGB", "L"):
-        im = im.convert("RGB")
-    im.save(out, "JPEG", quality=85, optimize=True)
-    return out.getvalue(), "image/jpeg"
-
-
 class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
     def __init__(self, pm: pluggy.PluginManager, settings: Settings):
         self.renderers = collect_renderers(pm)
+        check_picklable(self.renderers.values())
+        start_fork_server(self.renderers.values())
         self.settings = settings
+        self.budget = Budget(settings.render_cpu, settings.render_memory)
+        self._slots = threading.BoundedSemaphore(settings.workers)
 
-    def _receive(self, requests, context, sink: IncomingFile) -> None:
+    def _receive(self, requests, context, sink: RenderChild) -> None:
         """Append the stream to ``sink`` and end it; on any failure abort it
         instead, so that a renderer waiting for more bytes stops."""
         try:
@@ -152,25 +111,27 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         if renderer is None:
             raise UnsupportedType(f"No thumbnail renderer handles {mime or 'files of unknown type'}.")
         box = self._box(options)
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-            # Decode while the rest is still arriving: the renderer reads on
-            # its own thread, waiting for bytes as needed, while this one receives.
-            source = IncomingFile(spool)
-            rendering = RenderThread(renderer.render, source, box)
-            rendering.start()
+        # Busy is said at once (the caller retries), never queued: a waiting call would hold
+        # a server thread, and those are kept for health checks and quick calls.
+        if not self._slots.acquire(blocking=False):
+            raise Unavailable(f"All {self.settings.workers} renders are busy; try again shortly.")
+        try:
+            # The render starts in its own process now and decodes while the rest arrives.
+            child = RenderChild(renderer.render, box, self.budget)
+            context.add_callback(child.cancel)  # the caller went away: stop it at once
             try:
-                self._receive(request_iterator, context, source)
+                self._receive(request_iterator, context, child)
             finally:
-                # A failed upload's error wins over whatever the renderer
-                # made of the abort, but only once the renderer has stopped.
-                rendering.join()
-                received[0] = source.size
-            im = rendering.result()
-        if im.width > box[0] or im.height > box[1]:
-            im.thumbnail(box)
-        data, out_mime = encode(im)
-        return thumbnail_pb2.ThumbnailImage(data=data, mime_type=out_mime,
-                                            width=im.width, height=im.height)
+                received[0] = child.size
+            try:
+                data, out_mime, width, height = child.result()
+            except UploadError:
+                if not context.is_active():
+                    raise Cancelled() from None
+                raise
+        finally:
+            self._slots.release()
+        return thumbnail_pb2.ThumbnailImage(data=data, mime_type=out_mime, width=width, height=height)
 
     def GetRenderers(self, request, context):
         return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers))
