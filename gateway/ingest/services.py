@@ -214,15 +214,17 @@ class Services:
         return self._renderable
 
     def render(self, open_chunks: Callable[[], Iterator[bytes]], original_name: str, mime_type: str,
-               size: int):
+               size: int, timeout: float | None = None):
         """Render a thumbnail of a file that is at hand as a whole: ``open_chunks()``
         gives its bytes from the start, once per attempt (so a call that fails
         UNAVAILABLE can be made again). Raises an UploadError (Unavailable,
-        TimedOut, InvalidInput...) when no thumbnail can be had now."""
+        TimedOut, InvalidInput...) when no thumbnail can be had now. ``timeout``:
+        at most THUMBNAIL_TIMEOUT, less when the caller has less left."""
         options = thumbnail_pb2.RenderOptions(info=file_info(original_name, size), mime_type=mime_type)
+        limit = self.config["THUMBNAIL_TIMEOUT"]
         return call_with_retry(
             lambda left: self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left),
-            self.config["THUMBNAIL_TIMEOUT"], "Render")
+            limit if timeout is None else min(timeout, limit), "Render")
 
     # --- health ---
 

@@ -1,10 +1,17 @@
 """Thumbnails: made right after an upload when the service answers in time,
-filled in later by a background retry when it does not."""
+filled in later by a background retry when it does not.
+
+A request waits THUMBNAIL_TIMEOUT for thumbnails in all, however many images it
+carries: what does not fit is left to the retry pass. A file whose thumbnail
+keeps failing for passing reasons is tried again after a growing pause, and
+given up after MAX_ATTEMPTS, so a few such files cannot hold up the others."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 
 from gateway import metrics
 from gateway.background import Periodic
@@ -34,6 +41,11 @@ RENDER_CHUNK = 1024 * 1024
 TRANSIENT = (Unavailable, TimedOut, InsufficientStorage)
 # Faults that hold for every pending thumbnail at once: a retry pass stops at them.
 STILL_DOWN = (Unavailable, InsufficientStorage)
+# Less than this left of a request's thumbnail time: the rest wait for the retry pass.
+MIN_WAIT = 0.05
+# Passes a file's thumbnail may fail for a passing reason (a timeout) before it is given up;
+# between them the pause doubles from THUMBNAIL_RETRY_INTERVAL.
+MAX_ATTEMPTS = 5
 
 
 class Thumbnails:
@@ -41,7 +53,11 @@ class Thumbnails:
         self.storage = storage
         self.repo = repo
         self.services = services
+        self.interval = interval
         self._retries = Periodic("thumbnail-retry", interval, self.retry_pending)
+        # file id -> (failed attempts, when to try next, time.monotonic()); this process's own.
+        self._waiting: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
 
     def wanted(self, mime_type: str, is_image: bool) -> bool:
         if is_image:
@@ -80,8 +96,16 @@ class Thumbnails:
                 with source:
                     yield from read_chunks(source, RENDER_CHUNK)
 
+        timeout = None
+        deadline = _request_deadline()
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout < MIN_WAIT:
+                log.info("thumbnail for %s postponed: its request has waited its thumbnail time", row.id)
+                row.thumbnail, row.thumbnail_status = None, "pending"
+                return TimedOut("The thumbnail will be made shortly.")
         try:
-            reply = self.services.render(from_the_start, row.original_name, row.type, row.size)
+            reply = self.services.render(from_the_start, row.original_name, row.type, row.size, timeout)
             name = f"{row.id}.{'png' if reply.mime_type == 'image/png' else 'jpg'}"
             self._store(name, reply.data)
         except TRANSIENT as exc:
@@ -109,22 +133,53 @@ class Thumbnails:
     def retry_pending(self) -> int:
         """One pass over the postponed thumbnails; returns how many were made."""
         made = 0
-        for row in self.repo.pending_thumbnails():
+        for row in self.repo.pending_thumbnails(skip=self._not_due()):
             error = self.make(row)
             if isinstance(error, STILL_DOWN):
-                break  # the service is still down, or the disk still full: wait for the next pass
+                break  # the service is still down or busy, or the disk still full: wait for the next pass
             if row.thumbnail_status == "pending":
-                continue  # this one was slow; the others may not be
+                self._try_later(row)  # this one was slow; the others may not be
+                continue
+            with self._lock:
+                self._waiting.pop(row.id, None)
             if not self.repo.set_thumbnail(row.id, row.thumbnail, row.thumbnail_status) and row.thumbnail:
                 self.storage.delete("thumbnails", row.thumbnail)  # the file was deleted while rendering
             made += row.thumbnail_status == "done"
         return made
+
+    def _not_due(self) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            # Forget files not seen for long (deleted meanwhile): they would never be picked again.
+            stale = now - 2 * self.interval * 2 ** MAX_ATTEMPTS
+            self._waiting = {k: v for k, v in self._waiting.items() if v[1] > stale}
+            return [file_id for file_id, (_, due) in self._waiting.items() if due > now]
+
+    def _try_later(self, row: FileRow) -> None:
+        with self._lock:
+            attempts = self._waiting.get(row.id, (0, 0.0))[0] + 1
+            if attempts < MAX_ATTEMPTS:
+                self._waiting[row.id] = (attempts, time.monotonic() + self.interval * 2 ** (attempts - 1))
+                return
+            self._waiting.pop(row.id, None)
+        log.warning("no thumbnail for %s: it failed %d times in a row; giving up", row.id, attempts)
+        metrics.count_thumbnail("failed")
+        self.repo.set_thumbnail(row.id, None, "failed")
 
     def start(self) -> None:
         self._retries.start()
 
     def stop(self) -> None:
         self._retries.stop()
+
+
+def _request_deadline() -> float | None:
+    """When the current request stops waiting for thumbnails (None outside one)."""
+    if not has_request_context():
+        return None
+    if "thumbnail_deadline" not in g:
+        g.thumbnail_deadline = time.monotonic() + current_app.config["THUMBNAIL_TIMEOUT"]
+    return g.thumbnail_deadline
 
 
 def init_app(app: Flask) -> None:

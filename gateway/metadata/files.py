@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -164,9 +164,14 @@ class FileRepository:
                                   .values(thumbnail=thumbnail, thumbnail_status=status))
         return result.rowcount > 0
 
-    def pending_thumbnails(self, limit: int = 20) -> list[FileRow]:
+    def pending_thumbnails(self, limit: int = 20, skip: Iterable[str] = ()) -> list[FileRow]:
+        """The oldest files still waiting for a thumbnail, but those in ``skip``
+        (waiting for their next try)."""
         query = (files.select().where(files.c.thumbnail_status == "pending")
                  .order_by(files.c.uploaded_at).limit(limit))
+        skip = list(skip)
+        if skip:
+            query = query.where(files.c.id.notin_(skip))
         with self.engine.connect() as conn:
             return [_row(m) for m in conn.execute(query).mappings()]
 

@@ -83,11 +83,12 @@ def test_thumbnail_service_down_then_back(degraded):
         server.stop(None)
 
 
-def test_slow_thumbnail_service_does_not_hold_the_upload(degraded, start_thumbnailer):
-    def slow(source, box):
-        time.sleep(2)
-        return Image.new("RGB", box)
+def slow(source, box):  # module-level: renderers travel to their render process by pickle
+    time.sleep(2)
+    return Image.new("RGB", box)
 
+
+def test_slow_thumbnail_service_does_not_hold_the_upload(degraded, start_thumbnailer):
     class Slow:
         @hookimpl
         def upload_thumbnail_renderers(self):
