@@ -20,11 +20,13 @@ def upload_thumbnail_renderers() -> Iterable[Renderer]:
     """Register thumbnail renderers. Registration hook: called once at start-up.
 
     For each MIME type the renderer of the most recently registered plugin
-    wins, so a plugin can also replace the built-in one. ``render`` runs on
-    a thread of its own, one per call, while the call's thread still receives
-    the upload (blocking is fine; the thread is joined before the call ends).
-    If the upload fails meanwhile, reading ``source`` raises and the call
-    reports the upload's error. The service encodes what ``render`` returns
+    wins, so a plugin can also replace the built-in one. ``render`` runs in
+    a process of its own, one per call, while the call's thread still receives
+    the upload (blocking is fine), held to THUMBNAIL_RENDER_CPU seconds of CPU
+    and THUMBNAIL_RENDER_MEMORY bytes (past them the call is RESOURCE_EXHAUSTED).
+    It gets there by pickle: a module-level function, or a method of a
+    picklable object. If the upload fails meanwhile, the process is stopped
+    and the call reports the upload's error. The service encodes what ``render`` returns
     (PNG when it has transparency, JPEG otherwise). Example::
 
         @hookimpl

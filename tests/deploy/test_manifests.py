@@ -435,6 +435,19 @@ def test_every_container_runs_as_non_root_confined_with_limits():
                 assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: {kind}"
 
 
+def test_thumbnail_memory_limit_holds_every_render_at_its_budget():
+    """The pod is never OOM-killed by renders: each is held to its memory budget,
+    so the limit covers them all at once plus the server itself."""
+    from thumbnail_service.config import Settings as ThumbnailSettings
+
+    (container,) = k8s_kind("Deployment")["thumbnail"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    settings = ThumbnailSettings.from_env(env)
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi"), limit
+    assert int(limit[:-2]) * 2**20 >= settings.workers * settings.render_memory + 256 * 2**20
+
+
 def test_gateway_data_dir_is_a_writable_volume():
     config = k8s_kind("ConfigMap")["upload-config"]["data"]
     for workload in ("gateway", "upload-reconcile"):
