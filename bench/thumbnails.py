@@ -14,8 +14,8 @@ from bench.common import Section, Service, fmt_bytes, fmt_ms, met, summary_ms
 from bench.images import write_jpeg, write_png
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.streaming import file_info, read_chunks, render_requests
+from thumbnail_service.isolation import encode
 from thumbnail_service.renderers import render_raster
-from thumbnail_service.servicer import encode
 
 SERVICE_NAME = thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name
 BOX = 200
