@@ -107,9 +107,15 @@ class RenderChild:
         self._result, result_w = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(target=_child, args=(render, box, budget, data_r, result_w),
                                          name="render", daemon=True)
-        self._process.start()
-        data_r.close()
-        result_w.close()
+        try:
+            self._process.start()
+        except BaseException:
+            self._data.close()
+            self._result.close()
+            raise
+        finally:
+            data_r.close()
+            result_w.close()
 
     def append(self, data: bytes) -> None:
         self.size += len(data)
@@ -201,6 +207,7 @@ def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, r
     threading.Thread(target=_feed, args=(data, source), daemon=True).start()
     # Limits last: the feeding thread's stack is already there, and what the child
     # starts with (the interpreter, Pillow, the renderers) is not the render's to pay for.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump a core otherwise
     resource.setrlimit(resource.RLIMIT_CPU, (budget.cpu_seconds, budget.cpu_seconds + 1))
     limit = _address_space() + budget.memory_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
