@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from flask import current_app
 
-from gateway.metadata.tables import files, utc
+from gateway.metadata.tables import files, share_links, utc
 
 
 @dataclass
@@ -135,6 +135,9 @@ class FileRepository:
             found = conn.execute(files.select().where(files.c.id == file_id)).mappings().first()
             if found is None:
                 return None
+            # Its share links go in the same transaction: none outlives the file (PostgreSQL's
+            # ON DELETE CASCADE would do it there; SQLite enforces foreign keys only when asked).
+            conn.execute(share_links.delete().where(share_links.c.file_id == file_id))
             conn.execute(files.delete().where(files.c.id == file_id))
         return _row(found)
 
