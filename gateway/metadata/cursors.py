@@ -1,4 +1,5 @@
-"""Keyset paging for listings other than the files' (tokens, users, share links).
+"""Keyset paging: every listing's cursors, and the pages of tokens, users and
+share links (files.py pages the files its own way, with these cursors).
 
 A cursor is the sort key of the last row of a page, base64url JSON: opaque to
 clients, and a page after it is one indexed range read however deep it goes
@@ -30,6 +31,11 @@ def decode(cursor: str, keys: list[sa.Column]) -> list:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(values, list) or len(values) != len(keys) or not all(isinstance(v, str) for v in values):
             raise ValueError("not a cursor of this listing")
+        for value in values:
+            # Text PostgreSQL cannot hold (it would fail the query: a 500, not the client's 400).
+            value.encode("utf-8")
+            if "\x00" in value:
+                raise ValueError("NUL in a cursor")
         return [datetime.fromisoformat(v) if isinstance(k.type, UTCDateTime) else v for k, v in zip(keys, values)]
     except Exception as exc:
         raise ValueError("not a valid cursor") from exc

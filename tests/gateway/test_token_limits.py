@@ -152,12 +152,15 @@ def test_get_tokens_pages_oldest_first(make_app):
 
 
 @pytest.mark.parametrize("query", ["?limit=0", "?limit=201", "?limit=-1", "?limit=abc", "?limit=1e3",
-                                   "?cursor=garbage", "?cursor=W10", "?cursor=WzEsMl0", "?cursor=%00"])
+                                   "?cursor=garbage", "?cursor=W10", "?cursor=WzEsMl0", "?cursor=%00",
+                                   # ["\u0000"], ["\ud800"] and [a time, "\u0000"]: text PostgreSQL cannot hold
+                                   "?cursor=WyJcdTAwMDAiXQ", "?cursor=WyJcdWQ4MDAiXQ",
+                                   "?cursor=WyIyMDIwLTAxLTAxVDAwOjAwOjAwIiwgIlx1MDAwMCJd"])
 def test_a_bad_limit_or_cursor_is_400_json(make_app, query):
     app = make_app(**TOKEN_SETTINGS)
     client = app.test_client()
     spec = client.get("/openapi.json").get_json()
-    for path in ("/tokens", "/users"):
+    for path in ("/tokens", "/users", "/files", "/shares"):
         response = client.get(path + query, headers=ADMIN)
         error = assert_json_error(response, 400)
         assert "limit" in error or "cursor" in error
