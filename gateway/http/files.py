@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from flask import Blueprint, jsonify
 
@@ -15,6 +16,8 @@ from protos.errors import NotFound
 
 bp = Blueprint("files", __name__)
 
+FILE_ID = re.compile(r"[0-9a-f]{32}")
+
 
 @bp.get("/files")
 def list_files():
@@ -24,8 +27,9 @@ def list_files():
 
 
 def row_or_404(file_id: str):
-    # Another user's file answers exactly like one that does not exist.
-    row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
+    # Another user's file answers exactly like one that does not exist. Ids are 128 random
+    # bits in hex: anything else is not looked up (NUL, say, would fail PostgreSQL's query).
+    row = repository().get(file_id, owner=owner_scope()) if FILE_ID.fullmatch(file_id) else None
     if row is None:
         raise NotFound("No file with that id.")
     return row

@@ -136,9 +136,11 @@ def test_an_admin_lists_and_revokes_anyones_links_and_the_owner_sees_links_an_ad
     assert_json_error(opened(client, by_admin), 410)
 
 
-@pytest.mark.parametrize("share_id", ["nope", "0" * 31, "G" * 32, "A" * 32, "0" * 33])
-def test_a_malformed_link_id_is_404(client, alice, share_id):
-    assert_json_error(client.delete(f"/shares/{share_id}", headers=alice), 404)
+@pytest.mark.parametrize("some_id", ["nope", "0" * 31, "G" * 32, "A" * 32, "0" * 33, "%00" * 32, "%C3%A9" * 16])
+def test_a_malformed_link_or_file_id_is_404(client, alice, some_id):
+    for method, path in (("delete", f"/shares/{some_id}"), ("get", f"/files/{some_id}/shares"),
+                         ("post", f"/files/{some_id}/share"), ("get", f"/files/{some_id}")):
+        assert_json_error(client.open(path, method=method, headers=alice), 404)
 
 
 def test_shares_page_newest_first(client, alice, record):
