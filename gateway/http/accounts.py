@@ -79,7 +79,7 @@ def list_users():
 
 @bp.delete("/users/<user_id>")
 def delete_user(user_id: str):
-    """Removes the user, their tokens and sessions; their files stay (an admin still sees them)."""
+    """Removes the user, their tokens, sessions and share links; their files stay (an admin still sees them)."""
     admin = _admin()
     if user_id == admin.id:
         raise InvalidInput("You cannot delete yourself.")

@@ -108,7 +108,8 @@ def accounts_paths() -> dict:
             },
         },
         "/users/{user_id}": {
-            "delete": {"operationId": "deleteUser", "summary": "Delete a user, their tokens and sessions (admin).",
+            "delete": {"operationId": "deleteUser",
+                       "summary": "Delete a user, their tokens, sessions and share links (admin).",
                        "tags": ["accounts"],
                        "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": STRING}],
                        "responses": {"204": {"description": "Deleted."}, "400": _error("Deleting yourself."),
