@@ -56,7 +56,7 @@ def list_users():
 @users_cli.command("delete")
 @click.argument("username")
 def delete_user(username: str):
-    """Delete a user with their tokens and sessions (their files stay, visible to admins)."""
+    """Delete a user with their tokens, sessions and share links (their files stay, visible to admins)."""
     accounts().delete_user(_user(username).id)
     click.echo(f"Deleted user {username}.")
 

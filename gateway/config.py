@@ -58,6 +58,12 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     if not 0 < lock_expiry <= 86400:
         raise SystemExit(f"TUS_LOCK_EXPIRY must be more than 0 and at most 86400 seconds, got {lock_expiry}.")
 
+    caps = {"MAX_SHARES_PER_FILE": number("MAX_SHARES_PER_FILE", 20),
+            "MAX_TOKENS_PER_USER": number("MAX_TOKENS_PER_USER", 100)}
+    for name, value in caps.items():
+        if value < 0:
+            raise SystemExit(f"{name} must be 0 (no limit) or more, got {value}.")
+
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
@@ -158,6 +164,13 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Share links: lifetime when the request gives none, and the longest allowed (seconds).
         "SHARE_TTL": number("SHARE_TTL", 86400),
         "SHARE_MAX_TTL": number("SHARE_MAX_TTL", 30 * 86400),
+        # Most live (unexpired, unrevoked) share links one file may have; 0: no limit.
+        "MAX_SHARES_PER_FILE": caps["MAX_SHARES_PER_FILE"],
+        # Links made before they were recorded (migration 0003) cannot be revoked one
+        # by one: off refuses them all (410) instead of letting them run to their expiry.
+        "SHARE_LEGACY_LINKS": flag("SHARE_LEGACY_LINKS", True),
+        # Most API tokens one user may hold; 0: no limit (`flask tokens create` is not limited).
+        "MAX_TOKENS_PER_USER": caps["MAX_TOKENS_PER_USER"],
         # Most bytes / files each user may keep stored; 0: no limit (per-user overrides: `flask users quota`).
         "USER_QUOTA_BYTES": number("USER_QUOTA_BYTES", 0),
         "USER_QUOTA_FILES": number("USER_QUOTA_FILES", 0),
@@ -165,6 +178,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "RATE_LIMIT_UPLOADS": env.get("RATE_LIMIT_UPLOADS", "120/minute").strip(),
         "RATE_LIMIT_UPLOADS_PER_IP": env.get("RATE_LIMIT_UPLOADS_PER_IP", "300/minute").strip(),
         "RATE_LIMIT_LOGIN": env.get("RATE_LIMIT_LOGIN", "30/minute").strip(),
+        # New API tokens and new share links, per user.
+        "RATE_LIMIT_TOKENS": env.get("RATE_LIMIT_TOKENS", "10/minute").strip(),
+        "RATE_LIMIT_SHARES": env.get("RATE_LIMIT_SHARES", "60/minute").strip(),
         "RATE_LIMIT_STORAGE": env.get("RATE_LIMIT_STORAGE", "memory://").strip(),
         # Serve AUTH=off on a non-loopback address anyway (an authenticating proxy is in front).
         "ALLOW_PUBLIC_WITHOUT_AUTH": flag("ALLOW_PUBLIC_WITHOUT_AUTH", False),

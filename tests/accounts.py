@@ -4,7 +4,8 @@ from __future__ import annotations
 ADMIN_TOKEN = "test-admin-token-d4c3b2a1"
 # Rate limits off unless a test turns them on: most tests make many requests quickly.
 TOKEN_SETTINGS = {"AUTH": "token", "ADMIN_TOKEN": ADMIN_TOKEN, "RATE_LIMIT_UPLOADS": "",
-                  "RATE_LIMIT_UPLOADS_PER_IP": "", "RATE_LIMIT_LOGIN": ""}
+                  "RATE_LIMIT_UPLOADS_PER_IP": "", "RATE_LIMIT_LOGIN": "", "RATE_LIMIT_TOKENS": "",
+                  "RATE_LIMIT_SHARES": ""}
 
 
 def bearer(token: str) -> dict:

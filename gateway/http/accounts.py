@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify
 from gateway.auth.identity import auth_enabled, current_user
 from gateway.auth.quotas import limits_for
 from gateway.http.jsonbody import json_object, text
+from gateway.http.paging import paged
 from gateway.http.records import iso
 from gateway.metadata.accounts import Token, User, accounts
 from gateway.metadata.files import repository
@@ -72,12 +73,13 @@ def create_user():
 @bp.get("/users")
 def list_users():
     _admin()
-    return jsonify(users=[user_json(u) for u in accounts().list_users()])
+    found, next_cursor = paged(accounts().page_users)
+    return jsonify(users=[user_json(u) for u in found], next_cursor=next_cursor)
 
 
 @bp.delete("/users/<user_id>")
 def delete_user(user_id: str):
-    """Removes the user, their tokens and sessions; their files stay (an admin still sees them)."""
+    """Removes the user, their tokens, sessions and share links; their files stay (an admin still sees them)."""
     admin = _admin()
     if user_id == admin.id:
         raise InvalidInput("You cannot delete yourself.")
@@ -89,7 +91,7 @@ def delete_user(user_id: str):
 @bp.post("/tokens")
 def create_token():
     name = text(json_object('{"name": "laptop"}').get("name", ""), "name", max_length=100)
-    token, secret = accounts().create_token(_caller().id, name)
+    token, secret = accounts().create_token(_caller().id, name, cap=current_app.config["MAX_TOKENS_PER_USER"])
     response = jsonify(token_json(token) | {"token": secret})
     response.status_code = 201
     return response
@@ -97,7 +99,9 @@ def create_token():
 
 @bp.get("/tokens")
 def list_tokens():
-    return jsonify(tokens=[token_json(t) for t in accounts().list_tokens(_caller().id)])
+    user_id = _caller().id
+    found, next_cursor = paged(lambda limit, cursor: accounts().page_tokens(user_id, limit, cursor))
+    return jsonify(tokens=[token_json(t) for t in found], next_cursor=next_cursor)
 
 
 @bp.delete("/tokens/<token_id>")

@@ -2,43 +2,34 @@
 from __future__ import annotations
 
 import json
+import re
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from gateway.auth.identity import owner_scope
+from gateway.http.paging import DEFAULT_PAGE, paged
 from gateway.http.records import iso, record
 from gateway.ingest.pipeline import ingest
 from gateway.metadata.files import repository
 from gateway.storage.expiry import refuse_expired
-from protos.errors import InvalidInput, NotFound
+from protos.errors import NotFound
 
 bp = Blueprint("files", __name__)
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
-
-
-def _limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_PAGE):
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}.")
-    return int(raw)
+FILE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @bp.get("/files")
 def list_files():
-    try:
-        rows, next_cursor = repository().page(_limit(), request.args.get("cursor") or None, owner=owner_scope())
-    except ValueError:
-        raise InvalidInput("The cursor is not one this service gave out.") from None
+    rows, next_cursor = paged(lambda limit, cursor: repository().page(limit, cursor, owner=owner_scope()),
+                              default=DEFAULT_PAGE)
     return jsonify(files=[record(row) for row in rows], next_cursor=next_cursor)
 
 
 def row_or_404(file_id: str):
-    # Another user's file answers exactly like one that does not exist.
-    row = repository().get(file_id, owner=owner_scope()) if len(file_id) == 32 else None
+    # Another user's file answers exactly like one that does not exist. Ids are 128 random
+    # bits in hex: anything else is not looked up (NUL, say, would fail PostgreSQL's query).
+    row = repository().get(file_id, owner=owner_scope()) if FILE_ID.fullmatch(file_id) else None
     if row is None:
         raise NotFound("No file with that id.")
     return row

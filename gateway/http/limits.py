@@ -1,5 +1,6 @@
-"""Rate limits on uploading and signing in (Flask-Limiter): per user and per
-IP address, answered with 429 and Retry-After.
+"""Rate limits on uploading, signing in and minting credentials (API tokens,
+share links) (Flask-Limiter): per user and per IP address, answered with 429
+and Retry-After.
 
 Counters live in RATE_LIMIT_STORAGE (in memory by default: right for one
 gateway process; several gateways share one with e.g. redis://).
@@ -15,6 +16,9 @@ from gateway.auth.identity import current_user
 # Creating uploads, both ways in: they share one budget.
 UPLOAD_ENDPOINTS = ("uploads.upload", "tus.create")
 LOGIN_ENDPOINTS = ("login.login",)
+# Each made by its own user, so each on its own per-user budget: (endpoint, setting, what).
+MINTING = (("accounts_api.create_token", "RATE_LIMIT_TOKENS", "new API tokens"),
+           ("sharing.share", "RATE_LIMIT_SHARES", "new share links"))
 
 
 def _user_key() -> str:
@@ -56,6 +60,11 @@ def init_app(app: Flask) -> None:
         rule = limiter.limit(config["RATE_LIMIT_LOGIN"], key_func=_ip_key,
                              error_message=_message("sign-in attempts from this address"))
         for endpoint in LOGIN_ENDPOINTS:
+            app.view_functions[endpoint] = rule(app.view_functions[endpoint])
+    for endpoint, setting, what in MINTING:
+        if config[setting]:
+            rule = limiter.limit(config[setting], key_func=_user_key, scope=setting.lower(),
+                                 error_message=_message(what))
             app.view_functions[endpoint] = rule(app.view_functions[endpoint])
 
 

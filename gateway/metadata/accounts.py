@@ -17,7 +17,9 @@ import sqlalchemy as sa
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway.metadata.tables import server_secrets, sessions, tokens, users, utc
+from gateway.metadata import cursors
+from gateway.metadata.locking import lock_row
+from gateway.metadata.tables import server_secrets, sessions, share_links, tokens, users, utc
 from protos.errors import Conflict, InvalidInput
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -59,6 +61,11 @@ def _user(mapping) -> User:
     return User(id=mapping["id"], username=mapping["username"], admin=bool(mapping["admin"]),
                 created_at=utc(mapping["created_at"]), quota_bytes=mapping["quota_bytes"],
                 quota_files=mapping["quota_files"])
+
+
+def _token(mapping) -> Token:
+    return Token(id=mapping["id"], user_id=mapping["user_id"], name=mapping["name"],
+                 created_at=utc(mapping["created_at"]), last_used_at=utc(mapping["last_used_at"]))
 
 
 def check_username(username) -> str:
@@ -121,11 +128,19 @@ class Accounts:
         with self.engine.connect() as conn:
             return [_user(m) for m in conn.execute(users.select().order_by(users.c.username)).mappings()]
 
+    def page_users(self, limit: int, cursor: str | None = None) -> tuple[list[User], str | None]:
+        """By username; raises ValueError for a cursor that is not one of ours."""
+        with self.engine.connect() as conn:
+            rows, next_cursor = cursors.page(conn, users.select(), [users.c.username], limit, cursor)
+        return [_user(m) for m in rows], next_cursor
+
     def delete_user(self, user_id: str) -> bool:
         with self.engine.begin() as conn:
             # Explicit rather than ON DELETE CASCADE: SQLite enforces foreign keys only when asked.
             conn.execute(tokens.delete().where(tokens.c.user_id == user_id))
             conn.execute(sessions.delete().where(sessions.c.user_id == user_id))
+            # What they shared ends with them (their files stay, for admins).
+            conn.execute(share_links.delete().where(share_links.c.owner_id == user_id))
             return conn.execute(users.delete().where(users.c.id == user_id)).rowcount > 0
 
     def set_password(self, user_id: str, password: str) -> None:
@@ -161,12 +176,20 @@ class Accounts:
 
     # --- tokens ---
 
-    def create_token(self, user_id: str, name: str = "") -> tuple[Token, str]:
-        """A new token for a user: (its record, the secret, shown this once)."""
+    def create_token(self, user_id: str, name: str = "", cap: int = 0) -> tuple[Token, str]:
+        """A new token for a user: (its record, the secret, shown this once).
+        Conflict when the user already has ``cap`` tokens (0: no cap)."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = Token(id=secrets.token_hex(8), user_id=user_id, name=(name or "api")[:100],
                       created_at=_now(), last_used_at=None)
         with self.engine.begin() as conn:
+            if cap:
+                # The user's row is the lock, so requests made at once cannot all pass the count.
+                lock_row(conn, users.c.id, user_id)
+                count = sa.select(sa.func.count()).select_from(tokens).where(tokens.c.user_id == user_id)
+                if conn.execute(count).scalar_one() >= cap:
+                    raise Conflict(f"You already have {cap} API tokens, the most one user may have. Revoke "
+                                   "some you no longer use (DELETE /tokens/<id>) and try again.")
             conn.execute(tokens.insert().values(id=token.id, user_id=user_id, token_hash=_hash(secret),
                                                 name=token.name, created_at=token.created_at))
         return token, secret
@@ -192,8 +215,14 @@ class Accounts:
         if user_id is not None:
             query = query.where(tokens.c.user_id == user_id)
         with self.engine.connect() as conn:
-            return [Token(id=m["id"], user_id=m["user_id"], name=m["name"], created_at=utc(m["created_at"]),
-                          last_used_at=utc(m["last_used_at"])) for m in conn.execute(query).mappings()]
+            return [_token(m) for m in conn.execute(query).mappings()]
+
+    def page_tokens(self, user_id: str, limit: int, cursor: str | None = None) -> tuple[list[Token], str | None]:
+        """Oldest first, as list_tokens; raises ValueError for a cursor that is not one of ours."""
+        query = tokens.select().where(tokens.c.user_id == user_id)
+        with self.engine.connect() as conn:
+            rows, next_cursor = cursors.page(conn, query, [tokens.c.created_at, tokens.c.id], limit, cursor)
+        return [_token(m) for m in rows], next_cursor
 
     def revoke_token(self, token_id: str, user_id: str | None = None) -> bool:
         """False when there is no such token (or it is not ``user_id``'s)."""

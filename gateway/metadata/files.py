@@ -5,8 +5,6 @@ written only after its bytes are in place, so a listed file always has its bytes
 """
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,7 +12,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from flask import current_app
 
-from gateway.metadata.tables import files, utc
+from gateway.metadata import cursors
+from gateway.metadata.tables import files, share_links, utc
 
 
 @dataclass
@@ -44,18 +43,14 @@ def _row(mapping) -> FileRow:
 
 
 def encode_cursor(row: FileRow) -> str:
-    raw = json.dumps([row.uploaded_at.isoformat(), row.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode([row.uploaded_at, row.id])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raises ValueError for anything that is not a cursor we made."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, file_id = json.loads(raw)
-        return datetime.fromisoformat(stamp), str(file_id)
-    except Exception as exc:
-        raise ValueError("not a valid cursor") from exc
+    """Raises ValueError for anything that is not a cursor we made (text PostgreSQL
+    cannot hold included: it would fail the query instead)."""
+    stamp, file_id = cursors.decode(cursor, [files.c.uploaded_at, files.c.id])
+    return stamp, file_id
 
 
 class FileRepository:
@@ -135,6 +130,9 @@ class FileRepository:
             found = conn.execute(files.select().where(files.c.id == file_id)).mappings().first()
             if found is None:
                 return None
+            # Its share links go in the same transaction: none outlives the file (PostgreSQL's
+            # ON DELETE CASCADE would do it there; SQLite enforces foreign keys only when asked).
+            conn.execute(share_links.delete().where(share_links.c.file_id == file_id))
             conn.execute(files.delete().where(files.c.id == file_id))
         return _row(found)
 

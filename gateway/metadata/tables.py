@@ -144,3 +144,22 @@ tus_uploads = sa.Table(
     sa.Column("multipart_id", sa.Text, nullable=True),
     sa.Index("ix_tus_uploads_expires_at", "expires_at"),
 )
+
+# A share link's record (gateway/metadata/shares.py): the signed URL names it, so
+# it can be listed and revoked. Kept until it expires, revoked or not, so that a
+# revoked link says so (410) instead of looking like a deleted file (404).
+share_links = sa.Table(
+    "share_links",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("file_id", sa.String(32), sa.ForeignKey("files.id", ondelete="CASCADE"), nullable=False, index=True),
+    # The file's owner, who may list and revoke the link; null with AUTH=off.
+    sa.Column("owner_id", sa.String(32), nullable=True),
+    # Who made it: the owner, or an admin; null with AUTH=off.
+    sa.Column("created_by", sa.String(32), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    # GET /shares: one owner's links, newest first.
+    sa.Index("ix_share_links_owner_created", "owner_id", "created_at", "id"),
+)

@@ -1,5 +1,5 @@
-"""The OpenAPI description of accounts (AUTH=token), share links and the
-authentication every other operation takes."""
+"""The OpenAPI description of accounts (AUTH=token) and the authentication
+every other operation takes; share links are in sharing.py."""
 from __future__ import annotations
 
 import re
@@ -7,6 +7,7 @@ import re
 from flask import current_app
 
 from gateway.auth.identity import OPEN
+from gateway.http.paging import LISTING_PAGE, MAX_PAGE
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 OFF = "Accounts are off on this server (AUTH=off)."
@@ -37,6 +38,23 @@ UNAUTHENTICATED = _error("No valid credentials (AUTH=token): send 'Authorization
 TOO_MANY = {**_error("Rate limit reached (AUTH=token); wait as long as Retry-After says."),
             "headers": {"Retry-After": {"schema": STRING, "description": "Seconds to wait."}}}
 JSON_BODY = {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}
+NEXT_CURSOR = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last."}
+BAD_PAGE = _error("A bad `limit`, or a `cursor` this service did not give out.")
+
+
+def page_parameters(default: int = LISTING_PAGE) -> list[dict]:
+    return [
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": default}},
+        {"name": "cursor", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
+         "description": "Opaque: the `next_cursor` of the previous page."},
+    ]
+
+
+def page_of(key: str, item: dict) -> dict:
+    return _object([key, "next_cursor"], **{key: {"type": "array", "maxItems": MAX_PAGE, "items": item}},
+                   next_cursor=NEXT_CURSOR)
 
 
 def accounts_paths() -> dict:
@@ -71,8 +89,9 @@ def accounts_paths() -> dict:
                     "responses": {"200": _json("The caller.", {"type": "object"}), "404": _error(OFF)}},
         },
         "/users": {
-            "get": {"operationId": "listUsers", "summary": "Every user (admin).", "tags": ["accounts"],
-                    "responses": {"200": _json("Users.", _object(["users"], users={"type": "array", "items": USER})),
+            "get": {"operationId": "listUsers", "summary": "Every user (admin), by username, in pages.",
+                    "tags": ["accounts"], "parameters": page_parameters(),
+                    "responses": {"200": _json("One page of users.", page_of("users", USER)), "400": BAD_PAGE,
                                   "403": _error("Not an admin."), "404": _error(OFF)}},
             "post": {
                 "operationId": "createUser", "summary": "Create a user (admin); answers their first token, once.",
@@ -89,22 +108,27 @@ def accounts_paths() -> dict:
             },
         },
         "/users/{user_id}": {
-            "delete": {"operationId": "deleteUser", "summary": "Delete a user, their tokens and sessions (admin).",
+            "delete": {"operationId": "deleteUser",
+                       "summary": "Delete a user, their tokens, sessions and share links (admin).",
                        "tags": ["accounts"],
                        "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": STRING}],
                        "responses": {"204": {"description": "Deleted."}, "400": _error("Deleting yourself."),
                                      "403": _error("Not an admin."), "404": _error("No such user, or " + OFF)}},
         },
         "/tokens": {
-            "get": {"operationId": "listTokens", "summary": "The caller's API tokens (never their secrets).",
-                    "tags": ["accounts"],
-                    "responses": {"200": _json("Tokens.", _object(["tokens"], tokens={"type": "array", "items": TOKEN})),
+            "get": {"operationId": "listTokens", "summary": "The caller's API tokens (never their secrets), oldest "
+                                                            "first, in pages.",
+                    "tags": ["accounts"], "parameters": page_parameters(),
+                    "responses": {"200": _json("One page of tokens.", page_of("tokens", TOKEN)), "400": BAD_PAGE,
                                   "404": _error(OFF)}},
-            "post": {"operationId": "createToken", "summary": "A new API token for the caller, shown once.",
+            "post": {"operationId": "createToken", "summary": "A new API token for the caller, shown once "
+                                                             "(RATE_LIMIT_TOKENS, MAX_TOKENS_PER_USER).",
                      "tags": ["accounts"], "requestBody": JSON_BODY,
                      "responses": {"201": _json("Created.", {**TOKEN, "required": ["id", "token"],
                                                              "properties": {**TOKEN["properties"], "token": STRING}}),
-                                   "400": _error("A bad name."), "404": _error(OFF)}},
+                                   "400": _error("A bad name."), "404": _error(OFF),
+                                   "409": _error("The caller already holds MAX_TOKENS_PER_USER tokens: revoke some "
+                                                 "first.")}},
         },
         "/tokens/{token_id}": {
             "delete": {"operationId": "revokeToken", "summary": "Revoke one of the caller's tokens.",
@@ -113,40 +137,11 @@ def accounts_paths() -> dict:
                        "responses": {"204": {"description": "Revoked."},
                                      "404": _error("Not one of the caller's tokens, or " + OFF)}},
         },
-        "/files/{file_id}/share": {
-            "post": {
-                "operationId": "shareFile", "summary": "A signed link that downloads the file without a token.",
-                "tags": ["files"],
-                "parameters": [{"name": "file_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"expires_in": {"type": "integer", "minimum": 1,
-                                                                    "description": "Seconds (default SHARE_TTL)."}}}}}},
-                "responses": {"201": _json("The link.", _object(["url", "expires_at"], url={"type": "string",
-                                                                                           "format": "uri"},
-                                                                expires_at=STAMP)),
-                              "400": _error("A bad expires_in."), "404": _error("No file with that id.")},
-            },
-        },
-        "/s/{token}": {
-            "get": {
-                "operationId": "openShare", "summary": "A share link: the file's bytes.", "tags": ["files"],
-                "parameters": [{"name": "token", "in": "path", "required": True, "schema": STRING}],
-                "responses": {"200": {"description": "The file.", "content": {"*/*": {"schema": {
-                                  "type": "string", "format": "binary"}}}},
-                              "304": {"description": "Not modified."},
-                              "403": _error("The link was changed (its signature does not match)."),
-                              "404": _error("The file was deleted."), "410": _error("The link has expired."),
-                              "206": {"description": "A range of the file."},
-                              "302": {"description": "With STORAGE=s3 and S3_PRESIGNED_DOWNLOADS on: a "
-                                                     "presigned URL of the bucket that serves the bytes."},
-                              "416": _error("The range cannot be satisfied.")},
-            },
-        },
     }
 
 
-RATE_LIMITED = {("/upload", "post"), ("/tus/", "post"), ("/login", "post")}
+RATE_LIMITED = {("/upload", "post"), ("/tus/", "post"), ("/login", "post"), ("/tokens", "post"),
+                ("/files/{file_id}/share", "post")}
 
 
 def open_paths() -> set[str]:

@@ -11,10 +11,11 @@ import importlib.metadata
 
 from flask import Blueprint, current_app, jsonify
 
-from gateway.http.files import MAX_PAGE
+from gateway.http.paging import MAX_PAGE
 from gateway.openapi import schemas as openapi_schemas
 from gateway.openapi.accounts import accounts_paths, add_authentication
 from gateway.openapi.schemas import ID_PATTERN
+from gateway.openapi.sharing import sharing_paths
 from gateway.openapi.tus import tus_paths
 from gateway.storage.base import NAME_RE
 
@@ -305,6 +306,7 @@ def build_spec() -> dict:
     }
     paths.update(tus_paths())
     paths.update(accounts_paths())
+    paths.update(sharing_paths())
     spec = {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -319,6 +321,7 @@ def build_spec() -> dict:
             {"name": "page", "description": "The browser pages: uploads, and the operators' dashboard."},
             {"name": "tus", "description": "Resumable uploads, tus 1.0.0."},
             {"name": "accounts", "description": "Users, API tokens and sign-in (AUTH=token)."},
+            {"name": "sharing", "description": "Share links: made, listed, revoked, and opened without a token."},
         ],
         "paths": paths,
         "components": {"schemas": schemas},

@@ -1,7 +1,7 @@
 """The schemas (components) of the gateway's OpenAPI document."""
 from __future__ import annotations
 
-from gateway.http.files import MAX_PAGE
+from gateway.http.paging import MAX_PAGE
 from gateway.storage.base import NAME_RE
 
 ID_PATTERN = "^[0-9a-f]{32}$"

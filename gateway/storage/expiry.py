@@ -19,6 +19,7 @@ from flask import Flask, current_app
 from gateway import metrics
 from gateway.background import Periodic
 from gateway.metadata.files import FileRepository, FileRow
+from gateway.metadata.shares import ShareLinks
 from protos.errors import Gone, InvalidInput
 
 log = logging.getLogger("upload.gateway")
@@ -82,8 +83,10 @@ class Reaper:
     """Removes expired files in batches, every ``interval`` seconds."""
 
     def __init__(self, repo: FileRepository, remove: Callable[[FileRow], bool], interval: float,
-                 batch: int = 100):
+                 batch: int = 100, links: ShareLinks | None = None):
         self.repo = repo
+        # Expired share links' records go on the same passes (their URLs answer 410 by themselves).
+        self.links = links
         # Ingest.remove: the one way a stored file is deleted (DELETE /files/<id> uses it too),
         # which also decides the order of bytes and row.
         self.remove = remove
@@ -113,6 +116,8 @@ class Reaper:
             after = (rows[-1].expires_at, rows[-1].id)
         if removed:
             log.info("removed %d expired file(s)", removed)
+        if self.links is not None:
+            self.links.purge(at)
         return removed
 
     def start(self) -> "Reaper":
@@ -125,4 +130,5 @@ class Reaper:
 
 def init_app(app: Flask) -> None:
     ex = app.extensions
-    ex["file_reaper"] = Reaper(ex["files"], ex["ingest"].remove, app.config["FILE_REAP_INTERVAL"]).start()
+    ex["file_reaper"] = Reaper(ex["files"], ex["ingest"].remove, app.config["FILE_REAP_INTERVAL"],
+                               links=ex["shares"]).start()

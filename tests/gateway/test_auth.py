@@ -119,7 +119,8 @@ def world(api, tmp_path):
     assert rec["thumbnail_url"]
     extra = api.post("/tokens", json={"name": "spare"}, headers=alice["headers"]).get_json()
     tus_path = tus_create(api, alice["headers"])
-    return {"alice": alice, "record": rec, "extra_token": extra, "tus": tus_path}
+    link = api.post(f"/files/{rec['id']}/share", json={}, headers=alice["headers"]).get_json()
+    return {"alice": alice, "record": rec, "extra_token": extra, "tus": tus_path, "link": link}
 
 
 def protected_requests(world) -> list[tuple[str, str, dict]]:
@@ -134,6 +135,8 @@ def protected_requests(world) -> list[tuple[str, str, dict]]:
         ("GET", "/me", {}),
         ("GET", "/users", {}),
         ("GET", "/tokens", {}),
+        ("GET", "/shares", {}),
+        ("GET", f"/files/{rec['id']}/shares", {}),
         ("HEAD", tus, {}),
         ("POST", "/upload", multipart),
         ("POST", f"/files/{rec['id']}/share", {"json": {"expires_in": 60}}),
@@ -145,6 +148,7 @@ def protected_requests(world) -> list[tuple[str, str, dict]]:
         # Destructive ones last (the request list is also replayed with the right token).
         ("DELETE", tus, {}),
         ("DELETE", f"/tokens/{world['extra_token']['id']}", {}),
+        ("DELETE", f"/shares/{world['link']['id']}", {}),
         ("DELETE", f"/files/{rec['id']}", {}),
         ("DELETE", f"/users/{world['alice']['id']}", {}),
     ]
@@ -174,6 +178,7 @@ def assert_nothing_changed(api, world):
     assert {u["username"] for u in api.get("/users", headers=ADMIN).get_json()["users"]} == {"admin", "alice"}
     head = api.head(world["tus"], headers={**TUS, **alice})
     assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"
+    assert [s["id"] for s in api.get("/shares", headers=alice).get_json()["shares"]] == [world["link"]["id"]]
 
 
 # --- 401 without valid credentials ---

@@ -189,6 +189,60 @@ def test_accounts_tokens_and_sessions(engine):
     assert accounts.user_for_session(kept) is None and accounts.list_tokens(bob.id) == []
 
 
+def test_accounts_token_cap_and_pages(engine):
+    accounts = Accounts(engine)
+    alice, bob = accounts.create_user("alice"), accounts.create_user("bob")
+    made = [accounts.create_token(alice.id, f"t{n}", cap=4)[0].id for n in range(4)]
+    with pytest.raises(Conflict):
+        accounts.create_token(alice.id, cap=4)
+    accounts.create_token(bob.id, cap=4)  # a cap per user
+    accounts.create_token(alice.id)  # no cap (the operator's CLI)
+    seen, cursor = [], None
+    while True:
+        page, cursor = accounts.page_tokens(alice.id, 2, cursor)
+        seen += [t.id for t in page]
+        if cursor is None:
+            break
+    assert seen[:4] == made and len(seen) == 5
+    users, cursor = accounts.page_users(1)
+    assert [u.username for u in users] == ["alice"] and accounts.page_users(5, cursor)[0][0].username == "bob"
+    for bad in ("nonsense", "W10", "WzFd"):
+        with pytest.raises(ValueError):
+            accounts.page_tokens(alice.id, 2, bad)
+
+
+def test_share_links(engine):
+    from gateway.metadata.shares import ShareLinks
+
+    files, links, accounts = FileRepository(engine), ShareLinks(engine), Accounts(engine)
+    alice = accounts.create_user("alice")
+    files.add(file_row(1, owner_id=alice.id))
+    files.add(file_row(2, owner_id="bob"))
+    soon, later = datetime.now(UTC) + timedelta(hours=1), T0 + timedelta(days=3650)
+    made = [links.create(file_row(1).id, alice.id, alice.id, soon, per_file=3) for _ in range(3)]
+    with pytest.raises(Conflict):
+        links.create(file_row(1).id, alice.id, alice.id, soon, per_file=3)
+    theirs = links.create(file_row(2).id, "bob", None, later)
+    assert links.create("f" * 32, None, None, soon) is None  # no such file
+    assert links.get(made[0].id) == made[0]  # aware UTC datetimes, microseconds and all
+    assert [x.id for x in links.page(10, owner=alice.id)[0]] == [x.id for x in reversed(made)]
+    first, cursor = links.page(2, file_id=file_row(1).id)
+    assert [x.id for x in first + links.page(2, cursor, file_id=file_row(1).id)[0]] == [x.id for x in reversed(made)]
+    assert not links.revoke(made[0].id, owner="bob") and links.revoke(made[0].id, owner=alice.id)
+    assert not links.revoke(made[0].id)  # only live links are revoked
+    assert links.get(made[0].id).revoked_at is not None
+    assert made[0].id not in [x.id for x in links.page(10)[0]]
+    links.create(file_row(1).id, alice.id, alice.id, soon, per_file=3)  # the revoked one made room
+
+    assert links.purge(soon + timedelta(seconds=1)) == 4  # all but the ten-year one
+    assert links.get(theirs.id) == theirs
+    files.delete(file_row(2).id)
+    assert links.get(theirs.id) is None
+    links.create(file_row(1).id, alice.id, alice.id, soon)
+    accounts.delete_user(alice.id)
+    assert links.page(10)[0] == []
+
+
 def test_accounts_secret_is_made_once(engine):
     accounts = Accounts(engine)
     first = accounts.secret("signing")

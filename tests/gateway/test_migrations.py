@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from alembic import command
@@ -44,7 +44,7 @@ def test_migrated_schema_is_the_metadata(empty_database):
     assert migrate.current(engine) is None
     migrate.upgrade(engine)
     assert differences(engine) == []
-    assert migrate.current(engine) == migrate.head() == "0002"
+    assert migrate.current(engine) == migrate.head() == "0003"
     assert set(sa.inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
     migrate.upgrade(engine)  # a second start changes nothing
     assert version_rows(engine) == [(migrate.head(),)]
@@ -109,12 +109,58 @@ def test_0002_adds_the_tus_lock_columns_and_keeps_uploads_in_progress(empty_data
     with engine.begin() as conn:
         conn.execute(table.insert().values(**{k: v for k, v in vars(upload).items()}))
     migrate.upgrade(engine)
-    assert migrate.current(engine) == migrate.head() == "0002"
+    assert migrate.current(engine) == migrate.head()
     assert differences(engine) == []
     assert TusStore(engine, None, ttl=60).get(upload.id) == upload
     with engine.connect() as conn:
         row = conn.execute(sa.select(table.c.lock_owner, table.c.lock_expires_at, table.c.multipart_id)).one()
     assert tuple(row) == (None, None, None)
+    engine.dispose()
+
+
+def test_0003_adds_share_links_and_keeps_files_users_and_tokens(empty_database):
+    """A database in use at 0002 (files, a user, her tokens) gains the share_links
+    table; nothing it held changes, and links can be made, revoked and deleted
+    with their file at once."""
+    from gateway.metadata.shares import ShareLinks
+    from gateway.metadata.tables import share_links
+
+    engine = create_engine(empty_database)
+    migrate.upgrade(engine, "0002")
+    assert "share_links" not in sa.inspect(engine).get_table_names()
+    accounts = Accounts(engine)
+    alice = accounts.create_user("alice", "password1")
+    token, secret = accounts.create_token(alice.id, "laptop")
+    files = FileRepository(engine)
+    kept, other = a_file(1), a_file(2)
+    kept.owner_id = other.owner_id = alice.id
+    files.add(kept)
+    files.add(other)
+
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head() == "0003"
+    assert differences(engine) == []
+    assert files.get(kept.id) == kept and files.get(other.id) == other
+    assert accounts.user_for_token(secret) == alice
+    assert [t.id for t in accounts.list_tokens(alice.id)] == [token.id]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(share_links)).scalar_one() == 0
+
+    links = ShareLinks(engine)
+    soon = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+    first = links.create(kept.id, alice.id, alice.id, soon)
+    second = links.create(other.id, alice.id, alice.id, soon)
+    assert links.get(first.id) == first
+    assert links.revoke(first.id, owner=alice.id) and links.get(first.id).revoked_at is not None
+    files.delete(other.id)  # the file's links go with it
+    assert links.get(second.id) is None
+
+    # And back: 0002 has no share_links; the files stay.
+    with engine.connect() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0002")
+        conn.commit()
+    assert "share_links" not in sa.inspect(engine).get_table_names()
+    assert files.get(kept.id) == kept
     engine.dispose()
 
 

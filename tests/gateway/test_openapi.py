@@ -127,7 +127,7 @@ def test_record_schema_lists_exactly_the_record_fields(client, spec):
 
 
 def test_list_limits_follow_the_code(spec):
-    from gateway.http.files import MAX_PAGE
+    from gateway.http.paging import MAX_PAGE
 
     (limit,) = [p for p in spec["paths"]["/files"]["get"]["parameters"] if p["name"] == "limit"]
     assert limit["schema"]["minimum"] == 1 and limit["schema"]["maximum"] == MAX_PAGE

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -91,7 +92,10 @@ def test_share_answers_201_with_url_and_expiry(token_app, owner, image):
     after = datetime.now(timezone.utc)
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"url", "expires_at"}
+    # The contract's url and expires_at, and what lists and revokes it.
+    assert set(body) == {"id", "file_id", "url", "created_at", "expires_at", "created_by"}
+    assert re.fullmatch(r"[0-9a-f]{32}", body["id"])
+    assert body["file_id"] == record["id"] and body["created_by"] == owner["id"]
     url = urlsplit(body["url"])
     assert url.scheme in ("http", "https") and url.netloc, "the url should be absolute, ready to hand out"
     assert url.path.startswith("/s/")
