@@ -143,11 +143,7 @@ class TusStore:
     def get(self, upload_id: str) -> TusUpload | None:
         with self.engine.connect() as conn:
             row = conn.execute(tus_uploads.select().where(tus_uploads.c.id == upload_id)).mappings().first()
-        if row is None:
-            return None
-        data = {f.name: row[f.name] for f in fields(TusUpload)}
-        data["created_at"], data["expires_at"] = utc(data["created_at"]), utc(data["expires_at"])
-        return TusUpload(**data)
+        return None if row is None else _upload(row)
 
     def save(self, upload: TusUpload, *names: str, fence: str | None = None) -> None:
         """Write these fields of the upload; with ``fence`` (a lock owner) only while
@@ -160,6 +156,21 @@ class TusStore:
         with self.engine.begin() as conn:
             if conn.execute(query).rowcount == 0 and fence is not None:
                 raise LockLost()
+
+    def move(self, upload_ids: list[str], from_state: str, to_state: str) -> bool:
+        """Move every one of these uploads from ``from_state`` to ``to_state`` (their
+        time starting anew), all or none: False, and nothing moved, when one was not
+        in ``from_state``. One transaction, so of two requests moving the same upload
+        only one can; rows in id order, so two of them never wait on each other."""
+        c = tus_uploads.c
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            for upload_id in sorted(upload_ids):
+                query = (tus_uploads.update().where(c.id == upload_id, c.state == from_state)
+                         .values(state=to_state, expires_at=self.expiry()))
+                if conn.execute(query).rowcount != 1:
+                    transaction.rollback()
+                    return False
+        return True
 
     def forget(self, upload_id: str) -> None:
         with self.engine.begin() as conn:
@@ -214,8 +225,9 @@ class TusStore:
                             expires_at, upload.owner_id, sha256=sha256)
 
     def unfinished_filenames(self) -> set[str]:
-        """The stored names of uploads that still have bytes collecting (for reconcile)."""
-        query = sa.select(tus_uploads.c.filename).where(tus_uploads.c.state == "uploading")
+        """The stored names of uploads that still have bytes collecting or being
+        joined into a final upload (for reconcile)."""
+        query = sa.select(tus_uploads.c.filename).where(tus_uploads.c.state.in_(("uploading", "joining")))
         with self.engine.connect() as conn:
             return set(conn.execute(query).scalars())
 
@@ -223,7 +235,9 @@ class TusStore:
         """(files, bytes) a user's unfinished uploads hold: room a quota keeps
         for them, so open uploads cannot pass it together. Bytes are the length
         announced (or, deferred, what has arrived); partial uploads count bytes
-        but no file (their final upload will be the file)."""
+        but no file (their final upload will be the file). A partial upload
+        taken by a final upload ("joining") counts no more: the final counts
+        its whole length."""
         is_partial = tus_uploads.c.concat == "partial"
         query = sa.select(
             sa.func.coalesce(sa.func.sum(sa.case((is_partial, 0), else_=1)), 0),
@@ -264,3 +278,9 @@ class TusStore:
             self.save(upload, "state", "expires_at")
             done += 1
         return done
+
+
+def _upload(row) -> TusUpload:
+    data = {f.name: row[f.name] for f in fields(TusUpload)}
+    data["created_at"], data["expires_at"] = utc(data["created_at"]), utc(data["expires_at"])
+    return TusUpload(**data)

@@ -45,11 +45,20 @@ def live(upload_id: str) -> TusUpload:
         raise NotFound("There is no upload at this address.")
     if upload.state == "uploading" and upload.expires_at < datetime.now(timezone.utc):
         raise Gone("This upload expired before it was finished.")
-    if upload.state in ("refused", "terminated", "expired"):
+    if upload.state in ("refused", "terminated", "expired", "joined"):
         if upload.state == "refused" and upload.error:
             body = json.loads(upload.error)
             raise Gone(f"This upload was refused: {body['error']}")
+        if upload.state == "joined":
+            raise Gone("This partial upload was joined into a final upload; its bytes are that upload's now.")
         raise Gone()
+    return upload
+
+
+def not_joining(upload: TusUpload) -> TusUpload:
+    """The upload, unless a final upload is taking it (gateway/tus/concat.py): 409."""
+    if upload.state == "joining":
+        raise Conflict("This partial upload is being joined into a final upload; it takes no more requests.")
     return upload
 
 
@@ -58,9 +67,10 @@ def append(upload: TusUpload, offset: int) -> None:
     stored offset only after the bytes are on disk."""
     if upload.state == "complete":
         return _already_complete(upload, offset)
+    not_joining(upload)
     try:
         with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as writer:
-            upload = live(upload.id)  # fresh: another request may have moved it meanwhile
+            upload = not_joining(live(upload.id))  # fresh: another request may have moved it meanwhile
             if upload.state == "complete":
                 return _already_complete(upload, offset)
             if offset != upload.offset:
@@ -74,8 +84,8 @@ def append(upload: TusUpload, offset: int) -> None:
         raise Locked("This upload was taken over by another request while this one stalled; "
                      "ask with HEAD and resume from there.") from None
     except BytesGone:
-        # It ended (or finished) while this request waited for the lock.
-        upload = live(upload.id)
+        # It ended, finished or was taken by a final upload while this request waited for the lock.
+        upload = not_joining(live(upload.id))
         if upload.state != "complete":
             raise Gone() from None
         _already_complete(upload, offset)
@@ -229,9 +239,8 @@ def _judge_head(upload: TusUpload, writer, size: int) -> None:
 def complete(upload: TusUpload) -> None:
     if (budget := quota()) is not None:
         # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
-        # A final concatenation's bytes are still counted in its partials (dropped once it is stored).
-        budget.check(new_files=1, new_bytes=0 if upload.is_final else upload.length or 0,
-                     except_upload=upload.id)
+        # A final upload counts as what it is: the partials it took count no more.
+        budget.check(new_files=1, new_bytes=upload.length or 0, except_upload=upload.id)
     try:
         # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = store().adopt(ingest(), upload, expires_at(upload.expires_in),
