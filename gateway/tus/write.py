@@ -12,7 +12,7 @@ from flask import current_app, request
 
 from gateway import metrics
 from gateway.auth.identity import owner_scope
-from gateway.auth.quotas import quota
+from gateway.auth.quotas import Budget, quota
 from gateway.ingest.body import BodyReader
 from gateway.ingest.pipeline import ingest, too_large
 from gateway.ingest.services import services
@@ -20,7 +20,8 @@ from gateway.storage.expiry import expires_at
 from gateway.tus.hashes import RunningHashes
 from gateway.tus.protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus.store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
-from protos.errors import Conflict, Gone, InvalidInput, Locked, NotFound, Refused, RequestTimeout, TooLong, UploadError
+from protos.errors import (Conflict, Gone, InvalidInput, Locked, NotFound, QuotaExceeded, Refused, RequestTimeout,
+                           TooLong, UploadError)
 
 log = logging.getLogger("upload.tus")
 
@@ -127,6 +128,9 @@ def _take_length(upload: TusUpload) -> None:
         raise too_large(limit, upload.original_name or None)
     if length < upload.offset:
         raise InvalidInput("Upload-Length is smaller than what has already been sent.")
+    if (budget := quota()) is not None:
+        # What has arrived is counted already; the rest becomes room the upload holds.
+        budget.check(new_bytes=length - upload.offset)
     upload.length = length
     store().save(upload, "length")
 
@@ -137,6 +141,11 @@ def _write_body(upload: TusUpload, writer) -> None:
     declared = request.content_length
     if declared is not None and start + declared > limit:
         raise _over(upload, limit)
+    # A deferred length holds no room ahead: its bytes are counted as they come,
+    # and refused at the one that passes the quota, as POST /upload does.
+    budget = Budget(quota() if upload.length is None else None)
+    if declared and budget.bytes_left is not None and declared > budget.bytes_left:
+        budget.quota.check(new_bytes=declared)  # refused before the body is read
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     checkpoints = _head_checkpoints(upload, start)
     writer.begin(start)
@@ -144,7 +153,7 @@ def _write_body(upload: TusUpload, writer) -> None:
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
     try:
         started = time.perf_counter()
-        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher)
+        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher, budget)
         metrics.RECEIVE.observe(time.perf_counter() - started)
         if checksum and checksum[0].digest() != checksum[1]:
             writer.rollback()
@@ -168,7 +177,7 @@ def _write_body(upload: TusUpload, writer) -> None:
 
 
 def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload, checksum, checkpoints,
-             hasher) -> int:
+             hasher, budget: Budget) -> int:
     """Write the body at ``start``; return how many bytes were written. Two
     buffers take turns, so the hash of one overlaps receiving the other."""
     buffers, written = (memoryview(bytearray(PIECE)), memoryview(bytearray(PIECE))), 0
@@ -186,6 +195,11 @@ def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload
         if start + written + count > limit:
             writer.rollback()
             raise _over(upload, limit)
+        try:
+            budget.take_bytes(count, written + count)
+        except QuotaExceeded:
+            writer.rollback()
+            raise
         if hasher is not None:
             hasher.submit(chunk)
         writer.write(chunk)  # a full disk: rolled back to ``start``, then InsufficientStorage

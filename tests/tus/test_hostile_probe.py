@@ -9,6 +9,7 @@ nothing is mocked.
 from __future__ import annotations
 
 import base64
+import io
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -209,3 +210,58 @@ def test_a_final_is_checked_against_the_quota_with_its_real_length_before_any_by
         app.extensions["accounts"].set_quota(me, 2 * MiB, None)
     assert final(client, user, *paths).status_code == 201
     assert client.get("/me", headers=user).get_json()["usage"] == {"files": 1, "bytes": 2 * MiB}
+
+
+# ---------------------------------------------------------------- deferred length
+
+
+def test_a_deferred_length_upload_is_refused_at_the_quota(quota_app):
+    """Found: an upload created with Upload-Defer-Length: 1 held 40 MiB against
+    a 2 MiB quota, each PATCH capped only by the file size limit."""
+    app = quota_app(USER_QUOTA_BYTES=2 * MiB)
+    client = app.test_client()
+    user = create_user(client, "mallory")["headers"]
+    created = create(client, user, **{"Upload-Defer-Length": "1"})
+    assert created.status_code == 201
+    path = urlsplit(created.headers["Location"]).path
+    for i in range(2):
+        assert patch(client, user, path, i * MiB, text(MiB, i)).status_code == 204
+
+    assert_sentence(patch(client, user, path, 2 * MiB, text(MiB, 2)), 413, "quota")
+    assert_sentence(patch(client, user, path, 2 * MiB, b"x"), 413, "quota")
+    head = client.head(path, headers={**TUS, **user})
+    assert head.status_code == 200 and head.headers["Upload-Offset"] == str(2 * MiB)
+    assert stored_bytes(app) == 2 * MiB
+    # An empty PATCH keeps it alive, as the spec allows, but holds no more room.
+    assert patch(client, user, path, 2 * MiB, b"").status_code == 204
+    assert_sentence(create(client, user, 1), 413, "quota")
+
+
+def test_a_deferred_length_body_without_content_length_stops_at_the_byte_past_the_quota(quota_app):
+    app = quota_app(USER_QUOTA_BYTES=2 * MiB)
+    client = app.test_client()
+    user = create_user(client, "mallory")["headers"]
+    created = create(client, user, **{"Upload-Defer-Length": "1"})
+    path = urlsplit(created.headers["Location"]).path
+    assert patch(client, user, path, 0, text(MiB)).status_code == 204
+    # A body of unknown length (no Content-Length): judged as it streams.
+    response = client.patch(path, input_stream=io.BytesIO(text(4 * MiB, 1)), content_type=OFFSET_STREAM,
+                            headers={**TUS, **user, "Upload-Offset": str(MiB)})
+    assert_sentence(response, 413, "quota")
+    head = client.head(path, headers={**TUS, **user})
+    assert head.headers["Upload-Offset"] == str(MiB)  # the refused PATCH left nothing behind
+    assert stored_bytes(app) == MiB
+
+
+def test_a_deferred_length_cannot_be_set_past_the_quota(quota_app):
+    app = quota_app(USER_QUOTA_BYTES=2 * MiB)
+    client = app.test_client()
+    user = create_user(client, "mallory")["headers"]
+    path = urlsplit(create(client, user, **{"Upload-Defer-Length": "1"}).headers["Location"]).path
+    assert patch(client, user, path, 0, text(KiB)).status_code == 204
+    assert_sentence(patch(client, user, path, KiB, text(KiB, 1), **{"Upload-Length": str(3 * MiB)}), 413, "quota")
+    head = client.head(path, headers={**TUS, **user})
+    assert head.headers["Upload-Defer-Length"] == "1" and head.headers["Upload-Offset"] == str(KiB)
+    # Within the quota it is taken, and the upload finishes.
+    done = patch(client, user, path, KiB, text(KiB, 1), **{"Upload-Length": str(2 * KiB)})
+    assert done.status_code == 204 and done.headers.get("Upload-File-Id")
