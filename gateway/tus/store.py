@@ -249,35 +249,53 @@ class TusStore:
             count, size = conn.execute(query).one()
         return int(count), int(size)
 
-    def due(self, limit: int = 100) -> list[TusUpload]:
-        """Uploads whose time is up: unfinished ones to reap, finished ones to forget."""
-        now = datetime.now(timezone.utc)
-        query = tus_uploads.select().where(tus_uploads.c.expires_at < now).limit(limit)
+    def due(self, limit: int = 100, after: tuple[datetime, str] | None = None,
+            at: datetime | None = None) -> list[TusUpload]:
+        """Uploads whose time was up at ``at`` (now): unfinished ones to reap, ended
+        ones to forget; in (expires_at, id) order, ``after`` continuing past a previous batch."""
+        c = tus_uploads.c
+        query = (tus_uploads.select().where(c.expires_at < (at or datetime.now(timezone.utc)))
+                 .order_by(c.expires_at, c.id).limit(limit))
+        if after is not None:
+            stamp, upload_id = after
+            query = query.where(sa.or_(c.expires_at > stamp, sa.and_(c.expires_at == stamp, c.id > upload_id)))
         with self.engine.connect() as conn:
-            ids = [row.id for row in conn.execute(query)]
-        return [u for u in (self.get(i) for i in ids) if u is not None]
+            return [_upload(row) for row in conn.execute(query).mappings()]
 
-    def reap(self) -> int:
+    def reap(self, batch: int = 100) -> int:
         """Remove the bytes of unfinished uploads whose time is up (they then
-        answer 410), and forget ended uploads after the same time (404)."""
-        done = 0
-        for upload in self.due():
-            if upload.state != "uploading":
+        answer 410), and forget ended uploads after the same time (404).
+
+        A pass goes on, a batch at a time, until nothing that was due when it
+        began is left: one user may create uploads faster than any fixed number
+        per pass would remove them. It moves past each batch, so an upload that
+        is being written (its lock is held) waits for the next pass without
+        holding the pass up, and uploads whose time comes during the pass are
+        left to the next, so a pass always ends."""
+        done, after, at = 0, None, datetime.now(timezone.utc)
+        while True:
+            uploads = self.due(batch, after, at)
+            if len(uploads) == batch:
+                after = (uploads[-1].expires_at, uploads[-1].id)  # before _reap gives it a new time
+            done += sum(self._reap(upload) for upload in uploads)
+            if len(uploads) < batch:
+                return done
+
+    def _reap(self, upload: TusUpload) -> bool:
+        if upload.state != "uploading":
+            self.drop_bytes(upload)
+            self.forget(upload.id)
+            return True
+        try:
+            with self.writing(upload, wait=0):
                 self.drop_bytes(upload)
-                self.forget(upload.id)
-                done += 1
-                continue
-            try:
-                with self.writing(upload, wait=0):
-                    self.drop_bytes(upload)
-            except WriteLocked:
-                continue  # a request is writing it right now: not abandoned after all
-            except BytesGone:
-                pass
-            upload.state, upload.expires_at = "expired", self.expiry()
-            self.save(upload, "state", "expires_at")
-            done += 1
-        return done
+        except WriteLocked:
+            return False  # a request is writing it right now: not abandoned after all
+        except BytesGone:
+            pass
+        upload.state, upload.expires_at = "expired", self.expiry()
+        self.save(upload, "state", "expires_at")
+        return True
 
 
 def _upload(row) -> TusUpload:

@@ -294,3 +294,23 @@ def test_expired_files_hold_no_room_past_the_quota(quota_app):
     assert stored_bytes(app) == 0
     done = patch(client, user, urlsplit(created.headers["Location"]).path, 0, text(MiB, 9))
     assert done.status_code == 204 and stored_bytes(app) == MiB
+
+
+def test_the_tus_reaper_keeps_up_with_what_a_user_may_create(make_app):
+    """Found: one pass removed at most 100 expired uploads (every 5 minutes)
+    while one user may create 120 a minute. A pass now goes on until nothing
+    expired is left."""
+    app = make_app(TUS_EXPIRY=1, TUS_REAP_INTERVAL=3600)
+    client = app.test_client()
+    paths = []
+    for _ in range(250):
+        created = create(client, {}, 10)
+        assert created.status_code == 201
+        paths.append(urlsplit(created.headers["Location"]).path)
+    # One finished (its record is forgotten once its time is up), the others abandoned.
+    assert patch(client, {}, paths[-1], 0, b"0123456789").status_code == 204
+    time.sleep(1.2)
+    assert app.extensions["tus"].reap() == 250
+    assert stored_bytes(app) == 10  # the finished file's bytes only
+    assert {client.head(p, headers=TUS).status_code for p in paths[:-1]} == {410}
+    assert client.head(paths[-1], headers=TUS).status_code == 404
