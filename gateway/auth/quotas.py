@@ -3,8 +3,11 @@
 Checked before a body is read (from Content-Length or Upload-Length), while it
 streams, and once more just before the file is accepted, so one request
 cannot pass a quota; two racing requests can overshoot it by one file at most.
-Unfinished tus uploads count with the length they announced (not their
-partial uploads, whose final upload counts). Admins and AUTH=off have no quota.
+Unfinished tus uploads count with the length they announced, or with what
+has arrived when the length is deferred (refused at the byte that passes the
+quota); partial uploads count their bytes but no file, until a final upload
+takes them and counts instead, with its real length. Expired files count
+until their bytes are gone. Admins and AUTH=off have no quota.
 """
 from __future__ import annotations
 
@@ -34,8 +37,13 @@ class Quota:
 
     def used(self, except_upload: str | None = None) -> tuple[int, int]:
         """(files, bytes): stored, plus announced by unfinished tus uploads
-        (but ``except_upload``, the one being finished)."""
-        files, size = repository().usage(self.user_id)
+        (but ``except_upload``, the one being finished).
+
+        An expired file is hidden at once but keeps its bytes until it is
+        removed: this user's are removed first, so the room they free is
+        real, and any that could not be removed still count."""
+        current_app.extensions["file_reaper"].reap(owner=self.user_id)
+        files, size = repository().usage(self.user_id, expired_too=True)
         open_uploads, announced = current_app.extensions["tus"].reserved(self.user_id, except_upload)
         return files + open_uploads, size + announced
 

@@ -95,11 +95,14 @@ class FileRepository:
                 return
             after = rows[-1].id
 
-    def usage(self, owner: str) -> tuple[int, int]:
-        """(files, bytes) stored by one user; expired files (hidden, soon reaped) do not count."""
-        now = datetime.now(timezone.utc)
+    def usage(self, owner: str, expired_too: bool = False) -> tuple[int, int]:
+        """(files, bytes) stored by one user: those they can see, or with
+        ``expired_too`` also the expired ones whose bytes are still there."""
         query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(files.c.size), 0)).where(
-            files.c.owner_id == owner, sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now))
+            files.c.owner_id == owner)
+        if not expired_too:
+            now = datetime.now(timezone.utc)
+            query = query.where(sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now))
         with self.engine.connect() as conn:
             count, size = conn.execute(query).one()
         return int(count), int(size)
@@ -136,12 +139,14 @@ class FileRepository:
             conn.execute(files.delete().where(files.c.id == file_id))
         return _row(found)
 
-    def expired(self, now: datetime, limit: int,
-                after: tuple[datetime, str] | None = None) -> list[FileRow]:
-        """Files whose time is up at ``now``, in (expires_at, id) order; ``after``
-        continues past the last row of a previous batch."""
+    def expired(self, now: datetime, limit: int, after: tuple[datetime, str] | None = None,
+                owner: str | None = None) -> list[FileRow]:
+        """Files whose time is up at ``now`` (only ``owner``'s when given), in
+        (expires_at, id) order; ``after`` continues past the last row of a previous batch."""
         query = (files.select().where(files.c.expires_at <= now)
                  .order_by(files.c.expires_at, files.c.id).limit(limit))
+        if owner is not None:
+            query = query.where(files.c.owner_id == owner)
         if after:
             stamp, file_id = after
             query = query.where(sa.or_(

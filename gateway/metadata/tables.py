@@ -127,7 +127,8 @@ tus_uploads = sa.Table(
     sa.Column("expires_in", sa.Integer, nullable=True),
     # Null, "partial" or "final;<url> <url>..."
     sa.Column("concat", sa.Text, nullable=True),
-    # uploading | complete | refused | terminated | expired
+    # uploading | complete | refused | terminated | expired; a partial upload also
+    # joining (taken by a final upload that is being made) | joined
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("head_checked", sa.Boolean, nullable=False),
     sa.Column("file_id", sa.String(32), nullable=True),

@@ -93,8 +93,9 @@ class Reaper:
         self.batch = batch
         self._periodic = Periodic("file-reaper", interval, self.reap)
 
-    def reap(self, at: datetime | None = None) -> int:
-        """One pass over the files expired at ``at`` (now); returns how many it removed.
+    def reap(self, at: datetime | None = None, owner: str | None = None) -> int:
+        """One pass over the files expired at ``at`` (now), only ``owner``'s when
+        given; returns how many it removed.
 
         The pass walks the expired rows in (expires_at, id) order and moves past
         each batch, so a file that cannot be removed (a permission problem, say)
@@ -103,7 +104,7 @@ class Reaper:
         at = at or now()
         removed, after = 0, None
         while True:
-            rows = self.repo.expired(at, self.batch, after=after)
+            rows = self.repo.expired(at, self.batch, after=after, owner=owner)
             for row in rows:
                 try:
                     if self.remove(row):

@@ -101,6 +101,10 @@ def parse_concat(header: str | None) -> tuple[str, list[str]] | None:
             match = _UPLOAD_URL.search(url.split("?", 1)[0])
             if not match:
                 raise InvalidInput(f"Upload-Concat names {url!r}, which is not an upload of this server.")
+            if match.group(1) in ids:
+                # tusd would copy it twice; here each partial upload is bytes of its own, joined once.
+                raise InvalidInput(f"Upload-Concat names the partial upload {match.group(1)} more than once; "
+                                   "each partial upload can be joined only once.")
             ids.append(match.group(1))
         if not ids:
             raise InvalidInput("Upload-Concat: final needs at least one partial upload.")

@@ -24,13 +24,14 @@ from gateway.ingest.names import extension
 from gateway.ingest.pipeline import stored_name, too_large
 from gateway.ingest.services import services
 from gateway.storage.expiry import parse_expires_in
+from gateway.tus.concat import join
 from gateway.tus.hashes import RunningHashes
 from gateway.tus.protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, ChecksumMismatch, http_date,
                                   parse_concat, parse_metadata, parse_size, read_metadata)
 from gateway.tus.s3 import S3TusStore
 from gateway.tus.store import BytesGone, TusStore, TusUpload, WriteLocked
-from gateway.tus.write import append, complete, finish_stalled, live, max_size, store
-from protos.errors import Forbidden, Gone, Internal, InvalidInput, Locked, NotFound, Refused, UploadError
+from gateway.tus.write import append, complete, finish_stalled, live, max_size, not_joining, store
+from protos.errors import Forbidden, Gone, InvalidInput, Locked, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
 
@@ -143,11 +144,14 @@ def create():
         expires_in=parse_expires_in(meta.expires_in), concat="partial" if is_partial else None, state="uploading",
         head_checked=is_partial, file_id=None, error=None, created_at=now, expires_at=store().expiry(),
         owner_id=owner_id())
-    if (budget := quota()) is not None:
+    if (budget := quota()) is not None and not is_final:  # a final is checked once its length is known
         # A partial upload is bytes, not yet a file: its final upload is the file.
         budget.check(new_files=0 if is_partial else 1, new_bytes=length or 0)
     if is_final:
-        return _create_final(upload, concat[1], limit)
+        join(upload, concat[1], limit)
+        response = _empty(201)
+        response.headers["Location"] = url_for("tus.resource", upload_id=upload.id)
+        return _upload_headers(upload, response)
     store().add(upload)
     metrics.TUS_CREATED.inc()
     response = _empty(201)
@@ -183,59 +187,6 @@ def _refused(refusal: Refused) -> Refused:
     return refusal
 
 
-def _create_final(upload: TusUpload, part_ids: list[str], limit: int) -> Response:
-    parts = []
-    for part_id in part_ids:
-        part = store().get(part_id)
-        if part is None or part.owner_id != upload.owner_id:
-            # Someone else's upload answers exactly like one that never existed.
-            raise NotFound(f"There is no upload {part_id} on this server.")
-        if not part.is_partial or part.state != "uploading":
-            raise InvalidInput(f"Upload {part_id} is not a partial upload of this server.")
-        if not part.finished_bytes:
-            raise InvalidInput(f"Partial upload {part_id} is not finished yet.")
-        parts.append(part)
-    upload.length = sum(p.length for p in parts)
-    if upload.length > limit:
-        raise _refused(too_large(limit, upload.original_name or None))
-    if (budget := quota()) is not None:
-        # The partials' bytes are counted already; the copy replaces them.
-        budget.check(new_files=1, new_bytes=0)
-    upload.concat = "final;" + " ".join(url_for("tus.resource", upload_id=p.id) for p in parts)
-    store().add(upload)
-    metrics.TUS_CREATED.inc()
-    try:
-        with store().writing(upload, wait=0) as writer:
-            writer.begin(0)
-            for part in parts:
-                try:
-                    for chunk in store().read(part):
-                        writer.write(chunk)  # every byte or an error: a filling disk must not cut the join short
-                except BytesGone:
-                    # Ended meanwhile, or its bytes were removed behind our back (a bucket's lifecycle
-                    # rule aborting incomplete multipart uploads): the client's to know, not a 500.
-                    raise Gone(f"The bytes of partial upload {part.id} are gone; upload it again.") from None
-            writer.sync(last=True)
-            if writer.size() != upload.length:
-                raise Internal("The joined upload came out the wrong size; nothing was stored.")
-            upload.offset = upload.length
-            store().save(upload, "offset", fence=writer.lock_owner)
-            writer.saved()
-            response = _empty(201)
-            response.headers["Location"] = url_for("tus.resource", upload_id=upload.id)
-            complete(upload)
-    except BaseException:
-        # The answer carries no Location, so nobody could ever finish or end this
-        # join: nothing of it may stay. Its partials stay, to be joined again.
-        store().drop_bytes(upload)
-        store().forget(upload.id)
-        raise
-    for part in parts:
-        store().drop_bytes(part)
-        store().forget(part.id)
-    return _upload_headers(upload, response)
-
-
 # --- core ---
 
 @bp.route("/<upload_id>", methods=["HEAD"])
@@ -268,16 +219,22 @@ def patch(upload_id: str):
 @bp.route("/<upload_id>", methods=["DELETE"])
 def terminate(upload_id: str):
     """Ends the upload. A finished one's stored file stays (DELETE /files/<id> removes it)."""
-    upload = live(upload_id)
-    if upload.state != "complete":
+    upload = not_joining(live(upload_id))
+    if upload.state == "uploading":
         try:
             with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]):
-                store().drop_bytes(upload)
+                # Ended first, in one step, then its bytes: a final upload taking this
+                # partial meanwhile and this DELETE cannot both have it.
+                if store().move([upload.id], "uploading", "terminated"):
+                    store().drop_bytes(upload)
+                    return _empty(204)
         except WriteLocked:
             raise Locked() from None
         except BytesGone:
-            if live(upload_id).state != "complete":
-                raise Gone() from None
+            pass
+        upload = not_joining(live(upload_id))  # finished, taken or ended meanwhile
+        if upload.state != "complete":
+            raise Gone()
     upload.state = "terminated"
     upload.expires_at = store().expiry()
     store().save(upload, "state", "expires_at")

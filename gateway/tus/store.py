@@ -143,11 +143,7 @@ class TusStore:
     def get(self, upload_id: str) -> TusUpload | None:
         with self.engine.connect() as conn:
             row = conn.execute(tus_uploads.select().where(tus_uploads.c.id == upload_id)).mappings().first()
-        if row is None:
-            return None
-        data = {f.name: row[f.name] for f in fields(TusUpload)}
-        data["created_at"], data["expires_at"] = utc(data["created_at"]), utc(data["expires_at"])
-        return TusUpload(**data)
+        return None if row is None else _upload(row)
 
     def save(self, upload: TusUpload, *names: str, fence: str | None = None) -> None:
         """Write these fields of the upload; with ``fence`` (a lock owner) only while
@@ -160,6 +156,21 @@ class TusStore:
         with self.engine.begin() as conn:
             if conn.execute(query).rowcount == 0 and fence is not None:
                 raise LockLost()
+
+    def move(self, upload_ids: list[str], from_state: str, to_state: str) -> bool:
+        """Move every one of these uploads from ``from_state`` to ``to_state`` (their
+        time starting anew), all or none: False, and nothing moved, when one was not
+        in ``from_state``. One transaction, so of two requests moving the same upload
+        only one can; rows in id order, so two of them never wait on each other."""
+        c = tus_uploads.c
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            for upload_id in sorted(upload_ids):
+                query = (tus_uploads.update().where(c.id == upload_id, c.state == from_state)
+                         .values(state=to_state, expires_at=self.expiry()))
+                if conn.execute(query).rowcount != 1:
+                    transaction.rollback()
+                    return False
+        return True
 
     def forget(self, upload_id: str) -> None:
         with self.engine.begin() as conn:
@@ -214,8 +225,9 @@ class TusStore:
                             expires_at, upload.owner_id, sha256=sha256)
 
     def unfinished_filenames(self) -> set[str]:
-        """The stored names of uploads that still have bytes collecting (for reconcile)."""
-        query = sa.select(tus_uploads.c.filename).where(tus_uploads.c.state == "uploading")
+        """The stored names of uploads that still have bytes collecting or being
+        joined into a final upload (for reconcile)."""
+        query = sa.select(tus_uploads.c.filename).where(tus_uploads.c.state.in_(("uploading", "joining")))
         with self.engine.connect() as conn:
             return set(conn.execute(query).scalars())
 
@@ -223,7 +235,9 @@ class TusStore:
         """(files, bytes) a user's unfinished uploads hold: room a quota keeps
         for them, so open uploads cannot pass it together. Bytes are the length
         announced (or, deferred, what has arrived); partial uploads count bytes
-        but no file (their final upload will be the file)."""
+        but no file (their final upload will be the file). A partial upload
+        taken by a final upload ("joining") counts no more: the final counts
+        its whole length."""
         is_partial = tus_uploads.c.concat == "partial"
         query = sa.select(
             sa.func.coalesce(sa.func.sum(sa.case((is_partial, 0), else_=1)), 0),
@@ -235,32 +249,56 @@ class TusStore:
             count, size = conn.execute(query).one()
         return int(count), int(size)
 
-    def due(self, limit: int = 100) -> list[TusUpload]:
-        """Uploads whose time is up: unfinished ones to reap, finished ones to forget."""
-        now = datetime.now(timezone.utc)
-        query = tus_uploads.select().where(tus_uploads.c.expires_at < now).limit(limit)
+    def due(self, limit: int = 100, after: tuple[datetime, str] | None = None,
+            at: datetime | None = None) -> list[TusUpload]:
+        """Uploads whose time was up at ``at`` (now): unfinished ones to reap, ended
+        ones to forget; in (expires_at, id) order, ``after`` continuing past a previous batch."""
+        c = tus_uploads.c
+        query = (tus_uploads.select().where(c.expires_at < (at or datetime.now(timezone.utc)))
+                 .order_by(c.expires_at, c.id).limit(limit))
+        if after is not None:
+            stamp, upload_id = after
+            query = query.where(sa.or_(c.expires_at > stamp, sa.and_(c.expires_at == stamp, c.id > upload_id)))
         with self.engine.connect() as conn:
-            ids = [row.id for row in conn.execute(query)]
-        return [u for u in (self.get(i) for i in ids) if u is not None]
+            return [_upload(row) for row in conn.execute(query).mappings()]
 
-    def reap(self) -> int:
+    def reap(self, batch: int = 100) -> int:
         """Remove the bytes of unfinished uploads whose time is up (they then
-        answer 410), and forget ended uploads after the same time (404)."""
-        done = 0
-        for upload in self.due():
-            if upload.state != "uploading":
+        answer 410), and forget ended uploads after the same time (404).
+
+        A pass goes on, a batch at a time, until nothing that was due when it
+        began is left: one user may create uploads faster than any fixed number
+        per pass would remove them. It moves past each batch, so an upload that
+        is being written (its lock is held) waits for the next pass without
+        holding the pass up, and uploads whose time comes during the pass are
+        left to the next, so a pass always ends."""
+        done, after, at = 0, None, datetime.now(timezone.utc)
+        while True:
+            uploads = self.due(batch, after, at)
+            if len(uploads) == batch:
+                after = (uploads[-1].expires_at, uploads[-1].id)  # before _reap gives it a new time
+            done += sum(self._reap(upload) for upload in uploads)
+            if len(uploads) < batch:
+                return done
+
+    def _reap(self, upload: TusUpload) -> bool:
+        if upload.state != "uploading":
+            self.drop_bytes(upload)
+            self.forget(upload.id)
+            return True
+        try:
+            with self.writing(upload, wait=0):
                 self.drop_bytes(upload)
-                self.forget(upload.id)
-                done += 1
-                continue
-            try:
-                with self.writing(upload, wait=0):
-                    self.drop_bytes(upload)
-            except WriteLocked:
-                continue  # a request is writing it right now: not abandoned after all
-            except BytesGone:
-                pass
-            upload.state, upload.expires_at = "expired", self.expiry()
-            self.save(upload, "state", "expires_at")
-            done += 1
-        return done
+        except WriteLocked:
+            return False  # a request is writing it right now: not abandoned after all
+        except BytesGone:
+            pass
+        upload.state, upload.expires_at = "expired", self.expiry()
+        self.save(upload, "state", "expires_at")
+        return True
+
+
+def _upload(row) -> TusUpload:
+    data = {f.name: row[f.name] for f in fields(TusUpload)}
+    data["created_at"], data["expires_at"] = utc(data["created_at"]), utc(data["expires_at"])
+    return TusUpload(**data)

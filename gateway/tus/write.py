@@ -12,7 +12,7 @@ from flask import current_app, request
 
 from gateway import metrics
 from gateway.auth.identity import owner_scope
-from gateway.auth.quotas import quota
+from gateway.auth.quotas import Budget, quota
 from gateway.ingest.body import BodyReader
 from gateway.ingest.pipeline import ingest, too_large
 from gateway.ingest.services import services
@@ -20,7 +20,8 @@ from gateway.storage.expiry import expires_at
 from gateway.tus.hashes import RunningHashes
 from gateway.tus.protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus.store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
-from protos.errors import Conflict, Gone, InvalidInput, Locked, NotFound, Refused, RequestTimeout, TooLong, UploadError
+from protos.errors import (Conflict, Gone, InvalidInput, Locked, NotFound, QuotaExceeded, Refused, RequestTimeout,
+                           TooLong, UploadError)
 
 log = logging.getLogger("upload.tus")
 
@@ -45,11 +46,20 @@ def live(upload_id: str) -> TusUpload:
         raise NotFound("There is no upload at this address.")
     if upload.state == "uploading" and upload.expires_at < datetime.now(timezone.utc):
         raise Gone("This upload expired before it was finished.")
-    if upload.state in ("refused", "terminated", "expired"):
+    if upload.state in ("refused", "terminated", "expired", "joined"):
         if upload.state == "refused" and upload.error:
             body = json.loads(upload.error)
             raise Gone(f"This upload was refused: {body['error']}")
+        if upload.state == "joined":
+            raise Gone("This partial upload was joined into a final upload; its bytes are that upload's now.")
         raise Gone()
+    return upload
+
+
+def not_joining(upload: TusUpload) -> TusUpload:
+    """The upload, unless a final upload is taking it (gateway/tus/concat.py): 409."""
+    if upload.state == "joining":
+        raise Conflict("This partial upload is being joined into a final upload; it takes no more requests.")
     return upload
 
 
@@ -58,9 +68,10 @@ def append(upload: TusUpload, offset: int) -> None:
     stored offset only after the bytes are on disk."""
     if upload.state == "complete":
         return _already_complete(upload, offset)
+    not_joining(upload)
     try:
         with store().writing(upload, wait=current_app.config["TUS_LOCK_WAIT"]) as writer:
-            upload = live(upload.id)  # fresh: another request may have moved it meanwhile
+            upload = not_joining(live(upload.id))  # fresh: another request may have moved it meanwhile
             if upload.state == "complete":
                 return _already_complete(upload, offset)
             if offset != upload.offset:
@@ -74,8 +85,8 @@ def append(upload: TusUpload, offset: int) -> None:
         raise Locked("This upload was taken over by another request while this one stalled; "
                      "ask with HEAD and resume from there.") from None
     except BytesGone:
-        # It ended (or finished) while this request waited for the lock.
-        upload = live(upload.id)
+        # It ended, finished or was taken by a final upload while this request waited for the lock.
+        upload = not_joining(live(upload.id))
         if upload.state != "complete":
             raise Gone() from None
         _already_complete(upload, offset)
@@ -117,6 +128,9 @@ def _take_length(upload: TusUpload) -> None:
         raise too_large(limit, upload.original_name or None)
     if length < upload.offset:
         raise InvalidInput("Upload-Length is smaller than what has already been sent.")
+    if (budget := quota()) is not None:
+        # What has arrived is counted already; the rest becomes room the upload holds.
+        budget.check(new_bytes=length - upload.offset)
     upload.length = length
     store().save(upload, "length")
 
@@ -127,6 +141,11 @@ def _write_body(upload: TusUpload, writer) -> None:
     declared = request.content_length
     if declared is not None and start + declared > limit:
         raise _over(upload, limit)
+    # A deferred length holds no room ahead: its bytes are counted as they come,
+    # and refused at the one that passes the quota, as POST /upload does.
+    budget = Budget(quota() if upload.length is None else None)
+    if declared and budget.bytes_left is not None and declared > budget.bytes_left:
+        budget.quota.check(new_bytes=declared)  # refused before the body is read
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     checkpoints = _head_checkpoints(upload, start)
     writer.begin(start)
@@ -134,7 +153,7 @@ def _write_body(upload: TusUpload, writer) -> None:
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
     try:
         started = time.perf_counter()
-        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher)
+        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher, budget)
         metrics.RECEIVE.observe(time.perf_counter() - started)
         if checksum and checksum[0].digest() != checksum[1]:
             writer.rollback()
@@ -158,7 +177,7 @@ def _write_body(upload: TusUpload, writer) -> None:
 
 
 def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload, checksum, checkpoints,
-             hasher) -> int:
+             hasher, budget: Budget) -> int:
     """Write the body at ``start``; return how many bytes were written. Two
     buffers take turns, so the hash of one overlaps receiving the other."""
     buffers, written = (memoryview(bytearray(PIECE)), memoryview(bytearray(PIECE))), 0
@@ -176,6 +195,11 @@ def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload
         if start + written + count > limit:
             writer.rollback()
             raise _over(upload, limit)
+        try:
+            budget.take_bytes(count, written + count)
+        except QuotaExceeded:
+            writer.rollback()
+            raise
         if hasher is not None:
             hasher.submit(chunk)
         writer.write(chunk)  # a full disk: rolled back to ``start``, then InsufficientStorage
@@ -229,9 +253,8 @@ def _judge_head(upload: TusUpload, writer, size: int) -> None:
 def complete(upload: TusUpload) -> None:
     if (budget := quota()) is not None:
         # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
-        # A final concatenation's bytes are still counted in its partials (dropped once it is stored).
-        budget.check(new_files=1, new_bytes=0 if upload.is_final else upload.length or 0,
-                     except_upload=upload.id)
+        # A final upload counts as what it is: the partials it took count no more.
+        budget.check(new_files=1, new_bytes=upload.length or 0, except_upload=upload.id)
     try:
         # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = store().adopt(ingest(), upload, expires_at(upload.expires_in),
