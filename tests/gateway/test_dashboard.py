@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from gateway.http.dashboard import WINDOW_MINUTES
-from tests.accounts import ADMIN, ADMIN_TOKEN, TOKEN_SETTINGS, create_user
-from tests.conftest import start_gateway_process
+from tests.accounts import ADMIN, TOKEN_SETTINGS, create_user
 from tests.gateway.test_openapi import conforms
 from tests.samples import MZ_HEADER
 

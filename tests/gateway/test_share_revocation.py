@@ -9,7 +9,7 @@ Real app, real gRPC services, real SQLite and PostgreSQL: nothing is mocked.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 from alembic import command
