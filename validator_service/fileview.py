@@ -102,6 +102,17 @@ class FileView:
         return self.complete and self.bytes_read == self._counted_size()
 
     @property
+    def ends_in_head(self) -> bool:
+        """Whether the bytes read into the head are the whole file. Pulls at most
+        one more chunk (or the end of the stream) to tell, none when the
+        declared size already says the file is longer."""
+        if self.declared_size is not None and self.declared_size > len(self._buffer):
+            return False
+        while not self.complete and self.bytes_read == len(self._buffer):
+            self._pull()
+        return self.complete and self._counted_size() == len(self._buffer)
+
+    @property
     def size(self) -> int:
         """The declared size when given, else the counted one (this waits for
         the end of the stream; bytes past the head are dropped)."""
