@@ -2,34 +2,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from functools import cached_property
 
-import magic
-
 from protos import validator_pb2
 from protos.errors import InvalidInput
-
-# libmagic handles are not thread-safe; one per worker thread.
-_local = threading.local()
-
-# What libmagic looks at. Every built-in type is recognised from its first
-# bytes (tar's magic is at 257, OOXML's part names in the first local headers).
-MAGIC_HEAD = 64 * 1024
-
-
-def _magic() -> magic.Magic:
-    handle = getattr(_local, "magic", None)
-    if handle is None:
-        handle = _local.magic = magic.Magic(mime=True)
-    return handle
-
-
-def detect_mime(data: bytes) -> str:
-    if not data:
-        return "application/x-empty"
-    return _magic().from_buffer(data)
+from validator_service.libmagic import MAGIC_HEAD, detect_mime
 
 
 def extension_of(name: str) -> str:
