@@ -18,6 +18,7 @@ from tests.conftest import validate
 from tests.hostile.checks import assert_refused, assert_stored
 from tests.images import encode, noise, svg_of_paths
 from validator_service.config import Settings
+from validator_service.rules.imageheader import MAX_STEPS
 
 MIB = 1024 * 1024
 HEAD = Settings().max_head
@@ -187,3 +188,23 @@ def test_a_jpeg_frame_header_within_a_larger_head_is_measured(start_validator):
     data = jpeg_with_metadata_before_its_frame(HEAD + 200 * 1024)
     running = start_validator(settings=Settings(max_head=2 * MIB))
     assert_accepted(validate(running.channel, "icc.jpg", data), (320, 240))
+
+
+# The walk to a header is bounded too: a head of tiny blocks or segments is
+# refused after MAX_STEPS of them rather than walked to its end in Python, and
+# fill bytes are skipped in one search.
+GIF_SCREEN = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0, 0, 0)
+HEADS_OF_TINY_STEPS = {
+    "gif-tiny-extensions": ("gif", GIF_SCREEN + b"\x21\x01\x00" * (HEAD // 3), f"more than {MAX_STEPS} blocks"),
+    "jpeg-tiny-segments": ("jpg", b"\xff\xd8" + b"\xff\xe0\x00\x02" * (HEAD // 4), f"more than {MAX_STEPS} segments"),
+    "jpeg-standalone-markers": ("jpg", b"\xff\xd8" + b"\xff\x01" * (HEAD // 2), f"more than {MAX_STEPS} segments"),
+    "jpeg-fill-bytes": ("jpg", b"\xff\xd8\xff\xe0" + b"\xff" * (HEAD - 4), "ends before its header"),
+}
+
+
+@pytest.mark.parametrize("case", HEADS_OF_TINY_STEPS)
+def test_a_head_of_tiny_steps_is_refused_without_a_long_walk(validator, case):
+    ext, data, why = HEADS_OF_TINY_STEPS[case]
+    verdict = validate(validator.channel, f"steps.{ext}", data)
+    assert not verdict.accepted and verdict.reasons[0].code == "corrupt_image", list(verdict.reasons)
+    assert why in verdict.reasons[0].message

@@ -22,8 +22,15 @@ short) or only its head (then it asks again with ``cut``).
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+
+# Steps a walk may take before the header: a hostile head of tiny blocks or
+# segments must not cost more than a few milliseconds of Python. A 1 MiB head
+# holds about 4,100 full GIF sub-blocks; a genuine JPEG has a few dozen
+# segments before its frame header.
+MAX_STEPS = 10_000
 
 
 class Damaged(ValueError):
@@ -68,7 +75,7 @@ def _gif(data: bytes, cut: bool) -> tuple[int, int] | None:
     if len(data) < 13:
         return None
     width, height, flags = struct.unpack_from("<HHB", data, 6)
-    frame = _first_gif_frame(data, 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0))
+    frame = _first_gif_frame(data, 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), cut)
     if frame is None and not cut:
         return None
     if frame is not None:
@@ -76,9 +83,15 @@ def _gif(data: bytes, cut: bool) -> tuple[int, int] | None:
     return _checked(width, height)
 
 
-def _first_gif_frame(data: bytes, at: int) -> tuple[int, int] | None:
+def _first_gif_frame(data: bytes, at: int, cut: bool) -> tuple[int, int] | None:
     """Where the first frame reaches (right, bottom), if its descriptor is in ``data``."""
+    steps = 0
     while at < len(data):
+        steps += 1
+        if steps > MAX_STEPS:
+            if cut:  # the screen is the canvas (see above)
+                return None
+            raise Damaged(f"it has more than {MAX_STEPS} blocks before its first frame")
         block = data[at]
         if block == 0x2C:  # image descriptor: left, top, width, height
             if at + 9 > len(data):
@@ -91,8 +104,9 @@ def _first_gif_frame(data: bytes, at: int) -> tuple[int, int] | None:
             at += 1
             continue
         at += 2  # extension introducer and label, then sub-blocks until an empty one
-        while at < len(data) and data[at]:
+        while at < len(data) and data[at] and steps <= MAX_STEPS:
             at += 1 + data[at]
+            steps += 1
         at += 1
     return None
 
@@ -118,6 +132,7 @@ def _webp(data: bytes) -> tuple[int, int] | None:
     raise Damaged(f"its first chunk ({chunk!r}) is not VP8, VP8L or VP8X")
 
 
+_NOT_FILL = re.compile(rb"[^\xff]")
 # Markers that stand alone, without a length: TEM, RST0-7 and SOI.
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 # Start of frame: SOF0-15 but DHT (C4), JPG (C8) and DAC (CC).
@@ -126,17 +141,13 @@ _FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 def _jpeg(data: bytes) -> tuple[int, int] | None:
     at = 2
-    while True:
-        # Like Pillow and libjpeg, tolerate junk between segments and fill bytes before a marker.
-        at = data.find(b"\xff", at)
-        if at == -1:
+    for _ in range(MAX_STEPS):
+        # Like Pillow and libjpeg, skip junk between segments and fill bytes before a marker.
+        fill = data.find(b"\xff", at)
+        found = _NOT_FILL.search(data, fill) if fill != -1 else None
+        if found is None:
             return None
-        while at < len(data) and data[at] == 0xFF:
-            at += 1
-        if at >= len(data):
-            return None
-        marker = data[at]
-        at += 1
+        marker, at = data[found.start()], found.start() + 1
         if marker == 0x00 or marker in _STANDALONE:
             continue
         if marker in (0xD9, 0xDA):  # end of image, start of scan
@@ -156,3 +167,4 @@ def _jpeg(data: bytes) -> tuple[int, int] | None:
             height, width = struct.unpack_from(">HH", data, at + 3)
             return _checked(width, height)
         at += length
+    raise Damaged(f"it has more than {MAX_STEPS} segments before its frame header")
