@@ -8,6 +8,7 @@ from pathlib import Path
 
 import magic
 
+from bench import magic_cost
 from bench.common import KIB, MIB, Section, Service, fmt_bytes, fmt_ms, met, summary_ms
 from protos import validator_pb2, validator_pb2_grpc
 from protos.streaming import CHUNK_SIZE, file_info, read_chunks, validate_requests
@@ -184,7 +185,7 @@ def run(workdir: Path, quick: bool) -> list[Section]:
                "overhead: Check p50 minus magic 64K p50, ms (gRPC, the other rules, the image header)"],
         data={"file_size": size, "rounds": rounds, "cases": cases},
     )
-    return [main, _from_file(workdir, quick, rounds, noise, mime_magic)]
+    return [main, _from_file(workdir, quick, rounds, noise, mime_magic), magic_cost.run(quick)]
 
 
 def _from_file(workdir: Path, quick: bool, rounds: int, noise: bytes, mime_magic) -> Section:

@@ -1,7 +1,11 @@
-"""Small image builders for tests (beyond the genuine samples in samples.py)."""
+"""Image builders for tests (beyond the genuine samples in samples.py): small
+crafted headers, and large genuine images of noise, made at test time (never
+kept in git)."""
 from __future__ import annotations
 
 import io
+import os
+import random
 import struct
 import zlib
 
@@ -45,3 +49,25 @@ def progressive_scan_bomb(side: int = 5000, scans: int = 3000) -> bytes:
     # SOS, 1 component (Y), AC spectral selection 1..63, no entropy-coded data after it.
     empty_scan = b"\xff\xda" + struct.pack(">HBBBBBB", 8, 1, 1, 0x00, 1, 63, 0x00)
     return data[:-2] + empty_scan * scans + b"\xff\xd9"
+
+
+def noise(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    """Random pixels: no encoder can shrink them, so a file's size follows its
+    dimensions (what a large genuine photo looks like to a size check)."""
+    bands = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    return Image.frombytes(mode, size, os.urandom(size[0] * size[1] * bands))
+
+
+def svg_of_paths(size: int) -> bytes:
+    """A genuine SVG of about ``size`` bytes: random paths in a 5000x5000 viewBox."""
+    head = (b'<?xml version="1.0" encoding="UTF-8"?>\n'
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="5000" height="5000" viewBox="0 0 5000 5000">\n')
+    rng = random.Random(size)
+    lines = []
+    total = len(head)
+    while total < size:
+        points = " L".join(f"{rng.randrange(5000)} {rng.randrange(5000)}" for _ in range(20))
+        line = f'  <path d="M{points} Z" fill="#{rng.randrange(1 << 24):06x}"/>\n'.encode()
+        lines.append(line)
+        total += len(line)
+    return head + b"".join(lines) + b"</svg>\n"

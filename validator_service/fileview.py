@@ -2,34 +2,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from functools import cached_property
 
-import magic
-
 from protos import validator_pb2
 from protos.errors import InvalidInput
-
-# libmagic handles are not thread-safe; one per worker thread.
-_local = threading.local()
-
-# What libmagic looks at. Every built-in type is recognised from its first
-# bytes (tar's magic is at 257, OOXML's part names in the first local headers).
-MAGIC_HEAD = 64 * 1024
-
-
-def _magic() -> magic.Magic:
-    handle = getattr(_local, "magic", None)
-    if handle is None:
-        handle = _local.magic = magic.Magic(mime=True)
-    return handle
-
-
-def detect_mime(data: bytes) -> str:
-    if not data:
-        return "application/x-empty"
-    return _magic().from_buffer(data)
+from validator_service.libmagic import MAGIC_HEAD, detect_mime
 
 
 def extension_of(name: str) -> str:
@@ -100,6 +78,17 @@ class FileView:
     def whole(self) -> bool:
         """Whether every byte of the file has been seen (small files)."""
         return self.complete and self.bytes_read == self._counted_size()
+
+    @property
+    def ends_in_head(self) -> bool:
+        """Whether the bytes read into the head are the whole file. Pulls at most
+        one more chunk (or the end of the stream) to tell, none when the
+        declared size already says the file is longer."""
+        if self.declared_size is not None and self.declared_size > len(self._buffer):
+            return False
+        while not self.complete and self.bytes_read == len(self._buffer):
+            self._pull()
+        return self.complete and self._counted_size() == len(self._buffer)
 
     @property
     def size(self) -> int:

@@ -18,7 +18,7 @@ from tempfile import TemporaryDirectory
 from PIL import Image, PngImagePlugin
 
 from tests.images import encode, png_header_only
-from tests.samples import ELF_HEADER, FIXTURES_DIR, MZ_HEADER, make_sample
+from tests.samples import ELF_HEADER, FIXTURES_DIR, MZ_HEADER, TEXT, make_sample
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -292,3 +292,37 @@ HTML_FRAGMENT = b"<script>fetch('/files').then(r => r.text()).then(t => navigato
 # Markup that libmagic does not call HTML (no tag it keys on at the start):
 # stored as text, and only ever served as text/plain with nosniff.
 HTML_LIBMAGIC_MISSES = b"<img src=x onerror=alert(document.domain)>\n"
+
+
+# --- text that made libmagic slow -------------------------------------------
+
+def _filled(unit: bytes, size: int = 64 * KiB) -> bytes:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+# 64 KiB heads that libmagic calls text, on which its text tests (with its own
+# defaults, libmagic 5.44) cost 10 to 300 ms of CPU against ~2 ms for prose: a
+# run of whitespace is walked by search tests, and ^[[:space:]]*-style regexes
+# start again at every blank line in it.
+SLOW_FOR_LIBMAGIC = {
+    "newlines": _filled(b"\n"),
+    "carriage-returns": _filled(b"\r"),
+    "crlf": _filled(b"\r\n"),
+    "spaces": _filled(b" "),
+    "tabs": _filled(b"\t"),
+    "lines-of-one-space": _filled(b" \n"),
+    "utf-16-newlines": b"\xff\xfe" + _filled("\n".encode("utf-16-le"), 64 * KiB - 2),
+    "prose-then-spaces": _filled(b" ", 64 * KiB - 2 * KiB) + _filled(TEXT.encode(), 2 * KiB),
+    "module-exports": _filled(b"module.exports"),
+}
+# Odd but cheap for libmagic: long lines, deep nesting, many short lines, and
+# text that starts like many formats at once.
+ODD_TEXT = {
+    "one-long-line": _filled(b"a"),
+    "nested-brackets": _filled(b"["),
+    "nested-json": _filled(b'{"a":'),
+    "short-lines": _filled(b"a\n"),
+    "many-formats": _filled(b"<?xml version='1.0'?>\n%!PS-Adobe-3.0\n{\"a\": [1, 2]}\nBEGIN:VCARD\n"
+                            b"From: a@b.invalid\n#include <stdio.h>\ndef f(): pass\n\\documentclass{article}\n"
+                            b".TH A 1\n<html><body></body></html>\n"),
+}
