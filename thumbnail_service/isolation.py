@@ -60,6 +60,9 @@ class OverBudget(TooLarge):
 class Budget:
     cpu_seconds: int  # RLIMIT_CPU counts whole seconds
     memory_bytes: int
+    # Pillow's pixel guard (Image.MAX_IMAGE_PIXELS), set in each render's process:
+    # the fork server is a fresh interpreter, which knows only Pillow's default.
+    max_pixels: int = Image.MAX_IMAGE_PIXELS
 
     def describe(self) -> str:
         return f"{self.cpu_seconds} s of CPU and {self.memory_bytes // (1024 * 1024)} MiB of memory"
@@ -203,6 +206,7 @@ def _rebuild(budget: Budget, class_names: list[str], message: str) -> UploadErro
 # --- in the child ---
 
 def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result) -> None:
+    Image.MAX_IMAGE_PIXELS = budget.max_pixels
     source = IncomingFile(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
     threading.Thread(target=_feed, args=(data, source), daemon=True).start()
     # Limits last: the feeding thread's stack is already there, and what the child

@@ -73,6 +73,8 @@ def _shrink(im: Image.Image, box: tuple[int, int]) -> Image.Image:
 def render_raster(source: BinaryIO, box: tuple[int, int], formats: tuple[str, ...] | None = None) -> Image.Image:
     # No `with`: closing an image destroys its pixels, and the caller owns `source`.
     try:
+        if formats and "WEBP" in formats:
+            _check_webp_canvas(source)
         im = Image.open(source, formats=formats)
         if im.width * im.height > Image.MAX_IMAGE_PIXELS:
             raise TooLarge(
@@ -101,6 +103,30 @@ def render_raster(source: BinaryIO, box: tuple[int, int], formats: tuple[str, ..
         # Truncated and malformed files surface as any of these from Pillow's decoders.
         log.info("unreadable image: %s", exc)
         raise InvalidInput(f"The image is damaged or truncated and cannot be rendered ({exc}).") from None
+
+def _check_webp_canvas(source: BinaryIO) -> None:
+    """Pillow's WebP decoder allocates the whole canvas as it opens the file, before
+    its pixel guard can look: under the render's memory budget a flood then fails as
+    a damaged file. So the canvas the header declares is checked first (the
+    validator reads the same header; the services share no code but protos)."""
+    head = source.read(30)
+    source.seek(0)
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return  # not a WebP this can read: Pillow says why
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        width, height = int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    elif chunk == b"VP8L":
+        bits = int.from_bytes(head[21:25], "little")
+        width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    elif chunk == b"VP8 ":
+        width, height = int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    else:
+        return
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise TooLarge(f"The image is {width}x{height} pixels, more than the "
+                       f"{Image.MAX_IMAGE_PIXELS} this service renders.")
+
 
 @hookimpl
 def upload_thumbnail_renderers():

@@ -5,7 +5,6 @@ import os
 
 import grpc
 import pluggy
-from PIL import Image
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.metrics import metrics_host, serve_metrics
@@ -44,9 +43,6 @@ def serve(env=None) -> None:
     env = os.environ if env is None else env
     configure_logging(env.get("LOG_LEVEL", "INFO"))
     settings = Settings.from_env(env)
-    # Process-wide on purpose: this process exists to decode images, and
-    # Pillow's guard must hold for every renderer, plugins' included.
-    Image.MAX_IMAGE_PIXELS = settings.max_pixels
     listen = listen_address(env, "THUMBNAIL_LISTEN", settings.address)
     server, _ = create_server(listen, settings=settings)
     # Prometheus scrapes this process on the gRPC interface, its own port.

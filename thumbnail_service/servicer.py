@@ -50,7 +50,7 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         check_picklable(self.renderers.values())
         start_fork_server(self.renderers.values())
         self.settings = settings
-        self.budget = Budget(settings.render_cpu, settings.render_memory)
+        self.budget = Budget(settings.render_cpu, settings.render_memory, settings.max_pixels)
         self._slots = threading.BoundedSemaphore(settings.workers)
 
     def _receive(self, requests, context, sink: RenderChild) -> None:

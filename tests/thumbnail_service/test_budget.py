@@ -158,3 +158,14 @@ def test_a_render_whose_caller_went_away_is_stopped_at_once(start_thumbnailer, t
     # Long before its 60 s budget: the server kills the render when the call ends.
     assert eventually(lambda: gone(plugin.started("spin")))
     assert eventually(lambda: not render_children())
+
+
+def test_the_pixel_limit_holds_in_the_render_process(start_thumbnailer):
+    # THUMBNAIL_MAX_PIXELS reaches the process that decodes (a fresh interpreter,
+    # which would otherwise know only Pillow's default).
+    running = start_thumbnailer(settings=Settings(max_pixels=10_000))
+    with pytest.raises(grpc.RpcError) as info:
+        render(running.channel, encode(Image.new("RGB", (200, 100)), "PNG"), "image/png")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "20000" in info.value.details() or "200x100" in info.value.details()
+    assert render(running.channel, encode(Image.new("RGB", (100, 100)), "PNG"), "image/png").width == 100
