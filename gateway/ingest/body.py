@@ -8,7 +8,7 @@ with 256 KiB receives. Anything else (another server, a test client, a body
 already partly read) gets werkzeug's ``request.stream`` as usual.
 
 Under ``python -m gateway`` every receive goes through a ``ClientGuard``
-(installed by the worker in ``gateway/__main__.py``): the request line and
+(installed by the worker in ``gateway/serving/worker.py``): the request line and
 headers must arrive within CLIENT_HEADER_TIMEOUT, a body that stops for
 CLIENT_IDLE_TIMEOUT or comes slower than CLIENT_MIN_RATE is given up, so a
 slow or silent client cannot hold one of the gateway's threads for long.
