@@ -184,6 +184,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "MAX_REQUEST_LINE": number("MAX_REQUEST_LINE", 4094),
         "MAX_HEADER_COUNT": number("MAX_HEADER_COUNT", 100),
         "MAX_HEADER_SIZE": number("MAX_HEADER_SIZE", 8190),
+        # The request line and headers together, bytes: what one connection waiting for
+        # its request may hold in memory (x gunicorn's 1000 connections, in the worst case).
+        "MAX_HEADER_BLOCK": number("MAX_HEADER_BLOCK", 64 * 1024),
     }
 
 

@@ -1,0 +1,221 @@
+"""Connections that hold no thread until their request line and headers are whole
+(issue 15): hundreds of silent or trickling connections against a real gateway
+process, and what the event loop must keep doing meanwhile (pipelined bytes,
+JSON refusals, keep-alive)."""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.conftest import start_gateway_process
+from tests.gateway.test_abusive_clients import (
+    BOUNDARY, address, connect, leftover_files, part_head, read_response, stop, upload_headers)
+
+HEADER_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def few_thread_gateway(tmp_path, validator, thumbnailer):
+    gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address, GATEWAY_THREADS=2,
+                                    CLIENT_HEADER_TIMEOUT=HEADER_TIMEOUT, CLIENT_IDLE_TIMEOUT=2, CLIENT_MIN_RATE=500)
+    yield gateway
+    stop(gateway)
+
+
+def timed_get(gateway, path: str) -> tuple[int, float]:
+    started = time.monotonic()
+    status = requests.get(gateway.url + path, timeout=10).status_code
+    return status, time.monotonic() - started
+
+
+def multipart_body(content: bytes, filename: str = "note.txt") -> bytes:
+    return part_head(filename=filename) + content + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+class Trickle(threading.Thread):
+    """Sends one more header byte on each socket every ``pause`` seconds, never ending the headers."""
+
+    def __init__(self, socks: list[socket.socket], pause: float = 0.5):
+        super().__init__(daemon=True)
+        self.socks, self.pause = socks, pause
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.wait(self.pause):
+            for sock in self.socks:
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass
+
+
+def test_hundreds_of_silent_and_trickling_connections_hold_no_thread(tmp_path, validator, thumbnailer):
+    # The default CLIENT_HEADER_TIMEOUT (30 s): no attacking connection is let go during the test.
+    gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address, GATEWAY_THREADS=4)
+    silent, trickling = [], []
+    trickle = Trickle(trickling)
+    try:
+        for _ in range(200):
+            silent.append(connect(gateway))
+            silent[-1].sendall(b"G")
+        for _ in range(100):
+            trickling.append(connect(gateway))
+            trickling[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        trickle.start()
+        time.sleep(1)  # every attacking byte has reached the gateway
+        for _ in range(3):
+            for path in ("/healthz", "/readyz"):
+                status, took = timed_get(gateway, path)
+                # Generous on purpose (the rule: no tight timed assertions); before the fix
+                # these waited ~30 s for a header timeout to free a thread, or never answered.
+                assert status == 200 and took < 5, (path, status, took)
+        response = requests.post(f"{gateway.url}/upload", files={"file": ("note.txt", b"an ordinary upload\n" * 100)},
+                                 timeout=10)
+        assert response.status_code == 201, response.text
+        # The attackers are still connected and waiting, not refused or dropped.
+        for sock in silent[:5] + trickling[:5]:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+    finally:
+        trickle.halt.set()
+        trickle.join(timeout=5)
+        for sock in silent + trickling:
+            sock.close()
+        stop(gateway)
+
+
+def test_refused_clients_that_stay_connected_hold_no_thread(tmp_path, validator, thumbnailer):
+    """After a refusal the gateway reads what the client still sends for up to 2 s;
+    that happens in the event loop, so refused clients cannot queue the threads."""
+    gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address, GATEWAY_THREADS=1)
+    refused = []
+    try:
+        for _ in range(10):
+            refused.append(connect(gateway))
+            refused[-1].sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, _, body = read_response(refused[0])
+        assert status == 400 and body["error"].startswith("The request is not valid HTTP")
+        status, took = timed_get(gateway, "/healthz")
+        # Generous on purpose; when the one thread lingered 2 s after each refusal, this took ~18 s.
+        assert status == 200 and took < 5
+        for sock in refused[1:]:
+            assert read_response(sock)[0] == 400
+    finally:
+        for sock in refused:
+            sock.close()
+        stop(gateway)
+
+
+# --- what arrives with the headers is not lost ---
+
+
+def test_a_post_whose_headers_and_body_arrive_in_one_packet_is_stored(few_thread_gateway):
+    content = b"headers and body in one send\n" * 50
+    body = multipart_body(content)
+    sock = connect(few_thread_gateway)
+    sock.sendall(upload_headers(few_thread_gateway, len(body)) + body)
+    status, _, answer = read_response(sock)
+    sock.close()
+    assert status == 201, answer
+    stored = requests.get(few_thread_gateway.url + answer["download_url"], timeout=10)
+    assert stored.content == content
+
+
+def test_pipelined_requests_in_one_packet_are_all_answered(few_thread_gateway):
+    """gthread used to leave the second of two pipelined requests unanswered (its bytes were
+    already read, so the socket never turned readable for it) until keep-alive closed it."""
+    content = b"pipelined\n" * 20
+    body = multipart_body(content)
+    host = address(few_thread_gateway)[0]
+    sock = connect(few_thread_gateway, timeout=10)
+    sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+                 + upload_headers(few_thread_gateway, len(body)) + body
+                 + f"GET /readyz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    answers = []
+    for _ in range(3):
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        answers.append((response.status, json.loads(response.read())))
+    sock.close()
+    assert [status for status, _ in answers] == [200, 201, 200], answers
+    assert answers[0][1] == {"status": "ok"} and answers[2][1]["ready"] is True
+
+
+def test_a_body_the_route_did_not_read_does_not_swallow_the_next_request(few_thread_gateway):
+    host = address(few_thread_gateway)[0]
+    sock = connect(few_thread_gateway, timeout=10)
+    ignored = b"GET /readyz HTTP/1.1\r\n\r\n" * 3000  # a body that looks like requests, and is larger than a head
+    sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(ignored)}\r\n\r\n".encode()
+                 + ignored + f"GET /healthz?second HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    first, second = http.client.HTTPResponse(sock), None
+    first.begin()
+    assert first.status == 200 and json.loads(first.read()) == {"status": "ok"}
+    second = http.client.HTTPResponse(sock)
+    second.begin()
+    assert second.status == 200 and json.loads(second.read()) == {"status": "ok"}
+    sock.settimeout(5)
+    assert sock.recv(1) == b""  # Connection: close honoured: nothing else was read as a request
+    sock.close()
+
+
+def test_kept_alive_connections_wait_for_their_next_request_in_the_loop(few_thread_gateway):
+    socks = [connect(few_thread_gateway, timeout=10) for _ in range(3)]  # more than the gateway's 2 threads
+    for sock in socks:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200 and response.getheader("Connection") != "close"
+        response.read()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # the next request starts, then stops
+    status, took = timed_get(few_thread_gateway, "/healthz")
+    assert status == 200 and took < HEADER_TIMEOUT  # no thread waits for those heads
+    for sock in socks:
+        status, _, body = read_response(sock)
+        assert status == 408 and "did not arrive in time" in body["error"]
+        sock.close()
+
+
+# --- heads that never end ---
+
+
+def test_a_head_that_never_ends_is_431_json_once_over_the_block_limit(few_thread_gateway):
+    sock = connect(few_thread_gateway)
+    # Each header within MAX_HEADER_SIZE, but no end: 70 KiB, more than MAX_HEADER_BLOCK's 64 KiB.
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    try:
+        for _ in range(70):
+            sock.sendall(b"X-Filler: " + b"f" * 1010 + b"\r\n")
+    except OSError:
+        pass  # the gateway answered and stopped reading
+    status, headers, body = read_response(sock)
+    assert status == 431 and "65536 bytes" in body["error"]
+    assert headers["Connection"] == "close"
+    sock.close()
+
+
+def test_an_unfinished_request_line_over_the_limit_is_414_json_at_once(few_thread_gateway):
+    sock = connect(few_thread_gateway)
+    sock.sendall(b"GET /files?q=" + b"a" * 5000)  # no line end, and nothing more
+    started = time.monotonic()
+    status, _, body = read_response(sock)
+    assert status == 414 and "request line" in body["error"]
+    assert time.monotonic() - started < HEADER_TIMEOUT  # not left to time out
+    sock.close()
+
+
+def test_a_head_that_stops_halfway_gets_408_and_leaves_nothing(few_thread_gateway):
+    sock = connect(few_thread_gateway)
+    sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Ty")
+    status, _, body = read_response(sock)
+    assert status == 408 and "did not arrive in time" in body["error"]
+    sock.settimeout(5)
+    assert sock.recv(1) == b""
+    sock.close()
+    assert leftover_files(few_thread_gateway) == []
