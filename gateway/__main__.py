@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import resource
 
 from gunicorn.app.base import BaseApplication
 
@@ -31,6 +32,7 @@ class GatewayServer(BaseApplication):
         self.cfg.set("worker_class", GatewayWorker)
         self.cfg.set("workers", 1)
         self.cfg.set("threads", s["GATEWAY_THREADS"])
+        self.cfg.set("worker_connections", s["GATEWAY_CONNECTIONS"])
         self.cfg.set("accesslog", "-")
         self.cfg.set("limit_request_line", s["MAX_REQUEST_LINE"])
         self.cfg.set("limit_request_fields", s["MAX_HEADER_COUNT"])
@@ -59,9 +61,27 @@ def limit_malloc_arenas(env=os.environ) -> bool:
         return False
 
 
+# Descriptors the gateway needs besides its client connections: the database,
+# gRPC channels, files being read or written, logs.
+OTHER_DESCRIPTORS = 256
+
+
+def raise_open_files_limit(connections: int) -> int:
+    """Raise the soft limit on open files to what GATEWAY_CONNECTIONS needs, as far
+    as the hard limit allows, and return it. Many systems start services at 1024,
+    below the default 1000 connections plus everything else; the worker inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + OTHER_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
 if __name__ == "__main__":
     settings = config.from_env()
     limit_malloc_arenas()
+    raise_open_files_limit(settings["GATEWAY_CONNECTIONS"])
     config.check_exposure(settings)
     if settings["STORAGE"] == "s3":
         S3Storage.from_config(settings)  # a missing bucket stops us here, in one sentence, before any worker

@@ -13,6 +13,9 @@ A connection in the loop is in gthread's ``_keep`` list and poller, with a
   (so that closing does not reset the connection before the client read the
   answer), for at most LINGER_SECONDS or LINGER_BYTES.
 
+At GATEWAY_CONNECTIONS, or out of file descriptors, the connection that has
+waited longest here is closed to make room for a new one (``accept``).
+
 Everything here runs on the loop's own thread, except ``finish_request`` (a
 request thread hands its connection back), ``refused`` and ``take_refused``;
 what they share with the loop is under gthread's lock.
@@ -43,18 +46,31 @@ class HeadLoop:
     """Mixed into gunicorn's ThreadWorker (``worker.GatewayWorker``)."""
 
     def init_head_loop(self) -> None:
+        # gthread stops polling every socket, waiting ones included, once it holds
+        # worker_connections: the gateway makes room at its cap instead (accept), so
+        # gthread's own stop is set one above it and never reached.
+        self.max_connections = self.worker_connections
+        self.worker_connections = self.max_connections + 1
+        self.max_keepalived = self.max_connections - self.cfg.threads
         self._refused: set = set()
 
     def _after(self, now: float, setting: str) -> float:
         seconds = self.limits[setting]
         return now + seconds if seconds > 0 else NEVER
 
-    # --- connections coming in ---
+    # --- connections coming in, and the room for them ---
 
     def accept(self, server, listener):
+        if self.nr_conns >= self.max_connections:
+            self._make_room()
         try:
             sock, client = listener.accept()
         except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                self.log.warning("Out of file descriptors with %d connections open: closing the one "
+                                 "that has waited longest for its request", self.nr_conns)
+                self._make_room()
+                return
             if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
@@ -62,6 +78,14 @@ class HeadLoop:
         with self._lock:
             self.nr_conns += 1
         self._enter_loop(conn, self._after(time.monotonic(), "CLIENT_HEADER_TIMEOUT"))
+
+    def _make_room(self) -> None:
+        """Close the connection that has waited longest in the loop (silent, trickling,
+        idle after an answer or lingering: none of them holds a thread)."""
+        with self._lock:
+            oldest = self._keep[0] if self._keep else None
+        if oldest is not None:
+            self._let_go(oldest)
 
     # --- waiting for a whole head ---
 

@@ -12,6 +12,9 @@ holds no thread until its request line and headers are whole:
   not pause for CLIENT_IDLE_TIMEOUT, and may not pass MAX_HEADER_BLOCK bytes or
   have a request line over MAX_REQUEST_LINE: else 408, 431 or 414, from the loop;
   a new connection that sends nothing is closed after CLIENT_HEADER_TIMEOUT;
+- at GATEWAY_CONNECTIONS (gunicorn's ``worker_connections``), the connection
+  that has waited longest in the loop is closed to make room, where gthread
+  would stop serving anything new until one finished;
 - a body has deadlines (``gateway.ingest.body.ClientGuard``): each piece within
   CLIENT_IDLE_TIMEOUT, and at least CLIENT_MIN_RATE bytes per second;
 - an application's ``Connection: close`` is honoured (gunicorn drops it and

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -16,6 +20,7 @@ import requests
 from tests.conftest import start_gateway_process
 from tests.gateway.test_abusive_clients import (
     BOUNDARY, address, connect, leftover_files, part_head, read_response, stop, upload_headers)
+from tests.processes import ROOT
 
 HEADER_TIMEOUT = 2.0
 
@@ -89,6 +94,67 @@ def test_hundreds_of_silent_and_trickling_connections_hold_no_thread(tmp_path, v
         for sock in silent + trickling:
             sock.close()
         stop(gateway)
+
+
+def test_at_the_connection_cap_the_longest_waiting_connection_makes_room(tmp_path, validator, thumbnailer):
+    gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address,
+                                    GATEWAY_THREADS=2, GATEWAY_CONNECTIONS=50)
+    silent = []
+    try:
+        for _ in range(80):  # more than the cap: gthread would stop taking new connections at 50
+            silent.append(connect(gateway))
+            silent[-1].sendall(b"G")
+        time.sleep(0.5)
+        status, took = timed_get(gateway, "/healthz")
+        assert status == 200 and took < 5  # generous on purpose; at the cap it waited for a header timeout
+        silent[0].settimeout(5)
+        assert silent[0].recv(1) == b""  # the oldest was closed to make room
+    finally:
+        for sock in silent:
+            sock.close()
+        stop(gateway)
+
+
+def worker_pid(gateway) -> int:
+    """gunicorn's one worker: the child of the arbiter the test started."""
+    pid = gateway.proc.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return int(f.read().split()[0])
+
+
+def test_out_of_file_descriptors_the_worker_makes_room_instead_of_dying(tmp_path, validator, thumbnailer):
+    gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address, GATEWAY_THREADS=2)
+    worker = worker_pid(gateway)
+    in_use = len(os.listdir(f"/proc/{worker}/fd"))
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (in_use + 40, in_use + 40))
+    silent = []
+    try:
+        for _ in range(100):  # beyond the descriptors left: accept() fails with EMFILE
+            silent.append(connect(gateway))
+            silent[-1].sendall(b"G")
+        time.sleep(0.5)
+        status, took = timed_get(gateway, "/healthz")
+        assert status == 200 and took < 5  # generous on purpose
+        # Still the same worker: an EMFILE from accept() used to end it (and every upload in flight).
+        assert worker_pid(gateway) == worker
+    finally:
+        for sock in silent:
+            sock.close()
+        stop(gateway)
+
+
+def test_the_open_files_limit_is_raised_for_the_connections_as_far_as_the_hard_limit_allows():
+    script = ("import resource, sys\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (512, int(sys.argv[1])))\n"
+              "from gateway.__main__ import raise_open_files_limit\n"
+              "print(raise_open_files_limit(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1256:
+        pytest.skip(f"this machine's hard limit on open files is {hard}")
+    for allowed, expected in ((hard, "1256 1256"), (800, "800 800")):
+        result = subprocess.run([sys.executable, "-c", script, str(allowed)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert result.stdout.split() == expected.split(), result.stderr
 
 
 def test_refused_clients_that_stay_connected_hold_no_thread(tmp_path, validator, thumbnailer):
