@@ -81,6 +81,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "GATEWAY_HOST": env.get("GATEWAY_HOST", "127.0.0.1"),
         "GATEWAY_PORT": number("GATEWAY_PORT", 5000),
         "GATEWAY_THREADS": number("GATEWAY_THREADS", 16),
+        # Connections the gateway holds at once (gunicorn's worker_connections); at the cap,
+        # the one that has waited longest for its request (holding no thread) is closed.
+        "GATEWAY_CONNECTIONS": number("GATEWAY_CONNECTIONS", 1000),
         "VALIDATOR_ADDR": env.get("VALIDATOR_ADDR", "127.0.0.1:50051"),
         "THUMBNAIL_ADDR": env.get("THUMBNAIL_ADDR", "127.0.0.1:50052"),
         "DATA_DIR": data_dir,
@@ -200,6 +203,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "MAX_REQUEST_LINE": number("MAX_REQUEST_LINE", 4094),
         "MAX_HEADER_COUNT": number("MAX_HEADER_COUNT", 100),
         "MAX_HEADER_SIZE": number("MAX_HEADER_SIZE", 8190),
+        # The request line and headers together, bytes: what one connection waiting for
+        # its request may hold in memory (x GATEWAY_CONNECTIONS, in the worst case).
+        "MAX_HEADER_BLOCK": number("MAX_HEADER_BLOCK", 64 * 1024),
     }
 
 

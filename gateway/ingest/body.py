@@ -8,9 +8,8 @@ with 256 KiB receives. Anything else (another server, a test client, a body
 already partly read) gets werkzeug's ``request.stream`` as usual.
 
 Under ``python -m gateway`` every receive goes through a ``ClientGuard``
-(installed by the worker in ``gateway/__main__.py``): the request line and
-headers must arrive within CLIENT_HEADER_TIMEOUT, a body that stops for
-CLIENT_IDLE_TIMEOUT or comes slower than CLIENT_MIN_RATE is given up, so a
+(installed by the worker in ``gateway/serving/worker.py``): a body that stops
+for CLIENT_IDLE_TIMEOUT or comes slower than CLIENT_MIN_RATE is given up, so a
 slow or silent client cannot hold one of the gateway's threads for long.
 """
 from __future__ import annotations
@@ -174,20 +173,13 @@ def drain_then_close(response: Response, limit: int) -> Response:
 # --- deadlines for slow and silent clients ---
 
 
-class HeaderTimeout(Exception):
-    """The request line and headers did not arrive in time. Not an OSError, so
-    that gunicorn hands it to the worker's handle_error, which answers 408."""
-
-
 class ClientGuard:
     """Stands in for the client's socket in gunicorn's request parser, so that
-    every receive has a deadline:
-
-    - the request line and headers must be complete within ``header_timeout``
-      seconds of their first byte (HeaderTimeout: the worker answers 408);
-    - a body read waits at most ``idle_timeout`` seconds for the next bytes,
-      and over each ``idle_timeout``-long stretch must average at least
-      ``min_rate`` bytes per second.
+    every receive of a body has a deadline: a read waits at most
+    ``idle_timeout`` seconds for the next bytes, and over each
+    ``idle_timeout``-long stretch the body must average at least ``min_rate``
+    bytes per second. (The request line and headers have theirs in the
+    worker's event loop, which hands a connection over only once they are whole.)
 
     A body it gives up on ends there, as if the client had closed: what did
     arrive is still read (tus keeps it), then ``read_piece`` raises
@@ -196,26 +188,17 @@ class ClientGuard:
     connection instead of waiting again. 0 turns a limit off.
     """
 
-    def __init__(self, sock, header_timeout: float, idle_timeout: float, min_rate: float):
+    def __init__(self, sock, idle_timeout: float, min_rate: float):
         self.sock = sock
-        self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.min_rate = min_rate
         # Why the body was given up (a sentence for the client), or None.
         self.stalled: str | None = None
-        self._in_headers = True
-        self._header_deadline: float | None = None
-        self._window_start = 0.0
+        self._window_start = time.monotonic()
         self._window_bytes = 0
 
-    def expect_headers(self) -> None:
-        """A request (the first, or the next on a kept-alive connection) begins."""
-        self._in_headers = True
-        self._header_deadline = time.monotonic() + self.header_timeout if self.header_timeout > 0 else None
-
     def expect_body(self) -> None:
-        """The headers are in: the application reads the body from now on."""
-        self._in_headers = False
+        """A request's headers are in: the application reads its body from now on."""
         self._window_start, self._window_bytes = time.monotonic(), 0
 
     def recv(self, size: int) -> bytes:
@@ -228,35 +211,19 @@ class ClientGuard:
         if self.stalled:
             return nothing
         idle = self.idle_timeout if self.idle_timeout > 0 else None
-        wait = idle
-        if self._in_headers and self._header_deadline is not None:
-            left = self._header_deadline - time.monotonic()
-            if left <= 0:
-                self._headers_too_slow()
-            wait = left if wait is None else min(wait, left)
         # Only when it changes: each settimeout switches the socket's blocking mode
         # (two system calls), which on every 256 KiB of a body cost more than the copy.
-        if self.sock.gettimeout() != wait:
-            self.sock.settimeout(wait)
+        if self.sock.gettimeout() != idle:
+            self.sock.settimeout(idle)  # for sending too: a client that does not take its answer is given up
         try:
             got = receive(into)
         except TimeoutError:
-            if self._in_headers:
-                self._headers_too_slow()
             self.stalled = (f"Nothing more of the request arrived for {self.idle_timeout:g} seconds, so the "
                             "gateway stopped waiting for it; nothing was stored.")
             return nothing
-        finally:
-            if wait != idle:
-                self.sock.settimeout(idle)  # for sending: a client that does not take its answer is given up too
-        if not self._in_headers and self.min_rate > 0 and idle is not None:
+        if self.min_rate > 0 and idle is not None:
             self._count(got if isinstance(got, int) else len(got))
         return got
-
-    def _headers_too_slow(self):
-        self.stalled = "The request headers did not arrive in time."
-        raise HeaderTimeout("The request line and headers did not arrive in time (the gateway waits "
-                            f"{self.header_timeout:g} seconds for them, and {self.idle_timeout:g} for each piece).")
 
     def _count(self, received: int) -> None:
         self._window_bytes += received
