@@ -47,6 +47,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     app.before_request(jsonbody.limit_small_bodies)
     identity.init_app(app)
+    app.before_request(errors.refuse_nul_in_path)  # after identity: no token is still 401
     cors.init_app(app)
     page.init_app(app)
     cli.init_app(app)

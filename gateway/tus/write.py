@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import datetime, timezone
 
@@ -25,6 +26,10 @@ from protos.errors import (Conflict, Gone, InvalidInput, Locked, NotFound, Quota
 
 log = logging.getLogger("upload.tus")
 
+# What an upload's id is (secrets.token_hex(16)): anything else is not looked up
+# (a NUL, say, would fail PostgreSQL's query, a 500 for bad input).
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
 
 def store() -> TusStore:
     return current_app.extensions["tus"]
@@ -40,7 +45,7 @@ def max_size() -> int:
 
 def live(upload_id: str) -> TusUpload:
     """The upload, or 404 (never existed / forgotten) or 410 (ended)."""
-    upload = store().get(upload_id) if len(upload_id) == 32 else None
+    upload = store().get(upload_id) if UPLOAD_ID.fullmatch(upload_id) else None
     scope = owner_scope()
     if upload is None or (scope is not None and upload.owner_id != scope):
         raise NotFound("There is no upload at this address.")

@@ -6,13 +6,15 @@ never called damaged because the validator saw only its head.
 """
 from __future__ import annotations
 
-from PIL import Image
+import io
+
+from PIL import Image, UnidentifiedImageError
 
 from protos.plugins import hookimpl
 from protos.text import human_size
 from validator_service.fileview import MAGIC_HEAD
 from validator_service.hookspecs import Rejection
-from validator_service.rules.imageheader import Damaged, dimensions
+from validator_service.rules.imageheader import Damaged, UnknownFormat, dimensions
 
 
 def read_size(file, longest: int) -> tuple[int, int] | None:
@@ -21,12 +23,36 @@ def read_size(file, longest: int) -> tuple[int, int] | None:
     None when the header goes on past that (or past what was sent). Raises Damaged."""
     for n in (MAGIC_HEAD, longest):
         head = file.head(n)
-        size = dimensions(head)
+        try:
+            size = dimensions(head)
+        except UnknownFormat as unknown:
+            # Not one of the four read here: an image type a plugin added, or not an image.
+            size = _pillow_size(file, longest)
+            if size is None:
+                raise Damaged(str(unknown)) from None
+            return size
         if size is not None or len(head) < n:  # no more bytes to try with
             break
     if size is None and file.ends_in_head:
         raise Damaged("the file ends before its header does")
     return size if size is not None else dimensions(head, cut=True)
+
+
+def _pillow_size(file, longest: int) -> tuple[int, int] | None:
+    """An image type a plugin added (``FileType(..., image=True)``: BMP, TIFF...),
+    measured by Pillow's lazy open, which parses the header and decodes nothing.
+    Raises Image.DecompressionBombError for absurd pixel counts."""
+    for n in (MAGIC_HEAD, longest):
+        head = file.head(n)
+        try:
+            with Image.open(io.BytesIO(head)) as im:
+                return im.size
+        except Image.DecompressionBombError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+            if len(head) < n:  # no more bytes to try with
+                return None
+    return None
 
 
 def pixel_flood(size: tuple[int, int]) -> bool:
@@ -43,6 +69,8 @@ def upload_check(file, policy):
         size = read_size(file, policy.head_bytes)
     except Damaged as exc:
         return Rejection("corrupt_image", f"The image header cannot be read: {exc}.")
+    except Image.DecompressionBombError:
+        size = (2 * Image.MAX_IMAGE_PIXELS + 1, 1)  # past Pillow's own guard: a flood
     if size is None:
         seen = len(file.head(policy.head_bytes))
         where = "all the validator reads (VALIDATOR_MAX_HEAD)" if seen >= policy.head_bytes else "all that was sent"

@@ -16,7 +16,8 @@ Here each format is read only as far as its size:
   the only one that can lie past the bytes given.
 
 ``dimensions`` answers (width, height), raises ``Damaged`` when the bytes
-cannot be such an image, or gives None when the header goes on past the bytes
+cannot be such an image, ``UnknownFormat`` when they are none of these four
+(an image type a plugin added), or gives None when the header goes on past the bytes
 given: the caller knows whether those were the whole file (then it is cut
 short) or only its head (then it asks again with ``cut``).
 """
@@ -37,6 +38,11 @@ class Damaged(ValueError):
     """The header is broken; the message says how."""
 
 
+class UnknownFormat(ValueError):
+    """The bytes are none of the formats read here (a plugin's image type, such
+    as BMP or TIFF): the caller measures them another way."""
+
+
 def dimensions(data: bytes, cut: bool = False) -> tuple[int, int] | None:
     """``cut``: ``data`` is the head of a longer file, so a header that goes on
     past it is answered from what it holds where the format allows (GIF)."""
@@ -50,7 +56,7 @@ def dimensions(data: bytes, cut: bool = False) -> tuple[int, int] | None:
         return _jpeg(data)
     if len(data) < 12:
         return None
-    raise Damaged("it does not start like a PNG, GIF, WebP or JPEG image")
+    raise UnknownFormat("it does not start like a PNG, GIF, WebP or JPEG image")
 
 
 def _checked(width: int, height: int) -> tuple[int, int]:
