@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import pickle
 import resource
 import signal
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from protos import errors
-from protos.errors import InvalidInput, TooLarge, Unavailable, UploadError
+from protos.errors import InvalidInput, TimedOut, TooLarge, Unavailable, UploadError
 from protos.plugins import PluginLoadError
 from thumbnail_service.incoming import IncomingFile
 from thumbnail_service.types import Renderer, RenderFunction
@@ -106,6 +107,7 @@ class RenderChild:
         self.size = 0  # bytes handed to the child
         self._lock = threading.Lock()
         self._stopped = False  # killed by us (the caller went away, or past its time)
+        self._reaped = False  # its exit status is read: its pid may be someone else's now
         data_r, self._data = _CONTEXT.Pipe(duplex=False)
         self._result, result_w = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(target=_child, args=(render, box, budget, data_r, result_w),
@@ -134,11 +136,15 @@ class RenderChild:
         self._close_input()
 
     def cancel(self) -> None:
-        """Stop the render now (from any thread: the caller went away)."""
+        """Stop the render now (from any thread: the caller went away). Only signals:
+        reading the child's exit status is the call's own thread's (``_finish``)."""
         with self._lock:
-            if self._process.exitcode is None:
+            if not self._reaped:
                 self._stopped = True
-                self._process.kill()
+                try:
+                    os.kill(self._process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def abort(self) -> None:
         """The upload failed: stop the render and reap it."""
@@ -160,7 +166,8 @@ class RenderChild:
         if answer is None:
             if not timed_out:
                 self._process.join(WALL_SLACK)  # its pipe closed: it has ended, or is ending
-            self.cancel()
+            if self._process.exitcode is None:  # this thread alone reads the exit status
+                self.cancel()
         exitcode = self._finish()
         if answer is not None:
             kind, *payload = answer
@@ -172,8 +179,10 @@ class RenderChild:
         if exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL and not self._stopped):
             raise self.budget.exceeded()
         if timed_out:
-            # Under its CPU budget but past its time: the machine is busy, not the file too costly.
-            raise Unavailable("The thumbnail service is too busy to render this file now.")
+            # Under its CPU budget but past its time: waiting (a renderer's own I/O) or a loaded
+            # machine. DEADLINE_EXCEEDED, not UNAVAILABLE: the caller may try this file again
+            # later, but it is no sign that the service is down for every file.
+            raise TimedOut("Rendering this file took longer than the thumbnail service waits.")
         if self._stopped:
             raise Unavailable("The render was stopped before it finished.")
         if exitcode is not None and exitcode < 0:
@@ -189,6 +198,8 @@ class RenderChild:
         self._close_input()
         self._result.close()
         self._process.join()
+        with self._lock:
+            self._reaped = True
         return self._process.exitcode
 
 

@@ -16,6 +16,16 @@ def never_in_time(source, box):
     raise TimedOut("This render took too long.")
 
 
+def waits(source, box):
+    time.sleep(600)  # waiting, not working: no CPU budget stops it
+
+
+class Waits:
+    @hookimpl
+    def upload_thumbnail_renderers(self):
+        yield Renderer("waits", ("application/x-waits",), waits)
+
+
 class SlowJpegs:
     """JPEG renders that sleep, each leaving a file in ``folder`` when it starts."""
 

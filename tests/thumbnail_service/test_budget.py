@@ -17,6 +17,7 @@ from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.plugins import hookimpl
 from tests.conftest import render
 from tests.images import encode, progressive_scan_bomb
+from tests.plugin_modules.thumbnail_faults import Waits
 from tests.thumbnail_service.test_streaming import render_children
 from thumbnail_service.config import Settings
 from thumbnail_service.hookspecs import Renderer
@@ -169,3 +170,14 @@ def test_the_pixel_limit_holds_in_the_render_process(start_thumbnailer):
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "20000" in info.value.details() or "200x100" in info.value.details()
     assert render(running.channel, encode(Image.new("RGB", (100, 100)), "PNG"), "image/png").width == 100
+
+
+def test_a_render_that_waits_past_its_time_is_deadline_exceeded(start_thumbnailer):
+    # Under its CPU budget but still not done CPU + 2 s after its input ended: stopped, and
+    # DEADLINE_EXCEEDED (try this file later), not UNAVAILABLE (which says the service is down).
+    running = start_thumbnailer(pm=create_plugins(env={}, extra_plugins=[Waits()]), settings=Settings(render_cpu=1))
+    with pytest.raises(grpc.RpcError) as info:
+        render_call(running.channel, b"x" * 100, "application/x-waits", timeout=WAIT).result()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "longer than" in info.value.details()
+    assert eventually(lambda: not render_children())
