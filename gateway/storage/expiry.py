@@ -117,7 +117,9 @@ class Reaper:
             after = (rows[-1].expires_at, rows[-1].id)
         if removed:
             log.info("removed %d expired file(s)", removed)
-        if self.links is not None:
+        if self.links is not None and owner is None:
+            # The periodic pass only: a quota check reaps one user's files, and must
+            # not write every expired link of the server each time.
             self.links.purge(at)
         return removed
 

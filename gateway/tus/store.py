@@ -288,13 +288,16 @@ class TusStore:
             return True
         try:
             with self.writing(upload, wait=0):
+                # Only if it is still "uploading": a final upload may have taken this
+                # partial since it was listed (a join holds no write lock of its parts),
+                # and then its bytes are the join's. The state decides who has it.
+                if not self.move([upload.id], "uploading", "expired"):
+                    return False
                 self.drop_bytes(upload)
         except WriteLocked:
             return False  # a request is writing it right now: not abandoned after all
-        except BytesGone:
-            pass
-        upload.state, upload.expires_at = "expired", self.expiry()
-        self.save(upload, "state", "expires_at")
+        except BytesGone:  # nothing left to drop: it only ends
+            return self.move([upload.id], "uploading", "expired")
         return True
 
 
