@@ -58,6 +58,13 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     if not 0 < lock_expiry <= 86400:
         raise SystemExit(f"TUS_LOCK_EXPIRY must be more than 0 and at most 86400 seconds, got {lock_expiry}.")
 
+    # Each new connection past the cap closes the one that waited longest: fewer than the
+    # threads would close connections that are being served.
+    connections = number("GATEWAY_CONNECTIONS", 1000)
+    if connections < number("GATEWAY_THREADS", 16):
+        raise SystemExit(f"GATEWAY_CONNECTIONS ({connections}) must be at least GATEWAY_THREADS "
+                         f"({number('GATEWAY_THREADS', 16)}): every thread serves a connection.")
+
     caps = {"MAX_SHARES_PER_FILE": number("MAX_SHARES_PER_FILE", 20),
             "MAX_TOKENS_PER_USER": number("MAX_TOKENS_PER_USER", 100)}
     for name, value in caps.items():
@@ -83,7 +90,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "GATEWAY_THREADS": number("GATEWAY_THREADS", 16),
         # Connections the gateway holds at once (gunicorn's worker_connections); at the cap,
         # the one that has waited longest for its request (holding no thread) is closed.
-        "GATEWAY_CONNECTIONS": number("GATEWAY_CONNECTIONS", 1000),
+        "GATEWAY_CONNECTIONS": connections,
         "VALIDATOR_ADDR": env.get("VALIDATOR_ADDR", "127.0.0.1:50051"),
         "THUMBNAIL_ADDR": env.get("THUMBNAIL_ADDR", "127.0.0.1:50052"),
         "DATA_DIR": data_dir,

@@ -173,15 +173,19 @@ def serve_until_signalled(server: grpc.Server, grace: float) -> None:
     log.info("stopped")
 
 
-def env_int(env, name: str, default: int) -> int:
-    """A whole-number setting; a malformed one stops the service with a clear sentence."""
+def env_int(env, name: str, default: int, minimum: int | None = None) -> int:
+    """A whole-number setting; a malformed one, or one under ``minimum``, stops the
+    service with a clear sentence."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}.") from None
+    if minimum is not None and value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}, got {value}.")
+    return value
 
 
 def configure_logging(level: str = "INFO") -> None:

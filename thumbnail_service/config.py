@@ -42,9 +42,10 @@ class Settings:
             size=env_int(env, "THUMBNAIL_SIZE", cls.size),
             max_input=env_int(env, "THUMBNAIL_MAX_INPUT", cls.max_input),
             max_pixels=env_int(env, "THUMBNAIL_MAX_PIXELS", cls.max_pixels),
-            workers=env_int(env, "THUMBNAIL_WORKERS", cls.workers),
-            render_cpu=env_int(env, "THUMBNAIL_RENDER_CPU", cls.render_cpu),
-            render_memory=env_int(env, "THUMBNAIL_RENDER_MEMORY", cls.render_memory),
+            workers=env_int(env, "THUMBNAIL_WORKERS", cls.workers, minimum=1),
+            render_cpu=env_int(env, "THUMBNAIL_RENDER_CPU", cls.render_cpu, minimum=1),
+            # Below this no genuine image renders at all: a typo, said at start-up.
+            render_memory=env_int(env, "THUMBNAIL_RENDER_MEMORY", cls.render_memory, minimum=16 * 1024 * 1024),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
             max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
             metrics_port=env_int(env, "THUMBNAIL_METRICS_PORT", cls.metrics_port),

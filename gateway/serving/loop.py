@@ -34,6 +34,8 @@ from gateway.serving import refusals
 
 NEVER = float("inf")
 RECV_SIZE = 64 * 1024
+# Out of file descriptors with none to free: how long the loop waits before accepting again.
+FULL_PAUSE = 0.05
 # After an error answer, what the client is still sending is read (and dropped)
 # for this long, or this much, before the connection is closed: closing with
 # unread bytes would make the kernel reset the connection, and the client could
@@ -67,9 +69,15 @@ class HeadLoop:
             sock, client = listener.accept()
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):
-                self.log.warning("Out of file descriptors with %d connections open: closing the one "
-                                 "that has waited longest for its request", self.nr_conns)
-                self._make_room()
+                if self._make_room():
+                    self.log.warning("Out of file descriptors with %d connections open: closed the one "
+                                     "that had waited longest for its request", self.nr_conns)
+                else:
+                    # Every descriptor is held by a request in a thread: nothing to close. The
+                    # listener stays readable, so without a pause this loop would spin.
+                    self.log.warning("Out of file descriptors with %d connections open, all in use: "
+                                     "new connections wait", self.nr_conns)
+                    time.sleep(FULL_PAUSE)
                 return
             if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
@@ -79,13 +87,16 @@ class HeadLoop:
             self.nr_conns += 1
         self._enter_loop(conn, self._after(time.monotonic(), "CLIENT_HEADER_TIMEOUT"))
 
-    def _make_room(self) -> None:
+    def _make_room(self) -> bool:
         """Close the connection that has waited longest in the loop (silent, trickling,
-        idle after an answer or lingering: none of them holds a thread)."""
+        idle after an answer or lingering: none of them holds a thread); False when
+        there is none."""
         with self._lock:
             oldest = self._keep[0] if self._keep else None
-        if oldest is not None:
-            self._let_go(oldest)
+        if oldest is None:
+            return False
+        self._let_go(oldest)
+        return True
 
     # --- waiting for a whole head ---
 

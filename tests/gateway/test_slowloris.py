@@ -299,3 +299,12 @@ def test_a_head_that_stops_halfway_gets_408_and_leaves_nothing(few_thread_gatewa
     assert sock.recv(1) == b""
     sock.close()
     assert leftover_files(few_thread_gateway) == []
+
+
+def test_a_connection_cap_below_the_threads_stops_the_gateway_with_a_sentence():
+    from gateway.config import from_env
+
+    with pytest.raises(SystemExit) as info:
+        from_env({"GATEWAY_CONNECTIONS": "4", "GATEWAY_THREADS": "16"})
+    assert "GATEWAY_CONNECTIONS (4) must be at least GATEWAY_THREADS (16)" in str(info.value)
+    assert from_env({"GATEWAY_CONNECTIONS": "16", "GATEWAY_THREADS": "16"})["GATEWAY_CONNECTIONS"] == 16

@@ -181,3 +181,11 @@ def test_a_render_that_waits_past_its_time_is_deadline_exceeded(start_thumbnaile
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "longer than" in info.value.details()
     assert eventually(lambda: not render_children())
+
+
+@pytest.mark.parametrize("name,value", [("THUMBNAIL_RENDER_CPU", "0"), ("THUMBNAIL_RENDER_MEMORY", "1024"),
+                                        ("THUMBNAIL_WORKERS", "0"), ("THUMBNAIL_RENDER_CPU", "-3")])
+def test_a_budget_that_no_render_could_keep_stops_the_service_with_a_sentence(name, value):
+    with pytest.raises(SystemExit) as info:
+        Settings.from_env({name: value})
+    assert str(info.value).startswith(f"{name} must be at least")
