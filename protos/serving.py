@@ -20,7 +20,16 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 def _status(context, default: str) -> str:
-    """The code the handler set on ``context``, by name; ``default`` when it set none."""
+    """The code the handler set on ``context``, by name; ``default`` when it set none.
+    A call its caller gave up (cancelled, or past its deadline) is that, whatever
+    the handler made of the broken stream: the caller's doing, not the service's."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        # Past the deadline the answer reaches nobody. (gRPC may end a dead call's request
+        # stream before it marks the call inactive, so the handler can even have "finished".)
+        return "DEADLINE_EXCEEDED"
+    if not context.is_active():
+        return "CANCELLED"
     code = context.code()
     return code.name if code is not None else default
 
