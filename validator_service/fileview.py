@@ -124,12 +124,9 @@ class FileView:
 
     def finish(self) -> None:
         """Check what can still be checked once the rules are done: a stream that
-        ends short of (or past) its declared size is a broken call, not a file. The
-        rest of the stream is read for that (counted, not kept): an accepted file is
-        judged by the larger of its declared and its counted size."""
-        while not self.complete:
-            self._pull()
-        if self.declared_size is not None and self._counted_size() != self.declared_size:
+        ended short of (or past) its declared size is a broken call, not a file.
+        (Bytes past the declared size are refused as they arrive, in ``_pull``.)"""
+        if self.complete and self.declared_size is not None and self._counted_size() != self.declared_size:
             raise InvalidInput(
                 f"The stream carried {self._counted_size()} bytes but {self.declared_size} were declared."
             )
