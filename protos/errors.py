@@ -125,6 +125,15 @@ class RequestTimeout(UploadError):
     default_message = "The request stopped arriving before it was complete; nothing was stored."
 
 
+class Cancelled(UploadError):
+    """The caller went away (cancelled, or its deadline passed) mid-call: the
+    answer reaches nobody, and nothing is wrong with the service."""
+
+    grpc_code = grpc.StatusCode.CANCELLED
+    http_status = 503
+    default_message = "The caller cancelled the call."
+
+
 class Internal(UploadError):
     pass
 

@@ -37,8 +37,16 @@ class ServerMetrics:
                                  "Time this service took to answer a gRPC call (a stream: from its first "
                                  "message to the answer), by method.",
                                  ["service", "method"], buckets=CALL_BUCKETS, registry=registry)
+        self.refused = Counter("upload_grpc_server_refused_total",
+                               "Work calls this service refused or cut, by method and reason: busy (every "
+                               "slot taken, answered UNAVAILABLE at once), idle (the caller's stream went "
+                               "silent), too_long (past the longest a call may last).",
+                               ["service", "method", "reason"], registry=registry)
         self._calls: dict[tuple[str, str], Counter] = {}
         self._seconds: dict[str, Histogram] = {}
+
+    def refuse(self, full_method: str, reason: str) -> None:
+        self.refused.labels(self.service, full_method.lstrip("/"), reason).inc()
 
     def observe(self, full_method: str, code: str, seconds: float) -> None:
         # Children looked up once per (method, code): a call costs a dict lookup, not a label lookup.

@@ -12,15 +12,29 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from protos.admission import Admission, Limits
+
 log = logging.getLogger("upload.grpc")
 
 # Streams are cut into chunks far below this; the bound stops one caller from
 # making the server buffer a huge single message.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Server threads beyond a service's work slots: health checks, reflection and quick
+# calls always find one, whatever the work calls do.
+SPARE_THREADS = 8
 
 
 def _status(context, default: str) -> str:
-    """The code the handler set on ``context``, by name; ``default`` when it set none."""
+    """The code the handler set on ``context``, by name; ``default`` when it set none.
+    A call its caller gave up (cancelled, or past its deadline) is that, whatever
+    the handler made of the broken stream: the caller's doing, not the service's."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        # Past the deadline the answer reaches nobody. (gRPC may end a dead call's request
+        # stream before it marks the call inactive, so the handler can even have "finished".)
+        return "DEADLINE_EXCEEDED"
+    if not context.is_active():
+        return "CANCELLED"
     code = context.code()
     return code.name if code is not None else default
 
@@ -29,8 +43,9 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
     """Logs every call once: method, outcome code, duration; and counts and
     times it in ``metrics`` (a protos.metrics.ServerMetrics) when given."""
 
-    def __init__(self, metrics=None):
+    def __init__(self, metrics=None, admission: Admission | None = None):
         self.metrics = metrics
+        self.admission = admission
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -46,6 +61,10 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
             inner, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
         else:
             inner, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+
+        admission = self.admission
+        if admission is not None and admission.covers(method) and not handler.response_streaming:
+            inner = _admitted(inner, method, admission, handler.request_streaming)
 
         def record(start: float, outcome: str) -> None:
             seconds = time.perf_counter() - start
@@ -93,6 +112,15 @@ class _CallLogInterceptor(grpc.ServerInterceptor):
         )
 
 
+def _admitted(inner, method: str, admission: Admission, streaming: bool):
+    """The handler, run only with a slot and under the admission's watch."""
+    def admitted(request, context):
+        with admission.admit(method, context) as call:
+            return inner(admission.track(request, call) if streaming else request, context)
+
+    return admitted
+
+
 def build_server(
     address: str,
     register,
@@ -101,6 +129,7 @@ def build_server(
     max_concurrent_rpcs: int | None = None,
     max_connection_age: float = 0,
     metrics=None,
+    limits: Limits | None = None,
 ) -> tuple[grpc.Server, int]:
     """Create a server bound to ``address``, not yet started.
 
@@ -109,7 +138,8 @@ def build_server(
     the bound port (pass port 0 to get a free one). The health servicer rides
     along as ``server.health_servicer`` so a graceful stop can report
     NOT_SERVING first. ``metrics`` (protos.metrics.ServerMetrics) counts and
-    times every call.
+    times every call. ``limits`` (protos.admission.Limits): slots for the work
+    calls, and how long a call may wait for its caller or last.
     """
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -123,7 +153,7 @@ def build_server(
         options.append(("grpc.max_connection_age_ms", int(max_connection_age * 1000)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[_CallLogInterceptor(metrics)],
+        interceptors=[_CallLogInterceptor(metrics, Admission(limits, metrics) if limits else None)],
         options=options,
         # Calls beyond this are refused with RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers * 4,

@@ -31,6 +31,11 @@ class Settings:
     # clients resolve DNS again only when a connection ends, so this bounds how
     # long new replicas wait for their share of the calls.
     max_connection_age: int = 60
+    # A request stream whose caller sends nothing this long while the server waits for it
+    # is cut (0: never); the gateway keeps its own streams alive while an upload arrives.
+    stream_idle_timeout: int = 60
+    # The longest a work call may last (0: no limit): the gateway's UPLOAD_TIMEOUT's default.
+    max_call_time: int = 3600
     # The Prometheus endpoint (http://<listen host>:<port>/metrics); 0: none.
     metrics_port: int = 9102
 
@@ -48,5 +53,7 @@ class Settings:
             render_memory=env_int(env, "THUMBNAIL_RENDER_MEMORY", cls.render_memory, minimum=16 * 1024 * 1024),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
             max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
+            stream_idle_timeout=env_int(env, "GRPC_STREAM_IDLE_TIMEOUT", cls.stream_idle_timeout, minimum=0),
+            max_call_time=env_int(env, "GRPC_MAX_CALL_TIME", cls.max_call_time, minimum=0),
             metrics_port=env_int(env, "THUMBNAIL_METRICS_PORT", cls.metrics_port),
         )

@@ -51,6 +51,8 @@ SPOOL_BYTES = 4 * 1024 * 1024
 # How long past its CPU budget a child that has all its input may take in wall time before it
 # is stopped: it waits for nothing then, so more than this is a loaded machine, not the file.
 WALL_SLACK = 2.0
+# The largest thumbnail sent back: under gRPC's 4 MiB message limit with room to spare.
+MAX_REPLY_BYTES = 3 * 1024 * 1024
 
 
 class OverBudget(TooLarge):
@@ -234,8 +236,7 @@ def _render(render: RenderFunction, box: tuple[int, int], source: IncomingFile):
         im = render(source, box)
         if im.width > box[0] or im.height > box[1]:
             im.thumbnail(box)
-        data, mime = encode(im)
-        return "ok", data, mime, im.width, im.height
+        return ("ok", *encode(im))
     except MemoryError:
         return "error", ["OverBudget"], ""
     except UploadError as exc:
@@ -259,8 +260,19 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def encode(im: Image.Image) -> tuple[bytes, str]:
-    """PNG where there is transparency to keep, JPEG otherwise."""
+def encode(im: Image.Image) -> tuple[bytes, str, int, int]:
+    """(bytes, MIME type, width, height): PNG where there is transparency to keep,
+    JPEG otherwise; never more than MAX_REPLY_BYTES (the reply must fit gRPC's message
+    limit): a thumbnail too large (a PNG of noise in a large box) is halved until it
+    fits, its kind kept."""
+    while True:
+        data, mime = _encode(im)
+        if len(data) <= MAX_REPLY_BYTES:
+            return data, mime, im.width, im.height
+        im = im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.BICUBIC)
+
+
+def _encode(im: Image.Image) -> tuple[bytes, str]:
     out = io.BytesIO()
     if im.mode in ("RGBA", "LA") or "transparency" in im.info:
         im.save(out, "PNG", optimize=True)
@@ -269,4 +281,3 @@ def encode(im: Image.Image) -> tuple[bytes, str]:
         im = im.convert("RGB")
     im.save(out, "JPEG", quality=85, optimize=True)
     return out.getvalue(), "image/jpeg"
-

@@ -7,17 +7,17 @@ import grpc
 import pluggy
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.admission import Limits
 from protos.metrics import metrics_host, serve_metrics
 from protos.plugins import create_plugin_manager
-from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
+from protos.serving import (SPARE_THREADS, build_server, configure_logging, listen_address,
+                            serve_until_signalled)
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.renderers import DEFAULT_PLUGINS
 from thumbnail_service.servicer import ThumbnailServicer
 
 SERVICE_NAME = thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name
-# Server threads beyond the renders: health checks, reflection and GetRenderers always find one.
-SPARE_THREADS = 8
 
 
 def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:
@@ -36,6 +36,9 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         max_workers=settings.workers + SPARE_THREADS,
         max_connection_age=settings.max_connection_age,
         metrics=metrics.GRPC,
+        # Render's slots are the servicer's own (one per render process); these cut silent callers.
+        limits=Limits(frozenset({f"/{SERVICE_NAME}/Render"}), 0, settings.stream_idle_timeout,
+                      settings.max_call_time),
     )
 
 

@@ -10,7 +10,7 @@ import grpc
 import pluggy
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
-from protos.errors import Internal, InvalidInput, TooLarge, Unavailable, UnsupportedType, UploadError, abort
+from protos.errors import Cancelled, Internal, InvalidInput, TooLarge, Unavailable, UnsupportedType, UploadError, abort
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server
@@ -20,13 +20,6 @@ log = logging.getLogger("upload.thumbnail")
 
 # No caller needs a preview larger than this; it bounds the work one call can ask for.
 MAX_BOX = 1024
-
-
-class Cancelled(UploadError):
-    """The caller went away (cancelled, or its deadline passed) mid-stream."""
-
-    grpc_code = grpc.StatusCode.CANCELLED
-    default_message = "The caller cancelled the upload."
 
 
 def outcome_name(error: UploadError) -> str:

@@ -58,6 +58,8 @@ class FileView:
         if kind != "chunk":
             raise InvalidInput("Only the first message may carry the file's info; the rest carry bytes.")
         self.bytes_read += len(message.chunk)
+        if self.declared_size is not None and self.bytes_read > self.declared_size:
+            raise InvalidInput(f"The stream carried more than the {self.declared_size} bytes declared.")
         if len(self._buffer) < self._max_head:
             self._buffer += message.chunk[: self._max_head - len(self._buffer)]
 
@@ -122,7 +124,8 @@ class FileView:
 
     def finish(self) -> None:
         """Check what can still be checked once the rules are done: a stream that
-        ended short of (or past) its declared size is a broken call, not a file."""
+        ended short of (or past) its declared size is a broken call, not a file.
+        (Bytes past the declared size are refused as they arrive, in ``_pull``.)"""
         if self.complete and self.declared_size is not None and self._counted_size() != self.declared_size:
             raise InvalidInput(
                 f"The stream carried {self._counted_size()} bytes but {self.declared_size} were declared."

@@ -7,9 +7,11 @@ import grpc
 import pluggy
 
 from protos import validator_pb2, validator_pb2_grpc
+from protos.admission import Limits
 from protos.metrics import metrics_host, serve_metrics
 from protos.plugins import create_plugin_manager
-from protos.serving import build_server, configure_logging, listen_address, serve_until_signalled
+from protos.serving import (SPARE_THREADS, build_server, configure_logging, listen_address,
+                            serve_until_signalled)
 from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.policy import build_policy
@@ -33,9 +35,11 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         address,
         lambda s: validator_pb2_grpc.add_ValidatorServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        max_workers=settings.workers,
+        max_workers=settings.workers + SPARE_THREADS,
         max_connection_age=settings.max_connection_age,
         metrics=metrics.GRPC,
+        limits=Limits(frozenset({f"/{SERVICE_NAME}/Validate", f"/{SERVICE_NAME}/Check"}), settings.workers,
+                      settings.stream_idle_timeout, settings.max_call_time),
     )
     return server, port
 

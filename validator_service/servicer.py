@@ -6,7 +6,7 @@ import logging
 import pluggy
 
 from protos import validator_pb2, validator_pb2_grpc
-from protos.errors import Internal, InvalidInput, UploadError, abort
+from protos.errors import Cancelled, Internal, InvalidInput, UploadError, abort
 from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.fileview import FileView
@@ -51,8 +51,13 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
         except UploadError as exc:
             error = exc
         except Exception:
-            log.exception("validation failed")
-            error = Internal("The validator failed while checking this file; it was not accepted.")
+            if context.is_active():
+                log.exception("validation failed")
+                error = Internal("The validator failed while checking this file; it was not accepted.")
+            else:
+                # The caller cancelled or its deadline passed, and its stream broke under the
+                # rules: nothing is wrong here (the interceptor counts it as the caller's).
+                error = Cancelled()
         abort(context, error)
 
     def GetPolicy(self, request, context):

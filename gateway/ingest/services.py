@@ -94,6 +94,11 @@ def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "
             time.sleep(delay)
 
 
+# How often a Validate stream waiting for the rest of its upload tells the validator it is
+# still there (well under the validator's GRPC_STREAM_IDLE_TIMEOUT, 60 s by default).
+KEEPALIVE = 15.0
+
+
 class ValidationStream:
     """One Validate call fed while the upload is still arriving.
 
@@ -113,7 +118,16 @@ class ValidationStream:
 
     def _requests(self, info) -> Iterator[validator_pb2.ValidateRequest]:
         yield validator_pb2.ValidateRequest(info=info)
-        while (item := self._queue.get()) is not _END:
+        while True:
+            try:
+                item = self._queue.get(timeout=KEEPALIVE)
+            except queue.Empty:
+                # The upload is still arriving, and the validator cuts a stream silent for
+                # GRPC_STREAM_IDLE_TIMEOUT: an empty chunk says the caller is still there.
+                yield validator_pb2.ValidateRequest(chunk=b"")
+                continue
+            if item is _END:
+                return
             yield item
 
     def feed(self, chunk: bytes) -> None:

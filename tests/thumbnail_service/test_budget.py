@@ -5,6 +5,7 @@ keeps the service from answering health checks and quick calls."""
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import time
 
@@ -189,3 +190,14 @@ def test_a_budget_that_no_render_could_keep_stops_the_service_with_a_sentence(na
     with pytest.raises(SystemExit) as info:
         Settings.from_env({name: value})
     assert str(info.value).startswith(f"{name} must be at least")
+
+
+def test_a_thumbnail_too_large_for_one_message_is_made_smaller_not_lost(start_thumbnailer):
+    # RGBA noise in a 1024 box: its PNG (4+ MiB) passed gRPC's message limit ("Sent message
+    # larger than max", while the server logged OK). It is quantized (or halved) to fit.
+    noise = Image.frombytes("RGBA", (1024, 1024), os.urandom(1024 * 1024 * 4))
+    running = start_thumbnailer()
+    reply = render(running.channel, encode(noise, "PNG", compress_level=1), "image/png", box=(1024, 1024))
+    assert len(reply.data) <= 3 * 1024 * 1024
+    assert reply.mime_type == "image/png" and max(reply.width, reply.height) <= 1024
+    assert Image.open(io.BytesIO(reply.data)).size == (reply.width, reply.height)

@@ -47,3 +47,17 @@ def test_a_malformed_check_is_invalid_argument_with_a_sentence(validator, reques
         stub.Check(request_, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert sentence in raised.value.details()
+
+
+def test_a_validate_stream_longer_than_it_declared_is_invalid_argument(validator):
+    # Declared 100 bytes, sent 300 KB: judged by the larger of the two, it is a broken call.
+    def requests():
+        yield validator_pb2.ValidateRequest(info=file_info("notes.txt", 100))
+        for _ in range(5):
+            yield validator_pb2.ValidateRequest(chunk=b"x" * 60_000)
+
+    stub = validator_pb2_grpc.ValidatorStub(validator.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Validate(requests(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "100 bytes declared" in info.value.details()
