@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from protos.errors import Busy, abort
+
 log = logging.getLogger("upload.grpc")
 
 # How often the watchdog looks at the calls it watches (seconds, at most).
@@ -63,9 +65,8 @@ class Admission:
         """Hold a slot for the call (or abort it UNAVAILABLE) and watch it until it ends."""
         if self._slots is not None and not self._slots.acquire(blocking=False):
             self._count(method, "busy")
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          f"The service is busy: its {self.limits.slots} {_short(method)} calls at once "
-                          "are all running. Try again shortly.")
+            abort(context, Busy(f"The service is busy: its {self.limits.slots} {_short(method)} calls at "
+                                "once are all running. Try again shortly."))
         call = _Call(context, method)
         with self._lock:
             self._calls.add(call)

@@ -8,9 +8,17 @@ lives here and nowhere else.
 from __future__ import annotations
 
 import errno
+import re
 from contextlib import contextmanager
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+# google.rpc.ErrorInfo's domain for every error the services send.
+ERROR_DOMAIN = "upload.v1"
 
 
 class UploadError(Exception):
@@ -23,6 +31,12 @@ class UploadError(Exception):
     def __init__(self, message: str | None = None):
         self.message = message or self.default_message
         super().__init__(self.message)
+
+    @property
+    def reason(self) -> str:
+        """The stable code for programs (google.rpc.ErrorInfo.reason): the class name in
+        UPPER_SNAKE_CASE, TooLarge -> TOO_LARGE. Renaming a class is a breaking change."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).upper()
 
 
 class InvalidInput(UploadError):
@@ -99,6 +113,12 @@ class Unavailable(UploadError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
     default_message = "A service this request needs cannot be reached; please try again shortly."
+
+
+class Busy(Unavailable):
+    """Every slot for this kind of call is taken: try again shortly (overload, not an outage)."""
+
+    default_message = "The service is busy; please try again shortly."
 
 
 class TimedOut(UploadError):
@@ -228,5 +248,15 @@ def out_of_space_as_error():
 
 
 def abort(context: grpc.ServicerContext, error: UploadError):
-    """Fail the current RPC with the error's gRPC code (server side). Never returns."""
-    context.abort(error.grpc_code, error.message)
+    """Fail the current RPC with the error's gRPC code and sentence (server side),
+    and a google.rpc.Status in the trailers whose ErrorInfo carries the error's
+    stable ``reason`` (read it with grpc_status.rpc_status.from_call). Never returns."""
+    context.abort_with_status(rpc_status.to_status(status_pb2.Status(
+        code=error.grpc_code.value[0], message=error.message,
+        details=[_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))])))
+
+
+def _packed(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

@@ -19,6 +19,18 @@ log = logging.getLogger("upload.grpc")
 # Streams are cut into chunks far below this; the bound stops one caller from
 # making the server buffer a huge single message.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Keepalive: a caller may ping every 10 s or more, with or without a call open (common Go
+# and Java client settings); gRPC's default server policy answers pings more often than
+# every 5 minutes with GOAWAY too_many_pings. Pinging faster still is refused the same way
+# after 2 strikes. The server pings a connection quiet for 2 minutes itself, and closes it
+# when the ping goes unanswered for 20 s (a caller that vanished without closing).
+KEEPALIVE_POLICY = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.keepalive_time_ms", 120_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
 # Server threads beyond a service's work slots: health checks, reflection and quick
 # calls always find one, whatever the work calls do.
 SPARE_THREADS = 8
@@ -144,6 +156,7 @@ def build_server(
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *KEEPALIVE_POLICY,
     ]
     if max_connection_age > 0:
         # A GOAWAY makes the client reconnect and resolve its target again, so a

@@ -98,7 +98,7 @@ def render_raster(source: BinaryIO, box: tuple[int, int], formats: tuple[str, ..
     except UnidentifiedImageError:
         raise InvalidInput("The file is not an image this service can read.") from None
     except MemoryError:
-        raise TooLarge("The image needs more memory to render than this service allows.") from None
+        raise  # past the render's memory budget: the render process says so (OverBudget)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
         # Truncated and malformed files surface as any of these from Pillow's decoders.
         log.info("unreadable image: %s", exc)

@@ -10,7 +10,7 @@ import grpc
 import pluggy
 
 from protos import thumbnail_pb2, thumbnail_pb2_grpc
-from protos.errors import Cancelled, Internal, InvalidInput, TooLarge, Unavailable, UnsupportedType, UploadError, abort
+from protos.errors import Busy, Cancelled, Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server
@@ -18,6 +18,7 @@ from thumbnail_service.types import Renderer
 
 log = logging.getLogger("upload.thumbnail")
 
+RENDER_METHOD = "/upload.v1.Thumbnail/Render"
 # No caller needs a preview larger than this; it bounds the work one call can ask for.
 MAX_BOX = 1024
 
@@ -107,7 +108,8 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         # Busy is said at once (the caller retries), never queued: a waiting call would hold
         # a server thread, and those are kept for health checks and quick calls.
         if not self._slots.acquire(blocking=False):
-            raise Unavailable(f"All {self.settings.workers} renders are busy; try again shortly.")
+            metrics.GRPC.refuse(RENDER_METHOD, "busy")
+            raise Busy(f"All {self.settings.workers} renders are busy; try again shortly.")
         try:
             # The render starts in its own process now and decodes while the rest arrives.
             child = RenderChild(renderer.render, box, self.budget)
