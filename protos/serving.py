@@ -31,6 +31,8 @@ KEEPALIVE_POLICY = [
     ("grpc.keepalive_time_ms", 120_000),
     ("grpc.keepalive_timeout_ms", 20_000),
 ]
+# Calls a server holds at once, running or waiting for a thread (see build_server).
+MAX_QUEUED_CALLS = 1024
 # Server threads beyond a service's work slots: health checks, reflection and quick
 # calls always find one, whatever the work calls do.
 SPARE_THREADS = 8
@@ -168,8 +170,11 @@ def build_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[_CallLogInterceptor(metrics, Admission(limits, metrics) if limits else None)],
         options=options,
-        # Calls beyond this are refused with RESOURCE_EXHAUSTED instead of queueing without bound.
-        maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers * 4,
+        # gRPC itself refuses calls past this with RESOURCE_EXHAUSTED, which says "your request
+        # is too large", not "busy": so it is set far above what the threads serve, and a
+        # burst reaches the admission (protos/admission.py), which says UNAVAILABLE at once.
+        # Still a bound: a flood past it is refused rather than queued without end.
+        maximum_concurrent_rpcs=max_concurrent_rpcs or max(MAX_QUEUED_CALLS, max_workers * 4),
     )
     register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

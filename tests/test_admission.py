@@ -11,6 +11,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,6 +19,7 @@ from gateway.ingest import services as gateway_services
 from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info
 from tests.conftest import validate
+from tests.images import encode
 from tests.thumbnail_service.test_streaming import render_children
 from thumbnail_service import metrics as thumbnail_metrics
 from thumbnail_service.config import Settings as ThumbnailSettings
@@ -182,3 +184,53 @@ def test_the_gateway_keeps_a_validate_stream_alive_while_its_upload_pauses(
         content_type=f"multipart/form-data; boundary={boundary}")
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["size"] == len(text)
+
+
+def test_a_burst_far_past_the_threads_is_busy_never_resource_exhausted(start_thumbnailer):
+    # 60 renders at once against 1 render slot: each is done or told BUSY (UNAVAILABLE), none
+    # gets gRPC's own RESOURCE_EXHAUSTED ("Concurrent RPC limit exceeded"), which would tell
+    # a caller that its request is too large.
+    running = start_thumbnailer(settings=ThumbnailSettings(workers=1))
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    image = encode(Image.new("RGB", (2000, 1500), "teal"), "PNG")
+
+    release = threading.Event()
+
+    def requests():
+        yield thumbnail_pb2.RenderRequest(options=thumbnail_pb2.RenderOptions(mime_type="image/png"))
+        release.wait(WAIT)  # every call is open at once before any bytes go
+        yield thumbnail_pb2.RenderRequest(chunk=image)
+
+    calls = [stub.Render.future(requests(), timeout=60) for _ in range(60)]
+    time.sleep(1)
+    release.set()
+    codes = [call.exception().code() if call.exception() else grpc.StatusCode.OK for call in calls]
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED not in codes, codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, set(codes)
+    assert codes.count(grpc.StatusCode.OK) >= 1
+
+
+def test_render_streams_that_send_nothing_cannot_starve_health(start_thumbnailer):
+    # 12 Render calls that open and send nothing, against 1 render slot: before, each held one
+    # of the server's threads (9) waiting for its first message, and health checks queued
+    # behind them. Now at most 2 calls are in flight; the rest are BUSY at once.
+    running = start_thumbnailer(settings=ThumbnailSettings(workers=1))
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    release = threading.Event()
+
+    def nothing():
+        release.wait(WAIT)
+        return
+        yield  # a generator that sends nothing until released
+
+    calls = [stub.Render.future(nothing(), timeout=WAIT * 3) for _ in range(12)]
+    try:
+        time.sleep(0.5)
+        assert health_check(running.channel) == health_pb2.HealthCheckResponse.SERVING
+        busy = [c for c in calls if c.done() and c.exception() is not None
+                and c.exception().code() == grpc.StatusCode.UNAVAILABLE]
+        assert len(busy) >= 10
+    finally:
+        release.set()
+        for call in calls:
+            call.cancel()

@@ -18,6 +18,8 @@ from thumbnail_service.renderers import DEFAULT_PLUGINS
 from thumbnail_service.servicer import ThumbnailServicer
 
 SERVICE_NAME = thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name
+# Render calls in flight per render slot: one rendering while another is still arriving.
+CALLS_PER_RENDER = 2
 
 
 def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:
@@ -33,12 +35,14 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         address,
         lambda s: thumbnail_pb2_grpc.add_ThumbnailServicer_to_server(servicer, s),
         [SERVICE_NAME],
-        max_workers=settings.workers + SPARE_THREADS,
+        max_workers=settings.workers * CALLS_PER_RENDER + SPARE_THREADS,
         max_connection_age=settings.max_connection_age,
         metrics=metrics.GRPC,
-        # Render's slots are the servicer's own (one per render process); these cut silent callers.
-        limits=Limits(frozenset({f"/{SERVICE_NAME}/Render"}), 0, settings.stream_idle_timeout,
-                      settings.max_call_time),
+        # Calls in flight, receiving or rendering: a caller that opens Render streams and sends
+        # nothing holds at most these, never the threads health checks need. The renders
+        # themselves (processes) are the servicer's own slots, THUMBNAIL_WORKERS.
+        limits=Limits(frozenset({f"/{SERVICE_NAME}/Render"}), settings.workers * CALLS_PER_RENDER,
+                      settings.stream_idle_timeout, settings.max_call_time),
     )
 
 
