@@ -86,8 +86,13 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         except UploadError as exc:
             error = exc
         except Exception:
-            log.exception("rendering failed")
-            error = Internal("The thumbnail service failed to render this file.")
+            if context.is_active():
+                log.exception("rendering failed")
+                error = Internal("The thumbnail service failed to render this file.")
+            else:
+                # The caller went away (its stream broke, even before the options came):
+                # nothing is wrong here, and the interceptor counts it as the caller's.
+                error = Cancelled()
         else:
             metrics.count_render("ok", time.perf_counter() - started, received[0])
             return reply
