@@ -2,21 +2,9 @@
 and the link itself."""
 from __future__ import annotations
 
-from gateway.openapi.accounts import BAD_PAGE, STAMP, STRING, page_of, page_parameters
-
-ERROR = {"$ref": "#/components/schemas/Error"}
-
-
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
-
-
-def _json(description: str, schema: dict) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _object(required: list[str], **properties) -> dict:
-    return {"type": "object", "required": required, "properties": properties}
+# The same response and schema builders as the accounts paths, not copies of them.
+from gateway.openapi.accounts import (BAD_PAGE, STAMP, STRING, _error, _json, _object, page_of,
+                                      page_parameters)
 
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
