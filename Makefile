@@ -3,24 +3,39 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
-PROTOS := $(wildcard protos/*.proto)
+# The .proto files in buf's layout: protos/ is the module root, imported as "upload/v1/x.proto".
+PROTOS := $(wildcard protos/upload/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint-imports bench bench-quick fuzz install protos system-deps lock clean
+.PHONY: run test lint-imports proto-check proto-release bench bench-quick fuzz install protos system-deps lock clean
 
 run: install
 	$(BIN)/honcho start -f Procfile
 
 test: install
 	@$(PG_INSTALL)
-	$(MAKE) --no-print-directory lint-imports
+	$(MAKE) --no-print-directory lint-imports proto-check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The import contracts in pyproject.toml (layers, no cycles, services apart). PYTHONPATH: grimp finds
 # packages on sys.path, not through the editable install; --no-cache: its cache trusts mtimes.
 lint-imports: install
 	PYTHONPATH=. $(BIN)/lint-imports --no-cache
+
+# buf (npm's @bufbuild/buf) on the protos: its lint rules (buf.yaml: every element commented),
+# and no breaking change (FILE: generated code of every language keeps compiling) against the
+# last release's image in protos/releases/. The CHANGELOG's policy says when that may change.
+BUF := ../node_modules/.bin/buf
+PROTO_RELEASE = $(lastword $(shell ls protos/releases/ | sort -V))
+
+proto-check: $(NODE_STAMP)
+	cd protos && $(BUF) lint && $(BUF) breaking --against releases/$(PROTO_RELEASE)
+
+# Records the protos as released: `make proto-release VERSION=1.1.0` (see protos/CHANGELOG.md).
+proto-release: $(NODE_STAMP)
+	@test -n "$(VERSION)" || { echo "Say which version: make proto-release VERSION=1.1.0" >&2; exit 1; }
+	cd protos && $(BUF) build --exclude-source-info -o releases/upload-v1-$(VERSION).binpb
 
 # The tests run the metadata on PostgreSQL too: they start a throwaway server from Debian's
 # `postgresql` binaries (tests/postgres.py), installed here when missing and root.
@@ -88,8 +103,8 @@ $(NODE_STAMP): package.json package-lock.json
 
 protos: $(GENERATED)
 
-$(GENERATED): $(PROTOS) | $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+$(GENERATED): $(PROTOS) protos/generate.py | $(STAMP)
+	$(BIN)/python -m protos.generate
 
 # Refresh the lock after changing pyproject.toml's dependencies.
 lock: | $(VENV)/bin/python
@@ -97,4 +112,4 @@ lock: | $(VENV)/bin/python
 	$(BIN)/uv pip compile -q pyproject.toml --extra test --extra bench --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) protos/*_pb2*.py protos/*_pb2.pyi .pytest_cache node_modules
+	rm -rf $(VENV) protos/upload/v1/*_pb2*.py protos/upload/v1/*_pb2.pyi .pytest_cache node_modules

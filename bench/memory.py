@@ -10,7 +10,7 @@ from PIL import Image
 from bench.common import MIB, Section, Service, fmt_bytes, met
 from bench.images import write_jpeg
 from bench.thumbnails import SERVICE_NAME, render_via_service
-from protos import thumbnail_pb2_grpc
+from protos.upload.v1 import thumbnail_pb2_grpc
 from tests.images import png_header_only
 
 GOAL_BYTES = 200 * MIB

@@ -12,8 +12,8 @@ import pyvips
 
 from bench.common import Section, Service, fmt_bytes, fmt_ms, met, summary_ms
 from bench.images import write_jpeg, write_png
-from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.streaming import file_info, read_chunks, render_requests
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from thumbnail_service.isolation import encode
 from thumbnail_service.renderers import render_raster
 

@@ -10,8 +10,8 @@ import magic
 
 from bench import magic_cost
 from bench.common import KIB, MIB, Section, Service, fmt_bytes, fmt_ms, met, summary_ms
-from protos import validator_pb2, validator_pb2_grpc
 from protos.streaming import CHUNK_SIZE, file_info, read_chunks, validate_requests
+from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from tests.samples import ALLOWED_EXTENSIONS, TEXT, make_sample
 
 SERVICE_NAME = validator_pb2.DESCRIPTOR.services_by_name["Validator"].full_name

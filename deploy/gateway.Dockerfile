@@ -28,7 +28,7 @@ COPY gateway/ gateway/
 # Editable (--no-deps: the dependencies are above), as `make install` does: the code stays in
 # /app, where gateway/http/page.py looks for node_modules beside it, and the package metadata
 # (the version /openapi.json reports, plugin entry points) lands in the venv.
-RUN python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto \
+RUN python -m protos.generate \
  && pip install --no-cache-dir --no-deps -e . \
  && python -m compileall -q protos gateway
 

@@ -21,7 +21,7 @@ COPY protos/ protos/
 COPY validator_service/ validator_service/
 # Editable (--no-deps: the dependencies are above), as `make install` does: the code stays in
 # /app, the package metadata (version, plugin entry points) lands in the venv.
-RUN python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto \
+RUN python -m protos.generate \
  && pip install --no-cache-dir --no-deps -e . \
  && python -m compileall -q protos validator_service
 

@@ -49,8 +49,8 @@ with atheris.instrument_imports(include=["validator_service"]):
 import grpc  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from protos import validator_pb2  # noqa: E402
 from protos.streaming import file_info  # noqa: E402
+from protos.upload.v1 import validator_pb2  # noqa: E402
 
 CONTROL_BYTES = 7
 

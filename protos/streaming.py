@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from protos import common_pb2, thumbnail_pb2, validator_pb2
+from protos.upload.v1 import common_pb2, thumbnail_pb2, validator_pb2
 
 # 64 KiB: the validator's built-in rules decide from the first chunk, so a
 # refusal costs one chunk of transfer.

@@ -7,8 +7,8 @@ import socket
 import grpc
 import pytest
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2_grpc
 from protos.streaming import file_info, read_chunks, render_requests, validate_requests
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2_grpc
 from tests.postgres import BACKENDS
 from tests.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures: a real S3 API, moto's server)
 from thumbnail_service import server as thumbnail_server

@@ -16,8 +16,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.ingest import services as gateway_services
-from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from tests.conftest import validate
 from tests.images import encode
 from tests.thumbnail_service.test_streaming import render_children

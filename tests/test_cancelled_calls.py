@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from thumbnail_service import metrics as thumbnail_metrics
 from validator_service import metrics as validator_metrics
 

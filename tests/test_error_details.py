@@ -12,8 +12,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from PIL import Image
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from tests.conftest import render
 from tests.images import encode, progressive_scan_bomb
 from thumbnail_service.config import Settings as ThumbnailSettings

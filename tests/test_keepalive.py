@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from protos import validator_pb2, validator_pb2_grpc
+from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 
 # What a Go client with `keepalive.ClientParameters{Time: 10 * time.Second, PermitWithoutStream: true}`
 # sends.

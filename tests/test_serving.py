@@ -14,9 +14,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from protos import validator_pb2_grpc
 from protos.serving import listen_address
 from protos.streaming import file_info, validate_requests
+from protos.upload.v1 import validator_pb2_grpc
 from tests.conftest import free_port
 from tests.processes import service_process
 from validator_service.config import Settings

@@ -9,8 +9,8 @@ import time
 import grpc
 import pluggy
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.errors import Busy, Cancelled, Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server

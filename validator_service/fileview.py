@@ -5,8 +5,8 @@ import os
 from collections.abc import Iterator
 from functools import cached_property
 
-from protos import validator_pb2
 from protos.errors import InvalidInput
+from protos.upload.v1 import validator_pb2
 from validator_service.libmagic import MAGIC_HEAD, detect_mime
 
 

@@ -5,8 +5,8 @@ import logging
 
 import pluggy
 
-from protos import validator_pb2
 from protos.plugins import notify
+from protos.upload.v1 import validator_pb2
 from validator_service.fileview import FileView
 from validator_service.policy import Policy
 from validator_service.types import Rejection
@@ -19,6 +19,15 @@ def _rules_in_call_order(hook):
     # recently registered); wrappers are not supported on upload_check.
     return [impl for impl in reversed(hook.get_hookimpls())
             if not (impl.hookwrapper or getattr(impl, "wrapper", False))]
+
+
+# A rule's words go back in the reply: bounded, so that no plugin can push it over gRPC's
+# message limit.
+MAX_CODE, MAX_MESSAGE = 64, 2000
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
 
 
 def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView) -> validator_pb2.Verdict:
@@ -37,7 +46,7 @@ def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView) -> validator
             decisions.append(validator_pb2.RuleDecision(rule=impl.plugin_name, outcome="pass"))
             continue
         decisions.append(validator_pb2.RuleDecision(
-            rule=impl.plugin_name, outcome="reject", code=result.code))
+            rule=impl.plugin_name, outcome="reject", code=result.code[:MAX_CODE]))
         rejection, rejected_by = result, impl.plugin_name
         break
 
@@ -52,7 +61,7 @@ def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView) -> validator
     return validator_pb2.Verdict(
         accepted=accepted,
         detected_type=file.detected_type if accepted else file.known_type,
-        reasons=[validator_pb2.Reason(code=r.code, message=r.message, rule=rejected_by)
+        reasons=[validator_pb2.Reason(code=r.code[:MAX_CODE], message=_bounded(r.message), rule=rejected_by)
                  for r in reasons],
         width=width,
         height=height,

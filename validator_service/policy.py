@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 import pluggy
 
-from protos import validator_pb2
+from protos.upload.v1 import validator_pb2
 from validator_service.config import Settings
 from validator_service.types import FileType
 

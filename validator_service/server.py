@@ -6,12 +6,11 @@ import os
 import grpc
 import pluggy
 
-from protos import validator_pb2, validator_pb2_grpc
 from protos.admission import Limits
 from protos.metrics import metrics_host, serve_metrics
 from protos.plugins import create_plugin_manager
-from protos.serving import (SPARE_THREADS, build_server, configure_logging, listen_address,
-                            serve_until_signalled)
+from protos.serving import SPARE_THREADS, build_server, configure_logging, listen_address, serve_until_signalled
+from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.policy import build_policy

@@ -5,8 +5,8 @@ import logging
 
 import pluggy
 
-from protos import validator_pb2, validator_pb2_grpc
 from protos.errors import Cancelled, Internal, InvalidInput, UploadError, abort
+from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.fileview import FileView
@@ -14,6 +14,10 @@ from validator_service.pipeline import judge
 from validator_service.policy import Policy
 
 log = logging.getLogger("upload.validator")
+
+# The verdict repeats the name's extension, and refusals quote it: a name of megabytes made
+# a reply over gRPC's message limit. File systems stop at 255 bytes; this leaves room.
+MAX_NAME_BYTES = 1024
 
 
 class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
@@ -42,6 +46,8 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
                 raise InvalidInput("The first message must carry the file's info (original_name, size, type).")
             if not info.original_name.strip():
                 raise InvalidInput("original_name is required: the rules judge the file by its extension.")
+            if len(info.original_name.encode()) > MAX_NAME_BYTES:
+                raise InvalidInput(f"original_name is longer than {MAX_NAME_BYTES} bytes.")
             if info.HasField("declared_size") and info.declared_size < 0:
                 raise InvalidInput("declared_size cannot be negative.")
             file = FileView(info, parts, self.settings.max_head)

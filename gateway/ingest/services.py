@@ -21,9 +21,9 @@ from flask import Flask, current_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.metrics import ClientCallMetrics
-from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.errors import TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
 from protos.streaming import file_info, render_requests
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 
 log = logging.getLogger("upload.gateway")
 

@@ -258,8 +258,7 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
     runs = " ".join(builder.all("RUN"))
     assert "python -m venv /opt/venv" in runs
     assert "-c requirements.lock" in runs and "--no-deps" in runs and "--no-cache-dir" in runs
-    assert ("python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/*.proto"
-            in runs)
+    assert "python -m protos.generate" in runs
 
     # The final stage: the venv and the code from the builder; no compiler, no build stage.
     copies = final.all("COPY")
@@ -370,7 +369,7 @@ def test_build_context_holds_what_the_dockerfiles_copy_and_nothing_local():
                     assert files, f"{path.name}: COPY {source}: not in the repository"
                     assert not any(docker_ignored(f, rules) for f in files), f"{path.name}: COPY {source} is ignored"
     for local in (".git/HEAD", ".venv/bin/python", "node_modules/tus-js-client/package.json", "data/uploads.db",
-                  "protos/validator_pb2.py", "protos/validator_pb2_grpc.py", "gateway/__pycache__/x.pyc",
+                  "protos/upload/v1/validator_pb2.py", "protos/upload/v1/validator_pb2_grpc.py", "gateway/__pycache__/x.pyc",
                   "deploy/.env", "tests/conftest.py", "bench/out/results.json"):
         assert docker_ignored(local, rules), f"{local} would be sent to the builder"
 

@@ -21,8 +21,8 @@ from PIL import Image
 
 from gateway.ingest import services as services_module
 from gateway.ingest.services import call_with_retry
-from protos import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from protos.errors import InvalidInput, Unavailable
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from tests.conftest import free_port, start_gateway_process
 from tests.images import encode
 from tests.processes import service_process

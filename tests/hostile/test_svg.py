@@ -22,7 +22,7 @@ import xml.sax
 import grpc
 import pytest
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from tests.conftest import render, validate
 from tests.hostile import corpus
 from tests.hostile.checks import assert_refused, assert_safe_download, assert_stored

@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.plugins import hookimpl
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from tests.conftest import render
 from tests.images import encode, progressive_scan_bomb
 from tests.plugin_modules.thumbnail_faults import Waits

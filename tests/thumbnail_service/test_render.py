@@ -7,7 +7,7 @@ import grpc
 import pytest
 from PIL import Image
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from tests.conftest import render
 from tests.images import encode, jpeg_with_orientation, png_header_only
 from tests.samples import make_sample

@@ -11,8 +11,8 @@ import grpc
 import pytest
 from PIL import Image
 
-from protos import thumbnail_pb2, thumbnail_pb2_grpc
 from protos.plugins import hookimpl
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from tests.conftest import render
 from tests.images import encode
 from thumbnail_service.config import Settings

@@ -6,10 +6,13 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from PIL import Image
 
-from protos import common_pb2, validator_pb2, validator_pb2_grpc
+from protos.plugins import hookimpl
 from protos.streaming import file_info, validate_requests
+from protos.upload.v1 import common_pb2, validator_pb2, validator_pb2_grpc
 from tests.images import encode
 from tests.samples import MZ_HEADER
+from validator_service.server import create_plugins
+from validator_service.types import Rejection
 
 
 def both(validator, name: str, data: bytes, size: int | None = None):
@@ -61,3 +64,36 @@ def test_a_validate_stream_longer_than_it_declared_is_invalid_argument(validator
         stub.Validate(requests(), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "100 bytes declared" in info.value.details()
+
+
+def test_a_name_of_megabytes_is_invalid_argument_not_a_reply_over_the_message_limit(validator):
+    # The verdict repeats the extension and a refusal quotes it: a 3.9 MB name made a
+    # 7.8 MB reply, which gRPC refused to send (RESOURCE_EXHAUSTED from the server).
+    stub = validator_pb2_grpc.ValidatorStub(validator.channel)
+    name = "a." + "x" * 3_900_000
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Check(validator_pb2.CheckRequest(info=file_info(name), head=b"hello", size=5), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "longer than 1024 bytes" in raised.value.details()
+    # A long name within the bound is judged as usual.
+    verdict = stub.Check(validator_pb2.CheckRequest(info=file_info("n" * 1000 + ".txt"), head=b"hi", size=2),
+                         timeout=10)
+    assert verdict.accepted
+
+
+class _Wordy:
+    """A rule whose refusal runs to megabytes."""
+
+    @hookimpl(tryfirst=True)
+    def upload_check(self, file):
+        return Rejection("c" * 1000, "word " * 1_000_000)
+
+
+def test_a_rules_refusal_is_bounded_in_the_reply(start_validator):
+    pm = create_plugins(extra_plugins=[_Wordy()])
+    running = start_validator(pm=pm)
+    stub = validator_pb2_grpc.ValidatorStub(running.channel)
+    verdict = stub.Check(validator_pb2.CheckRequest(info=file_info("a.txt"), head=b"hi", size=2), timeout=10)
+    assert not verdict.accepted
+    assert len(verdict.reasons[0].message) == 2000 and verdict.reasons[0].message.endswith("…")
+    assert verdict.reasons[0].code == "c" * 64 and verdict.decisions[0].code == "c" * 64

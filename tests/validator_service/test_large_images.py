@@ -12,8 +12,8 @@ import struct
 import pytest
 from PIL import Image
 
-from protos import validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info
+from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from tests.conftest import validate
 from tests.hostile.checks import assert_refused, assert_stored
 from tests.images import encode, noise, svg_of_paths

@@ -7,13 +7,12 @@ import grpc
 import pytest
 from PIL import Image
 
-from protos import common_pb2, validator_pb2, validator_pb2_grpc
 from protos.streaming import file_info, validate_requests
+from protos.upload.v1 import common_pb2, validator_pb2, validator_pb2_grpc
 from tests.conftest import validate
 from tests.images import encode, png_header_only
 from tests.samples import ELF_HEADER, MZ_HEADER, make_sample
 from validator_service.config import Settings
-
 
 
 def counting_stream(head: bytes, total: int, chunk_size: int = 64 * 1024):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protos import validator_pb2, validator_pb2_grpc
+from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from tests.conftest import validate
 from tests.samples import ALLOWED_EXTENSIONS, make_sample
 from validator_service.rules.filetypes import DEFAULT_TYPES
