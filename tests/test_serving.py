@@ -52,6 +52,10 @@ def test_reflection_describes_the_service(running):
     assert {SERVICES[name], "grpc.health.v1.Health"} <= services
     descriptor = db.FindFileContainingSymbol(SERVICES[name])
     assert descriptor.package == "upload.v1"
+    # The paths a caller's tools see are buf's layout, the ones the shipped files import.
+    assert descriptor.name == f"upload/v1/{name}.proto"
+    assert list(descriptor.dependency) == ["upload/v1/common.proto"]
+    assert db.FindFileByName("upload/v1/common.proto").package == "upload.v1"
 
 
 def slow_stream(release: threading.Event, name="slow.txt", started: threading.Event | None = None):
