@@ -173,7 +173,7 @@ class Stalls:
         self.closing = threading.Event()  # the keeper stops opening streams again
         self.halt = threading.Event()  # the stalled streams' messages end
         self.ended: Counter[str] = Counter()
-        self.live: list[grpc.Future] = []
+        self.live: list[tuple[float, grpc.Future]] = []  # (opened at, call)
         self.thread = threading.Thread(target=self._keep, name="stalls", daemon=True)
 
     def _messages(self):
@@ -181,8 +181,8 @@ class Stalls:
             yield self.first
         self.halt.wait()
 
-    def _open(self) -> grpc.Future:
-        return self.call.future(self._messages())  # no deadline: such callers set none
+    def _open(self) -> tuple[float, grpc.Future]:
+        return time.monotonic(), self.call.future(self._messages())  # no deadline: such callers set none
 
     def start(self) -> None:
         self.live = [self._open() for _ in range(self.count)]
@@ -190,7 +190,7 @@ class Stalls:
 
     def _keep(self) -> None:
         while not self.closing.wait(RESTALL_EVERY):
-            for i, call in enumerate(self.live):
+            for i, (_, call) in enumerate(self.live):
                 if call.done():
                     self.ended[_code(call)] += 1
                     self.live[i] = self._open()
@@ -199,8 +199,10 @@ class Stalls:
         # The keeper first, so that it neither counts nor reopens the streams cancelled here.
         self.closing.set()
         self.thread.join()
-        held = sum(not call.done() for call in self.live)
-        for call in self.live:
+        # Held: still open a second after it was opened (one opened again just now may yet be refused).
+        now = time.monotonic()
+        held = sum(not call.done() and now - opened >= 1.0 for opened, call in self.live)
+        for _, call in self.live:
             call.cancel()
         self.halt.set()
         self.channel.close()
@@ -430,7 +432,7 @@ def _health_section(results: list[dict], seconds: float) -> Section:
             f"{outcomes.get('SERVING', 0)}/{sat['n']}", str(missed), _counts(other),
             _cell(sat["p50_ms"], "failed"), _cell(sat["p99_ms"], "failed"), _cell(sat["max_ms"], "failed"),
             _cell(r["idle"]["p99_ms"], "failed"),
-            f"{stalls['held_at_end']} open, {sum(stalls['ended'].values())} ended", _counts(r["load"]["outcomes"]),
+            f"{stalls['held_at_end']} held, {sum(stalls['ended'].values())} ended", _counts(r["load"]["outcomes"]),
         ])
     return Section(
         f"gRPC health while saturated: Health/Check every {HEALTH_EVERY * 1000:.0f} ms for {seconds:g} s, "
@@ -440,7 +442,8 @@ def _health_section(results: list[dict], seconds: float) -> Section:
         rows,
         notes=[f"stalled: slots + {EXTRA_STALLS} streams (validator: Validate, its FileInfo sent; thumbnail: "
                "Render, nothing sent or its options sent) left silent, every one that ends opened again "
-               f"within {RESTALL_EVERY * 1000:.0f} ms; 'open, ended' at the end of the run",
+               f"within {RESTALL_EVERY * 1000:.0f} ms; held: open for 1 s or more at the end of the run; "
+               "ended: refused or cut meanwhile (results.json has their codes)",
                f"work calls meanwhile: {LOAD_THREADS['validator']} threads calling Check "
                f"({LOAD_DEADLINE['validator']:g} s deadline) / {LOAD_THREADS['thumbnail']} calling Render of a "
                f"{IMAGE_SIDE}x{IMAGE_SIDE} PNG ({LOAD_DEADLINE['thumbnail']:g} s), "
