@@ -86,11 +86,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { echo "Creating a virtualenv failed: on Debian run 'sudo apt-get install python3-venv'." >&2; exit 1; }
 
 # Installs exactly the locked versions, then the project itself without touching them.
-$(STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
+# --no-build-isolation: the build (setup.py generates the protos) uses the venv's locked
+# setuptools and grpcio-tools instead of fetching its own.
+$(STAMP): requirements.lock pyproject.toml setup.py | $(VENV)/bin/python
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 # The page's browser libraries (tus-js-client), exactly as package-lock.json pins them.
