@@ -85,9 +85,9 @@ system-deps:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { echo "Creating a virtualenv failed: on Debian run 'sudo apt-get install python3-venv'." >&2; exit 1; }
 
-# Installs exactly the locked versions, then the project itself without touching them.
-# --no-build-isolation: the build (setup.py generates the protos) uses the venv's locked
-# setuptools and grpcio-tools instead of fetching its own.
+# Installs exactly the locked versions (every extra: the three services, dev, test, bench), then
+# the project itself without touching them. --no-build-isolation: the build (setup.py generates
+# the protos) uses the venv's locked setuptools and grpcio-tools instead of fetching its own.
 $(STAMP): requirements.lock pyproject.toml setup.py | $(VENV)/bin/python
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -108,10 +108,12 @@ protos: $(GENERATED)
 $(GENERATED): $(PROTOS) protos/generate.py | $(STAMP)
 	$(BIN)/python -m protos.generate
 
-# Refresh the lock after changing pyproject.toml's dependencies.
+# Refresh the lock after changing pyproject.toml's dependencies. One lock for every extra but
+# fuzz: the images and lean installs take their extra's part of it (pip install -c requirements.lock).
 lock: | $(VENV)/bin/python
 	$(BIN)/pip install -q uv
-	$(BIN)/uv pip compile -q pyproject.toml --extra test --extra bench --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra gateway --extra validator --extra thumbnail --extra dev \
+	  --extra test --extra bench --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) protos/upload/v1/*_pb2*.py protos/upload/v1/*_pb2.pyi .pytest_cache node_modules

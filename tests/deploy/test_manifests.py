@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -254,11 +255,12 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
     builder, final = next(s for s in stages if s.name == "builder"), stages[-1]
     assert builder.base == final.base == "python:3.11-slim-bookworm"
 
-    # The builder: locked dependencies into a venv, the project without them, the protos.
+    # The builder: the service's locked dependencies into a venv, then the project, whose build
+    # generates the protos (setup.py; test_image_installs_its_own_extra_only has the details).
     runs = " ".join(builder.all("RUN"))
     assert "python -m venv /opt/venv" in runs
-    assert "-c requirements.lock" in runs and "--no-deps" in runs and "--no-cache-dir" in runs
-    assert "python -m protos.generate" in runs
+    assert "-c requirements.lock" in runs and "--no-cache-dir" in runs
+    assert "README.md setup.py ./" in builder.all("COPY")
 
     # The final stage: the venv and the code from the builder; no compiler, no build stage.
     copies = final.all("COPY")
@@ -287,6 +289,43 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
     assert target == f"127.0.0.1:{port}"
     assert final.all("CMD") == [json.dumps(["python", "-m", {"gateway": "gateway", "validator": "validator_service",
                                                              "thumbnail": "thumbnail_service"}[service]])]
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r).group(0)).lower() for r in requirements}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_installs_its_own_extra_only(service):
+    """Each image has pyproject.toml's `dependencies` and the extra named after its service, at
+    the lock's versions: nothing of the other services', the tests', the benchmarks' or the
+    development tools' (grpcio-tools runs in the build's own environment, setup.py)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    builder = next(s for s in parse_dockerfile(DEPLOY / SERVICES[service][0]) if s.name == "builder")
+    commands = [c.strip() for run in builder.all("RUN") for c in run.split("&&")]
+    installs = [shlex.split(c) for c in commands if c.startswith("pip install")]
+    assert len(installs) == 2, installs
+    for words in installs:
+        # Held to the lock, which is never installed whole (it pins every extra).
+        assert words[words.index("-c") + 1] == "requirements.lock" and "--no-cache-dir" in words, words
+        assert "requirements.lock" not in [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-r", "--requirement")]
+    # The dependency layer: its own script, run on this pyproject.toml, lists what it installs.
+    (layer,) = [c for c in commands if "tomllib" in c]
+    script = shlex.split(layer.split(">")[0])
+    assert script[:2] == ["python", "-c"]
+    listed = subprocess.run([sys.executable, "-c", script[2]], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert listed == project["dependencies"] + extras[service]
+    assert installs[0][-2:] == ["-r", layer.split(">")[1].split()[0]]
+    # The project itself, with the same extra and no other (pip check in the same RUN).
+    assert installs[1][-2:] == ["-e", f".[{service}]"]
+    assert "pip check" in commands
+    unwanted = set().union(*(requirement_names(r) for e, r in extras.items() if e != service)) \
+        - requirement_names(project["dependencies"] + extras[service])
+    assert {"pytest", "playwright", "moto", "matplotlib", "grpcio-tools", "honcho"} <= unwanted
+    assert service == "gateway" or {"flask", "gunicorn", "sqlalchemy", "boto3"} <= unwanted
+    assert not requirement_names(listed) & unwanted
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
