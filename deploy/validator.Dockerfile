@@ -20,6 +20,9 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 COPY README.md setup.py ./
 COPY protos/ protos/
 COPY validator_service/ validator_service/
+# The other gRPC service's code too, unused but for its hookspecs: every service's plugin manager
+# knows both services' hooks, so that one plugin package may serve both (protos/plugins.py).
+COPY thumbnail_service/ thumbnail_service/
 # The project with its extra, editable as `make install` does: the code stays in /app, the
 # package metadata (version, plugin entry points) lands in the venv. pip finds the extra's
 # dependencies installed above; pip check proves nothing is missing. Building the project
@@ -27,7 +30,7 @@ COPY validator_service/ validator_service/
 # that pyproject.toml's [build-system] pins: grpcio-tools never reaches the venv.
 RUN pip install --no-cache-dir -c requirements.lock -e ".[validator]" \
  && pip check \
- && python -m compileall -q protos validator_service
+ && python -m compileall -q protos validator_service thumbnail_service
 
 # ---- runtime ----
 FROM python:3.11-slim-bookworm

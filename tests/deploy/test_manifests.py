@@ -328,6 +328,47 @@ def test_image_installs_its_own_extra_only(service):
     assert not requirement_names(listed) & unwanted
 
 
+IMAGE_CODE_CHECK = """
+import importlib, pkgutil, sys
+app, package = sys.argv[1], sys.argv[2]
+module = importlib.import_module(package)
+assert module.__file__.startswith(app), module.__file__
+for info in pkgutil.walk_packages(module.__path__, package + "."):
+    if info.name.rpartition(".")[2] != "__main__" and ".migrations." not in info.name:
+        importlib.import_module(info.name)
+if package != "gateway":  # the plugin manager knows every service's hookspecs (protos/plugins.py)
+    importlib.import_module(package + ".server").create_plugins(env={})
+"""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_code_is_complete(service, tmp_path):
+    """The code a builder COPYs into /app is all its service imports: every module of the
+    service, and for a gRPC service its plugin manager, loaded from a copy of just that code
+    (isolated: no checkout on sys.path, no editable install), with the venv's packages."""
+    import site
+
+    dockerfile = DEPLOY / SERVICES[service][0]
+    builder = next(s for s in parse_dockerfile(dockerfile) if s.name == "builder")
+    app = tmp_path / "app"
+    for rest in builder.all("COPY"):
+        *sources, target = rest.split()
+        for source in sources:
+            if (ROOT / source).is_dir():  # with the protos generated, as the builder generates them
+                shutil.copytree(ROOT / source, app / target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                destination = app / target / Path(source).name if target.endswith("/") else app / target
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, destination)
+    module = {"gateway": "gateway", "validator": "validator_service", "thumbnail": "thumbnail_service"}[service]
+    # -I -S: no PYTHONPATH, no current directory, no .pth files (the editable install's finder).
+    paths = [str(app), *site.getsitepackages()]
+    script = f"import sys; sys.path[:0] = {paths!r}\n" + IMAGE_CODE_CHECK
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", script, str(app), module], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{dockerfile.name}: {run.stderr[-2000:]}"
+
+
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
 def test_image_env_names_are_settings(path):
     env = parse_dockerfile(path)[-1].env()
