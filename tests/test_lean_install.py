@@ -146,7 +146,7 @@ def assert_lean(venv: Venv, extra: str | None) -> None:
     assert wanted | {"upload-service"} <= set(installed)
     # Whatever any other extra asks for and this install does not need (python-magic for the
     # thumbnail service, Pillow and pluggy for a caller, flask or pytest for any of them).
-    unwanted = set().union(*EXTRAS.values()) - wanted
+    unwanted = set().union(*EXTRAS.values()) - wanted - VENV_OWN
     assert NEVER_IN_A_SERVICE <= unwanted
     assert not unwanted & set(installed), f"{extra or 'caller'} has {sorted(unwanted & set(installed))}"
     pins = locked()
