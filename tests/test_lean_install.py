@@ -3,7 +3,8 @@ with) get `pip install -c requirements.lock "<clone>[validator]"`, `"<clone>[thu
 bare `"<clone>"`, from a copy of the checkout as git holds it (no generated protos: the build makes
 them). None of them has the gateway's, the tests' or the benchmarks' packages; what they have is at
 the lock's versions; each service then runs from its venv alone and answers gRPC calls made from
-the caller's venv, with nothing but the `protos` package and its three gRPC dependencies.
+the caller's venv (the generated stubs, and protos.client), which has nothing but the `protos`
+package and its gRPC dependencies.
 
 Needs PyPI (pip's cache makes it quick: well under a minute after `make install`)."""
 from __future__ import annotations
@@ -163,17 +164,18 @@ def caller(tmp_path_factory, clone) -> Venv:
 
 
 CALLER = textwrap.dedent('''
-    """Run by the caller's venv: health until SERVING, then the service's calls; prints JSON."""
+    """Run by the caller's venv: health until SERVING, then the service's calls, through the
+    generated stubs and through protos.client; prints JSON."""
     import json, sys, time
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_status import rpc_status
-    from google.rpc import error_details_pb2
-    from protos.upload.v1 import common_pb2, thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
+    from protos.client import ThumbnailClient, ValidatorClient, connect, error_reason
+    from protos.upload.v1 import common_pb2, validator_pb2, validator_pb2_grpc
 
-    service, address, image = sys.argv[1], sys.argv[2], open(sys.argv[3], "rb").read()
+    service, address, path = sys.argv[1], sys.argv[2], sys.argv[3]
+    image = open(path, "rb").read()
     out = {"protos": validator_pb2.__file__}
-    with grpc.insecure_channel(address) as channel:
+    with connect(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 30
         while True:
@@ -187,25 +189,19 @@ CALLER = textwrap.dedent('''
                 raise SystemExit(f"{address} did not report SERVING within 30 s")
             time.sleep(0.1)
         out["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-        info = common_pb2.FileInfo(original_name="dot.png", declared_size=len(image))
         if service == "validator":
             stub = validator_pb2_grpc.ValidatorStub(channel)
+            info = common_pb2.FileInfo(original_name="dot.png", declared_size=len(image))
             verdict = stub.Check(validator_pb2.CheckRequest(info=info, head=image, size=len(image)), timeout=10)
             out["verdict"] = [verdict.accepted, verdict.detected_type, verdict.width, verdict.height]
+            verdict = ValidatorClient(channel).validate_file(path)
+            out["streamed"] = [verdict.accepted, verdict.detected_type]
             try:  # an error, with its google.rpc.Status (grpcio-status) in the trailers
-                stub.Check(validator_pb2.CheckRequest(info=common_pb2.FileInfo(original_name="x" * 2000 + ".png"),
-                                                      head=image, size=len(image)), timeout=10)
+                ValidatorClient(channel).check("x" * 2000 + ".png", image)
             except grpc.RpcError as error:
-                (detail,) = rpc_status.from_call(error).details
-                reason = error_details_pb2.ErrorInfo()
-                detail.Unpack(reason)
-                out["error"] = [error.code().name, reason.domain, reason.reason]
+                out["error"] = [error.code().name, error_reason(error)]
         else:
-            stub = thumbnail_pb2_grpc.ThumbnailStub(channel)
-            requests = [thumbnail_pb2.RenderRequest(options=thumbnail_pb2.RenderOptions(
-                            info=info, mime_type="image/png", max_width=16, max_height=16)),
-                        thumbnail_pb2.RenderRequest(chunk=image)]
-            thumb = stub.Render(iter(requests), timeout=30)
+            thumb = ThumbnailClient(channel).render_file(path, "image/png", box=(16, 16))
             out["thumbnail"] = [thumb.mime_type, thumb.width, thumb.height, len(thumb.data) > 0]
     print(json.dumps(out))
 ''')
@@ -243,8 +239,8 @@ def test_a_service_installs_alone_and_serves_a_caller_that_has_only_protos(servi
     assert Path(out["protos"]).is_relative_to(caller.path)
     assert out["health"] == "SERVING"
     if service == "validator":
-        assert out["verdict"] == [True, "image/png", 40, 30]
-        assert out["error"][:2] == ["INVALID_ARGUMENT", "upload.v1"] and out["error"][2]
+        assert out["verdict"] == [True, "image/png", 40, 30] and out["streamed"] == [True, "image/png"]
+        assert out["error"] == ["INVALID_ARGUMENT", "INVALID_INPUT"]
     else:
         mime, width, height, data = out["thumbnail"]
         assert mime in ("image/png", "image/jpeg") and (width, height) == (16, 12) and data
