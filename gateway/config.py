@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from protos.tls import ClientTls
+
 # expires_in is kept in a 32-bit column (tus) and must stay far from datetime's
 # year 9999: FILE_MAX_TTL may not pass this (68 years).
 LARGEST_FILE_TTL = 2**31 - 1
@@ -93,6 +95,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "GATEWAY_CONNECTIONS": connections,
         "VALIDATOR_ADDR": env.get("VALIDATOR_ADDR", "127.0.0.1:50051"),
         "THUMBNAIL_ADDR": env.get("THUMBNAIL_ADDR", "127.0.0.1:50052"),
+        # TLS to both services (GRPC_TLS_CA, and GRPC_TLS_CERT/_KEY for mutual TLS); None: plaintext.
+        "GRPC_TLS": ClientTls.from_env(env, who="the gateway"),
         "DATA_DIR": data_dir,
         # Empty: a SQLite file in DATA_DIR.
         "DATABASE_URL": env.get("DATABASE_URL", ""),

@@ -42,6 +42,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         # themselves (processes) are the servicer's own slots, THUMBNAIL_WORKERS.
         limits=Limits(frozenset({f"/{SERVICE_NAME}/Render"}), settings.workers * CALLS_PER_RENDER,
                       settings.stream_idle_timeout, settings.max_call_time),
+        tls=settings.tls,
     )
 
 

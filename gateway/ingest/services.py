@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.metrics import ClientCallMetrics
 from protos.errors import TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
 from protos.streaming import file_info, render_requests
+from protos.tls import open_channel
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 
 log = logging.getLogger("upload.gateway")
@@ -166,9 +167,10 @@ class ValidationStream:
 class Services:
     def __init__(self, config: dict):
         self.config = config
+        tls = config.get("GRPC_TLS")  # None: plaintext
         self._raw = {
-            "validator": grpc.insecure_channel(config["VALIDATOR_ADDR"], options=CHANNEL_OPTIONS),
-            "thumbnail": grpc.insecure_channel(config["THUMBNAIL_ADDR"], options=CHANNEL_OPTIONS),
+            "validator": open_channel(config["VALIDATOR_ADDR"], tls, CHANNEL_OPTIONS),
+            "thumbnail": open_channel(config["THUMBNAIL_ADDR"], tls, CHANNEL_OPTIONS),
         }
         # Every call on them is counted by method and status code, and timed (/metrics).
         self.channels = {name: grpc.intercept_channel(channel, ClientCallMetrics(name))

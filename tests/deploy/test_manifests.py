@@ -6,6 +6,7 @@ names that are real), tied back to the code they configure where that can be don
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -456,15 +457,30 @@ def test_build_context_holds_what_the_dockerfiles_copy_and_nothing_local():
 
 # --- the HEALTHCHECK script, against real services ---
 
-def run_healthcheck(*args: str) -> int:
-    return subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), *args], capture_output=True, timeout=30).returncode
+def run_healthcheck(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # The images run it from /app, beside the project's packages (protos.tls): so here, from ROOT.
+    return subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), *args], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def test_grpc_healthcheck_passes_on_a_serving_validator_and_fails_on_nothing(validator):
     from tests.conftest import free_port
 
-    assert run_healthcheck("grpc", validator.address) == 0
-    assert run_healthcheck("grpc", f"127.0.0.1:{free_port()}") == 1
+    assert run_healthcheck("grpc", validator.address).returncode == 0
+    assert run_healthcheck("grpc", f"127.0.0.1:{free_port()}").returncode == 1
+
+
+def test_grpc_healthcheck_speaks_mutual_tls_with_the_containers_own_settings(start_validator, pki):
+    from validator_service.config import Settings
+
+    # As in the image: the service's own certificate, key and CA, and the name its certificate carries.
+    own = {**pki.validator.env(pki.ca), "GRPC_TLS_SERVER_NAME": "validator"}
+    running = start_validator(settings=Settings.from_env(own))
+    assert run_healthcheck("grpc", running.address, env=own).returncode == 0
+    plaintext = run_healthcheck("grpc", running.address)
+    assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stderr
+    half = run_healthcheck("grpc", running.address, env={"GRPC_TLS_CERT": str(pki.validator.cert)})
+    assert half.returncode == 1 and "GRPC_TLS_CERT is set but GRPC_TLS_KEY is not" in half.stderr
 
 
 def test_gateway_starts_with_its_image_env_and_its_healthcheck_passes(tmp_path, validator, thumbnailer):
@@ -478,8 +494,8 @@ def test_gateway_starts_with_its_image_env_and_its_healthcheck_passes(tmp_path, 
     try:
         url = urlsplit(healthcheck_command(final)[3])
         assert url.path == "/healthz"
-        assert run_healthcheck("http", f"{gateway.url}{url.path}") == 0
-        assert run_healthcheck("http", f"{gateway.url}/no-such-path") == 1
+        assert run_healthcheck("http", f"{gateway.url}{url.path}").returncode == 0
+        assert run_healthcheck("http", f"{gateway.url}/no-such-path").returncode == 1
     finally:
         gateway.proc.terminate()
         gateway.proc.wait(timeout=15)
