@@ -252,3 +252,37 @@ def test_each_process_started_with_settings_that_cannot_work_stops_with_the_sent
                                  "THUMBNAIL_METRICS_PORT": "0", **env})
     assert result.returncode == 1, result.stderr
     assert sentence in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+# --- the README's recipe ---
+
+def readme_recipe() -> str:
+    """The first shell block of the README's "Mutual TLS" section: how an operator makes the files."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Mutual TLS"):]
+    block = section[section.index("```sh\n") + len("```sh\n"):]
+    return block[:block.index("```")]
+
+
+def test_the_readmes_openssl_recipe_makes_certificates_that_work(tmp_path, start_validator):
+    if shutil.which("openssl") is None:
+        pytest.fail("The openssl command is missing (the README's recipe uses it): "
+                    "run 'sudo apt-get install openssl', then the tests again.", pytrace=False)
+    made = subprocess.run(["bash", "-euc", readme_recipe()], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    tls = tmp_path / "tls"
+
+    def env(name: str, **more) -> dict:
+        return {"GRPC_TLS_CERT": str(tls / f"{name}.pem"), "GRPC_TLS_KEY": str(tls / f"{name}.key"),
+                "GRPC_TLS_CA": str(tls / "ca.pem"), **more}
+
+    validator = start_validator(settings=ValidatorSettings.from_env(env("validator")))
+    assert health(validator.address, ClientTls.from_env(env("gateway"))) == SERVING
+    # The images' health check presents the service's own certificate, and dials 127.0.0.1 by another name.
+    assert health(validator.address, ClientTls.from_env(env("validator", GRPC_TLS_SERVER_NAME="validator"))) \
+        == SERVING
+    refused(validator.address, ClientTls.from_env({"GRPC_TLS_CA": str(tls / "ca.pem")}))
+    # The gateway's certificate is for client use only: a service cannot serve with it.
+    wrong = start_validator(settings=ValidatorSettings.from_env(env("gateway")))
+    refused(wrong.address, ClientTls.from_env(env("gateway", GRPC_TLS_SERVER_NAME="gateway")))
