@@ -22,7 +22,7 @@ import os
 import ssl
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -81,7 +81,10 @@ def _key_of(cert_path: str, key_path: str) -> bytes:
 
 
 def _paths(env: Mapping[str, str]) -> tuple[str, str, str]:
-    cert, key, ca = (env.get(CERT, "").strip(), env.get(KEY, "").strip(), env.get(CA, "").strip())
+    # Read by their literal names: tests/test_settings_documented.py finds settings that way.
+    cert = env.get("GRPC_TLS_CERT", "").strip()
+    key = env.get("GRPC_TLS_KEY", "").strip()
+    ca = env.get("GRPC_TLS_CA", "").strip()
     if cert and not key:
         raise TlsSettingError(f"{CERT} is set but {KEY} is not: a certificate is presented with the private "
                               "key it was made for, so set both (or neither).")
@@ -100,7 +103,7 @@ def _stop(error: TlsSettingError) -> SystemExit:
 @dataclass(frozen=True)
 class _ServerFiles:
     cert: bytes
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or a traceback's locals
     ca: bytes | None
 
     def configuration(self):
@@ -189,9 +192,10 @@ class ServerTls:
 @dataclass(frozen=True)
 class ClientTls:
     """What a caller (the gateway, the health check) needs to reach TLS services."""
-    ca: bytes
-    cert: bytes | None = None
-    key: bytes | None = None
+    ca: bytes = field(repr=False)
+    cert: bytes | None = field(default=None, repr=False)
+    # Never in a log line or a dump of the gateway's settings.
+    key: bytes | None = field(default=None, repr=False)
     # The name expected in the services' certificates, instead of the target's host
     # (for targets that are IP addresses, or names the certificates do not carry).
     server_name: str = ""
@@ -208,7 +212,7 @@ class ClientTls:
     @classmethod
     def _from_env(cls, env: Mapping[str, str], who: str) -> ClientTls | None:
         cert_path, key_path, ca_path = _paths(env)
-        server_name = env.get(SERVER_NAME, "").strip()
+        server_name = env.get("GRPC_TLS_SERVER_NAME", "").strip()
         if not ca_path:
             # No silent plaintext for a caller that was given TLS settings, nor a silent
             # fallback to public roots: the services' certificates come from a CA of the operator's.

@@ -60,7 +60,7 @@ def mutual_validator(start_validator, pki):
 
 def test_an_upload_goes_through_a_real_gateway_to_both_services_over_mutual_tls(tmp_path, pki):
     v_port, t_port = free_port(), free_port()
-    gateway_tls = client(pki.ca, pki.gateway, server_name="localhost")
+    gateway_tls = client(pki.ca, pki.gateway)
     with service_process("validator_service", "VALIDATOR_ADDR", v_port, pki.validator.env(pki.ca), tls=gateway_tls), \
             service_process("thumbnail_service", "THUMBNAIL_ADDR", t_port, pki.thumbnail.env(pki.ca), tls=gateway_tls):
         gateway = start_gateway_process(tmp_path / "data", f"127.0.0.1:{v_port}", f"127.0.0.1:{t_port}",
