@@ -70,13 +70,15 @@ def _key_of(cert_path: str, key_path: str) -> bytes:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_path, key_path, password=_refuse_passphrase)
     except _Encrypted:
         raise TlsSettingError(f"{KEY} ({key_path}) is protected by a passphrase, which gRPC cannot use: "
-                              f"give it the key without one (openssl pkey -in {key_path} -out key.pem).") from None
+                              f"give the key without it (openssl pkey -in {key_path} -out plain.key).") from None
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise TlsSettingError(f"{KEY} ({key_path}) is not the private key of the certificate in {CERT} "
                                   f"({cert_path}): give the key that certificate was made for.") from None
         raise TlsSettingError(f"{KEY} ({key_path}) holds no PEM private key "
                               "(-----BEGIN PRIVATE KEY-----) that TLS can use.") from None
+    except OSError as exc:  # (after SSLError, one of its kind) removed since it was read: a renewal under way
+        raise TlsSettingError(f"{KEY} names {key_path}, which cannot be read ({exc.strerror}).") from None
     return data
 
 
