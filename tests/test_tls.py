@@ -286,3 +286,16 @@ def test_the_readmes_openssl_recipe_makes_certificates_that_work(tmp_path, start
     # The gateway's certificate is for client use only: a service cannot serve with it.
     wrong = start_validator(settings=ValidatorSettings.from_env(env("gateway")))
     refused(wrong.address, ClientTls.from_env(env("gateway", GRPC_TLS_SERVER_NAME="gateway")))
+
+
+def test_an_internal_caller_uses_protos_client_with_the_same_settings(mutual_validator, pki):
+    from protos.client import ValidatorClient, connect
+
+    tls = ClientTls.from_env({**pki.gateway.env(pki.ca), "GRPC_TLS_SERVER_NAME": "validator"})
+    with connect(mutual_validator.address, tls.credentials(), tls.options()) as channel:
+        verdict = ValidatorClient(channel).check("notes.txt", b"hello\n")
+    assert verdict.accepted and verdict.detected_type == "text/plain"
+    with connect(mutual_validator.address) as channel, pytest.raises(grpc.RpcError) as plaintext:
+        ValidatorClient(channel).check("notes.txt", b"hello\n", timeout=2)
+    # The client retries UNAVAILABLE until its deadline: either way, a plaintext caller gets nothing.
+    assert plaintext.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
