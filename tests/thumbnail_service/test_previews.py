@@ -316,3 +316,65 @@ def test_no_ffmpeg_means_no_video_renderer(monkeypatch, tmp_path):
 
     renderers = collect_renderers(create_plugins(env={}))
     assert "video/mp4" not in renderers and "application/pdf" in renderers
+
+
+# --- every renderer at once ---
+
+def mixed_samples(tmp_path) -> dict[str, tuple[bytes, str, tuple[int, int]]]:
+    """name: (bytes, MIME type, thumbnail size) of one file per built-in renderer."""
+    red = Image.new("RGB", (300, 200), "red")
+    return {
+        "heic": (heif_bytes(red), "image/heic", (200, 133)),
+        "avif": (encode(red, "AVIF"), "image/avif", (200, 133)),
+        "jpeg": (encode(red, "JPEG"), "image/jpeg", (200, 133)),
+        "pdf": (pdf_page("red", (300, 200)), "application/pdf", (200, 134)),
+        "mp4": (ffmpeg("-f", "lavfi", "-i", "color=c=red:s=300x200:r=10:d=1.5", "-pix_fmt", "yuv420p",
+                       output=tmp_path / "red.mp4"), "video/mp4", (200, 133)),
+        "webm": (ffmpeg("-f", "lavfi", "-i", "color=c=red:s=300x200:r=10:d=1.5", "-c:v", "libvpx-vp9",
+                        output=tmp_path / "red.webm"), "video/webm", (200, 133)),
+    }
+
+
+def test_every_renderer_gives_right_answers_to_concurrent_calls(start_thumbnailer, tmp_path):
+    samples = mixed_samples(tmp_path)
+    running = start_thumbnailer(settings=Settings(workers=len(samples)))
+    stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
+    for _ in range(2):
+        calls = {}
+        for name, (data, mime, _) in samples.items():
+            requests = [thumbnail_pb2.RenderRequest(options=thumbnail_pb2.RenderOptions(mime_type=mime)),
+                        thumbnail_pb2.RenderRequest(chunk=data)]
+            calls[name] = stub.Render.future(iter(requests), timeout=30)
+        for name, call in calls.items():
+            reply = call.result()
+            expected = samples[name][2]
+            assert abs(reply.width - expected[0]) <= 1 and abs(reply.height - expected[1]) <= 1, (name, reply)
+            assert near(centre(open_thumb(reply)), RED), name
+
+
+def test_image_and_pdf_renderers_are_safe_from_several_threads_of_one_process(tmp_path):
+    from thumbnail_service.renderers import PILLOW_FORMATS, render_raster
+
+    samples = {name: sample for name, sample in mixed_samples(tmp_path).items() if name in ("heic", "avif", "jpeg", "pdf")}
+    failures, results = [], []
+
+    def work(name: str) -> None:
+        data, mime, _ = samples[name]
+        try:
+            for _ in range(8):
+                if mime == "application/pdf":
+                    im = render_pdf(io.BytesIO(data), (200, 200))
+                else:
+                    im = render_raster(io.BytesIO(data), (200, 200), formats=PILLOW_FORMATS[mime])
+                results.append((name, centre(im)))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            failures.append((name, exc))
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in samples for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert len(results) == 8 * 2 * len(samples)
+    assert all(near(pixel, RED) for _, pixel in results)
