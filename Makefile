@@ -76,11 +76,15 @@ fuzz: system-deps protos
 
 install: system-deps $(STAMP) protos $(NODE_STAMP)
 
-# libmagic is the one system library the services need; Debian usually has it.
+# libmagic is the one system library the services need; Debian usually has it. ffmpeg is the
+# program the thumbnail service makes video posters with (thumbnail_service/video.py).
 system-deps:
 	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library('magic') else 1)" || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmagic1; \
 	  else echo "libmagic is missing: run 'sudo apt-get install libmagic1', then make again." >&2; exit 1; fi; }
+	@command -v ffmpeg >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
+	  else echo "ffmpeg is missing (video thumbnails): run 'sudo apt-get install ffmpeg', then make again." >&2; exit 1; fi; }
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { echo "Creating a virtualenv failed: on Debian run 'sudo apt-get install python3-venv'." >&2; exit 1; }

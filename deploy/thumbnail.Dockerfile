@@ -34,8 +34,13 @@ RUN pip install --no-cache-dir -c requirements.lock -e ".[thumbnail]" \
 
 # ---- runtime ----
 FROM python:3.11-slim-bookworm
-# No apt packages: Pillow's wheel carries its own image libraries.
-RUN groupadd --system --gid 10001 upload \
+# ffmpeg: the video renderer's program (poster frames of mp4, webm, mov). Bookworm's 5.1 line,
+# security updates included (an exact pin would vanish from the archive with the next one).
+# The image libraries need no package: Pillow's, pypdfium2's and pillow-heif's wheels carry theirs.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg=7:5.1.* \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 upload \
  && useradd --system --uid 10001 --gid upload --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin upload
 # Root owns the code: the service cannot change what it runs.
 COPY --from=builder /opt/venv /opt/venv

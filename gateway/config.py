@@ -133,6 +133,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "THUMBNAIL_TIMEOUT": number("THUMBNAIL_TIMEOUT", 5.0, float),
         # Seconds between attempts to fill in thumbnails that could not be made at upload time.
         "THUMBNAIL_RETRY_INTERVAL": number("THUMBNAIL_RETRY_INTERVAL", 15.0, float),
+        # Seconds the thumbnail service's list of renderable types is kept before it is read again.
+        "THUMBNAIL_RENDERERS_TTL": number("THUMBNAIL_RENDERERS_TTL", 30.0, float),
         # Longest time one upload may stream, start to end.
         "UPLOAD_TIMEOUT": number("UPLOAD_TIMEOUT", 3600.0, float),
         # Seconds a health probe of a gRPC service may take before it counts as down.

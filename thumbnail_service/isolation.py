@@ -22,6 +22,12 @@ The call's thread forwards the upload to the child as it arrives, so decoding
 still overlaps the transfer: in the child a thread feeds an IncomingFile that
 the renderer reads, exactly as the plugin contract says. The answer (the encoded
 thumbnail, or the error's class and sentence) comes back on a second pipe.
+
+A child leads a process group of its own, and stopping a render stops the
+group: a program a renderer runs (ffmpeg, for the video renderer) goes with
+it. The budget holds as the soft limits; the hard memory limit is left where
+it was, so that such a renderer can give the program a budget of its own
+(``current_budget()`` says what this render's is).
 """
 from __future__ import annotations
 
@@ -138,15 +144,20 @@ class RenderChild:
         self._close_input()
 
     def cancel(self) -> None:
-        """Stop the render now (from any thread: the caller went away). Only signals:
-        reading the child's exit status is the call's own thread's (``_finish``)."""
+        """Stop the render now (from any thread: the caller went away), and any
+        program it runs. Only signals: reading the child's exit status is the call's
+        own thread's (``_finish``); until then its pid, which is also its process
+        group's id, can be no one else's."""
         with self._lock:
             if not self._reaped:
                 self._stopped = True
                 try:
-                    os.kill(self._process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                except ProcessLookupError:  # not yet its own group's leader: itself alone
+                    try:
+                        os.kill(self._process.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
     def abort(self) -> None:
         """The upload failed: stop the render and reap it."""
@@ -218,7 +229,19 @@ def _rebuild(budget: Budget, class_names: list[str], message: str) -> UploadErro
 
 # --- in the child ---
 
+_budget: Budget | None = None  # this process's render budget, in a render's process
+
+
+def current_budget() -> Budget | None:
+    """The budget of the render this process runs (None outside a render's process):
+    what a renderer gives a program it starts, which the render's own limits do not hold."""
+    return _budget
+
+
 def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result) -> None:
+    global _budget
+    _budget = budget
+    os.setpgid(0, 0)  # a group of its own: stopping the render stops what it started
     Image.MAX_IMAGE_PIXELS = budget.max_pixels
     source = IncomingFile(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
     threading.Thread(target=_feed, args=(data, source), daemon=True).start()
@@ -226,8 +249,13 @@ def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, r
     # starts with (the interpreter, Pillow, the renderers) is not the render's to pay for.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump a core otherwise
     resource.setrlimit(resource.RLIMIT_CPU, (budget.cpu_seconds, budget.cpu_seconds + 1))
+    # The soft limit is the budget. The hard one stays: a program the renderer starts
+    # (ffmpeg maps ~300 MiB of libraries) gets a budget of its own (thumbnail_service.video).
     limit = _address_space() + budget.memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     result.send_bytes(pickle.dumps(_render(render, box, source), protocol=pickle.HIGHEST_PROTOCOL))
 
 

@@ -95,6 +95,11 @@ def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "
             time.sleep(delay)
 
 
+# The thumbnail service's list of renderers is read again when it is old, or when a file of a
+# type not on it arrives, but not more often than this (seconds): a stream of files of types
+# that have no renderer, or a service that is down, costs one GetRenderers call per this.
+RENDERERS_RECHECK = 5.0
+
 # How often a Validate stream waiting for the rest of its upload tells the validator it is
 # still there (well under the validator's GRPC_STREAM_IDLE_TIMEOUT, 60 s by default).
 KEEPALIVE = 15.0
@@ -180,6 +185,8 @@ class Services:
         self._policy: validator_pb2.Policy | None = None
         self._policy_at = 0.0
         self._renderable: frozenset[str] | None = None
+        self._renderable_at = float("-inf")  # when it was read
+        self._renderers_tried = float("-inf")  # when reading it was last tried
         self._lock = threading.Lock()
 
     # --- validator ---
@@ -220,14 +227,43 @@ class Services:
 
     # --- thumbnails ---
 
-    def renderable(self) -> frozenset[str]:
-        """MIME types the thumbnail service renders (asked once, then cached)."""
-        if self._renderable is None:
+    def renderable(self, mime_type: str | None = None, fresh: bool = False) -> frozenset[str]:
+        """MIME types the thumbnail service renders. The list is read again once it is
+        THUMBNAIL_RENDERERS_TTL seconds old, when asked about a ``mime_type`` not on it,
+        and after ``forget_renderers``, but never more often than every RENDERERS_RECHECK
+        seconds: a thumbnail service restarted with a new renderer is used without
+        restarting the gateway. While the service cannot be reached the last list read is
+        used; with none yet, or when asked for a ``fresh`` one, the UploadError is raised."""
+        now = time.monotonic()
+        with self._lock:
+            known, age = self._renderable, now - self._renderable_at
+            stale = known is None or age >= self.config["THUMBNAIL_RENDERERS_TTL"] or (
+                mime_type is not None and mime_type not in known)
+            if not fresh and (not stale or (known is not None and now - self._renderers_tried < RENDERERS_RECHECK)):
+                return known
+            self._renderers_tried = now
+        # A service that does not answer costs a known list's readers one health check's time.
+        timeout = self.config["THUMBNAIL_TIMEOUT"] if known is None or fresh else self.config["HEALTH_TIMEOUT"]
+        try:
             reply = call_with_retry(
                 lambda left: self.thumbnailer.GetRenderers(thumbnail_pb2.GetRenderersRequest(), timeout=left),
-                self.config["THUMBNAIL_TIMEOUT"], "GetRenderers")
-            self._renderable = frozenset(reply.mime_types)
-        return self._renderable
+                timeout, "GetRenderers")
+        except UploadError:
+            if known is None or fresh:
+                raise
+            return known
+        renderable = frozenset(reply.mime_types)
+        with self._lock:
+            if self._renderable is not None and renderable != self._renderable:
+                log.info("the thumbnail service now renders %s", ", ".join(sorted(renderable)) or "nothing")
+            self._renderable, self._renderable_at = renderable, time.monotonic()
+        return renderable
+
+    def forget_renderers(self) -> None:
+        """The thumbnail service has no renderer for a type (it was restarted with fewer, or
+        the type is not on its list): the list is read again at the next ask."""
+        with self._lock:
+            self._renderable_at = float("-inf")
 
     def render(self, open_chunks: Callable[[], Iterator[bytes]], original_name: str, mime_type: str,
                size: int, timeout: float | None = None):

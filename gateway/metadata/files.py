@@ -178,6 +178,26 @@ class FileRepository:
         with self.engine.connect() as conn:
             return [_row(m) for m in conn.execute(query).mappings()]
 
+    def set_thumbnail_if(self, file_id: str, status_was: str, thumbnail: str | None, status: str) -> bool:
+        """set_thumbnail, only while the row's status is still ``status_was`` (another
+        process may have given it a thumbnail meanwhile); False when it is not, or gone."""
+        with self.engine.begin() as conn:
+            result = conn.execute(files.update().where(files.c.id == file_id, files.c.thumbnail_status == status_was)
+                                  .values(thumbnail=thumbnail, thumbnail_status=status))
+        return result.rowcount > 0
+
+    def without_thumbnails(self, types: Iterable[str], statuses: Iterable[str], after: str = "",
+                           limit: int = 100, now: datetime | None = None) -> list[FileRow]:
+        """Live files of one of ``types`` whose thumbnail status is one of ``statuses``, in
+        id order after ``after`` (a backfill walks them a batch at a time)."""
+        now = now or datetime.now(timezone.utc)
+        query = (files.select()
+                 .where(files.c.thumbnail_status.in_(list(statuses)), files.c.type.in_(list(types)),
+                        files.c.id > after, sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now))
+                 .order_by(files.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [_row(m) for m in conn.execute(query).mappings()]
+
     def per_minute(self, since: datetime) -> dict[datetime, tuple[int, int]]:
         """Files uploaded from ``since`` on, counted per minute (UTC) in the
         database: {minute: (files, bytes)}. Every gateway replica sharing the

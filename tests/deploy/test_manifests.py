@@ -273,7 +273,7 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
         words = command.split()
         if words[:2] == ["apt-get", "install"]:
             packages |= {word.split("=")[0] for word in words[2:] if not word.startswith("-")}
-    assert packages == ({"libmagic1"} if service == "validator" else set())
+    assert packages == {"validator": {"libmagic1"}, "thumbnail": {"ffmpeg"}}.get(service, set())
 
     # A fixed, numeric, non-root user (Kubernetes' runAsNonRoot can check it).
     (user,) = final.all("USER")
