@@ -10,15 +10,24 @@ their imports run (checked by import-linter, see pyproject.toml):
     metadata        the records: schema, migrations, repositories
 
 The modules beside them (config, errors, metrics, background) are used by all.
+
+Importing this package imports nothing beyond the standard library: a plugin
+manager may import a hookspecs module from it, and a validator or thumbnail
+install has no Flask.
 """
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from gateway import config
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: dict | None = None) -> Flask:
+    from flask import Flask
+
+    from gateway import config
+
     app = Flask(__name__)
     app.config.update(config.from_env())
     if test_config:
