@@ -33,6 +33,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 SPEC_MODULES = (
     "validator_service.hookspecs",
     "thumbnail_service.hookspecs",
+    "gateway.hookspecs",
 )
 
 

@@ -79,7 +79,7 @@ def test_every_hookspec_module_imports_without_any_services_dependencies():
     result = subprocess.run([sys.executable, "-c", BLOCKING, ",".join(NOT_IN_HOOKSPECS)], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "'upload_thumbnail_renderers'" in result.stdout and "'upload_check'" in result.stdout
+    assert "'upload_file_stored'" in result.stdout and "'upload_check'" in result.stdout
 
 
 PLUGIN_OF_EVERY_SERVICE = '''
@@ -90,8 +90,8 @@ def upload_removed_file_types():
     return ["doc"]
 
 @hookimpl
-def upload_thumbnail_renderers():
-    return []
+def upload_file_stored(record):
+    pass
 '''
 
 ALONE = """
