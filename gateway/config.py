@@ -73,6 +73,22 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         if value < 0:
             raise SystemExit(f"{name} must be 0 (no limit) or more, got {value}.")
 
+    webhooks = webhook_urls(env.get("WEBHOOK_URLS", ""))
+    webhook_secret = env.get("WEBHOOK_SECRET", "")
+    if webhooks and not webhook_secret.strip():
+        raise SystemExit("WEBHOOK_URLS needs WEBHOOK_SECRET, the key each POST is signed with "
+                         "(X-Upload-Signature-256), so that receivers can tell the gateway's events from forged ones: "
+                         "e.g. WEBHOOK_SECRET=$(openssl rand -hex 32), the same value on the receivers.")
+    webhook_timeout = number("WEBHOOK_TIMEOUT", 10.0, float)
+    if not 0 < webhook_timeout <= 300:
+        raise SystemExit(f"WEBHOOK_TIMEOUT must be more than 0 and at most 300 seconds, got {webhook_timeout}.")
+    retry_max_delay = number("EVENT_RETRY_MAX_DELAY", 600.0, float)
+    if not 1 <= retry_max_delay <= 86400:
+        raise SystemExit(f"EVENT_RETRY_MAX_DELAY must be from 1 to 86400 seconds, got {retry_max_delay}.")
+    give_up_after = number("EVENT_GIVE_UP_AFTER", 3 * 86400.0, float)
+    if give_up_after < 0:
+        raise SystemExit(f"EVENT_GIVE_UP_AFTER must be 0 (never) or a number of seconds, got {give_up_after}.")
+
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
@@ -203,6 +219,17 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Bytes left free on the data disk for the database, thumbnails and deletions:
         # an upload that would eat into them gets 507 (0: uploads may fill the disk).
         "DISK_RESERVE": number("DISK_RESERVE", 32 * 1024 * 1024),
+        # Plugin modules to load (comma-separated), as the services do.
+        "UPLOAD_PLUGINS": env.get("UPLOAD_PLUGINS", ""),
+        # Where every event about files (stored, deleted, expired) is POSTed, signed with
+        # WEBHOOK_SECRET; each within WEBHOOK_TIMEOUT seconds per step (connect, send, answer).
+        "WEBHOOK_URLS": webhooks,
+        "WEBHOOK_SECRET": webhook_secret,
+        "WEBHOOK_TIMEOUT": webhook_timeout,
+        # A plugin (a webhook) that failed an event gets it again after a pause doubling from 1 s
+        # up to this many seconds; after EVENT_GIVE_UP_AFTER seconds (0: never) it is given up.
+        "EVENT_RETRY_MAX_DELAY": retry_max_delay,
+        "EVENT_GIVE_UP_AFTER": give_up_after,
         # Seconds a client has for the request line and headers, from their first byte
         # (and a new connection to send that byte); then 408 and the connection is closed.
         "CLIENT_HEADER_TIMEOUT": number("CLIENT_HEADER_TIMEOUT", 30.0, float),
@@ -220,6 +247,26 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # its request may hold in memory (x GATEWAY_CONNECTIONS, in the worst case).
         "MAX_HEADER_BLOCK": number("MAX_HEADER_BLOCK", 64 * 1024),
     }
+
+
+def webhook_urls(raw: str) -> list[str]:
+    """WEBHOOK_URLS: comma-separated http(s) URLs, each once."""
+    from urllib.parse import urlsplit
+
+    urls = []
+    for url in (part.strip() for part in raw.split(",")):
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number
+            valid = False
+        if not valid:
+            raise SystemExit(f"WEBHOOK_URLS: {url!r} is not an http:// or https:// URL with a host.")
+        if url not in urls:
+            urls.append(url)
+    return urls
 
 
 def is_loopback(host: str) -> bool:

@@ -181,6 +181,7 @@ def make_app(tmp_path, validator, thumbnailer, new_database_url):
         app.extensions["thumbnails"].stop()
         app.extensions["file_reaper"].stop()
         app.extensions["tus_reaper"].stop()
+        app.extensions["events"].stop()
         if "reconcile_timer" in app.extensions:
             app.extensions["reconcile_timer"].stop()
         app.extensions["services"].close()

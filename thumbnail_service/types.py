@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from PIL import Image
+if TYPE_CHECKING:  # every service's plugin manager imports the hookspecs: Pillow only where it renders
+    from PIL import Image
 
 # render(source, (max_width, max_height)) -> an image no larger than the box.
 # ``source`` is a seekable, read-only binary file holding the whole upload.
 # The upload may still be arriving: a read waits for the bytes it asks for, so
 # read only what you need. It has no fileno(). Raise protos.errors.InvalidInput
 # for a damaged file, TooLarge for one over limits.
-RenderFunction = Callable[[BinaryIO, tuple[int, int]], Image.Image]
+RenderFunction = Callable[[BinaryIO, tuple[int, int]], "Image.Image"]
 
 
 @dataclass(frozen=True)

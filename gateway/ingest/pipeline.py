@@ -22,6 +22,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from gateway import metrics
+from gateway.hookspecs import FILE_DELETED
 from gateway.ingest.hashing import StreamHasher
 from gateway.ingest.names import extension, sanitize
 from gateway.ingest.services import Services
@@ -298,9 +299,11 @@ class Ingest:
             raise
         return row
 
-    def remove(self, row: FileRow) -> bool:
+    def remove(self, row: FileRow, event: str = FILE_DELETED) -> bool:
         """Delete a stored file (DELETE /files/<id> and the expiry reaper); False
         when its row was already gone. Deleting what is already gone is fine.
+        ``event``: what the row's deletion reports to plugins (file.deleted, or
+        file.expired from the reaper), in the same transaction.
 
         A live file loses its row first: a crash in between leaves unlisted
         bytes, never a listed file without bytes. An expired file is already
@@ -309,7 +312,7 @@ class Ingest:
         that nothing would ever delete (an expired file must really go)."""
         if is_expired(row):
             self._delete_bytes(row)
-        removed = self.repo.delete(row.id)
+        removed = self.repo.delete(row.id, event)
         # The row as it was deleted: a thumbnail made meanwhile is named there.
         self._delete_bytes(removed or row)
         return removed is not None
