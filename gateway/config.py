@@ -37,6 +37,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     if auth not in ("off", "token"):
         raise SystemExit(f"AUTH must be off or token, got {auth!r}.")
 
+    image_metadata = env.get("IMAGE_METADATA", "strip-location").strip().lower() or "strip-location"
+    if image_metadata not in ("keep", "strip-location", "strip-all"):
+        raise SystemExit(f"IMAGE_METADATA must be keep, strip-location or strip-all, got {image_metadata!r}.")
+
     storage = env.get("STORAGE", "local").strip().lower() or "local"
     if storage not in ("local", "s3"):
         raise SystemExit(f"STORAGE must be local or s3, got {storage!r}.")
@@ -149,6 +153,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "THUMBNAIL_TIMEOUT": number("THUMBNAIL_TIMEOUT", 5.0, float),
         # Seconds between attempts to fill in thumbnails that could not be made at upload time.
         "THUMBNAIL_RETRY_INTERVAL": number("THUMBNAIL_RETRY_INTERVAL", 15.0, float),
+        # What image metadata is removed before an upload is stored (the thumbnail service's
+        # Transform): keep, strip-location (EXIF GPS, XMP naming a place) or strip-all.
+        "IMAGE_METADATA": image_metadata,
         # Seconds the thumbnail service's list of renderable types is kept before it is read again.
         "THUMBNAIL_RENDERERS_TTL": number("THUMBNAIL_RENDERERS_TTL", 30.0, float),
         # Longest time one upload may stream, start to end.

@@ -49,7 +49,7 @@ from protos import errors
 from protos.errors import InvalidInput, TimedOut, TooLarge, Unavailable, UploadError
 from protos.plugins import PluginLoadError
 from thumbnail_service.incoming import IncomingFile
-from thumbnail_service.types import Renderer, RenderFunction
+from thumbnail_service.types import Renderer, RenderFunction, Transform
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # Uploads up to this size stay in the child's memory while rendering; larger ones spill to disk.
@@ -80,9 +80,17 @@ class Budget:
         return OverBudget(f"Rendering this image needs more than the {self.describe()} a thumbnail may take.")
 
 
-def check_picklable(renderers: Iterable[Renderer]) -> None:
+def check_picklable(renderers: Iterable[Renderer], transforms: Iterable[Transform] = ()) -> None:
     """Renders run in another process: a renderer that cannot be sent there is
     a plugin error, said at start-up rather than at the first upload."""
+    for item in transforms:
+        try:
+            pickle.dumps(item.apply)
+        except Exception as exc:
+            raise PluginLoadError(
+                f"The transform {item.name!r} cannot be sent to the process that runs it "
+                f"({exc}): make its apply a module-level function or a method of a picklable object."
+            ) from None
     for renderer in renderers:
         try:
             pickle.dumps(renderer.render)
@@ -93,12 +101,13 @@ def check_picklable(renderers: Iterable[Renderer]) -> None:
             ) from None
 
 
-def start_fork_server(renderers: Iterable[Renderer]) -> None:
+def start_fork_server(renderers: Iterable[Renderer], transforms: Iterable[Transform] = ()) -> None:
     """Start the fork server now (not at the first upload), with the renderers'
     modules already imported in it."""
     modules = {"thumbnail_service.isolation", "PIL.Image"}
     # A partial's own module is functools: the function it wraps tells where it lives.
     modules.update(getattr(getattr(r.render, "func", r.render), "__module__", None) or "" for r in renderers)
+    modules.update(getattr(getattr(t.apply, "func", t.apply), "__module__", None) or "" for t in transforms)
     try:
         _CONTEXT.set_forkserver_preload(sorted(m for m in modules if m))
         multiprocessing.forkserver.ensure_running()
@@ -110,7 +119,10 @@ class RenderChild:
     """One render in a child process. The caller feeds it with ``append`` and
     ``end`` (or ``abort``), then collects ``result()`` exactly once."""
 
-    def __init__(self, render: RenderFunction, box: tuple[int, int], budget: Budget):
+    def __init__(self, render: RenderFunction, box: tuple[int, int], budget: Budget, job=None):
+        """``job``: what the child does with the upload, ``job(render, box, source)``
+        returning the answer tuple ("ok", ...) or ("error", class names, message);
+        by default ``_render`` (``transform`` runs transforms the same way)."""
         self.budget = budget
         self.size = 0  # bytes handed to the child
         self._lock = threading.Lock()
@@ -118,7 +130,8 @@ class RenderChild:
         self._reaped = False  # its exit status is read: its pid may be someone else's now
         data_r, self._data = _CONTEXT.Pipe(duplex=False)
         self._result, result_w = _CONTEXT.Pipe(duplex=False)
-        self._process = _CONTEXT.Process(target=_child, args=(render, box, budget, data_r, result_w),
+        self._process = _CONTEXT.Process(target=_child,
+                                         args=(render, box, budget, data_r, result_w, job or _render),
                                          name="render", daemon=True)
         try:
             self._process.start()
@@ -164,8 +177,9 @@ class RenderChild:
         self.cancel()
         self._finish()
 
-    def result(self, wait: float | None = None) -> tuple[bytes, str, int, int]:
-        """(thumbnail bytes, MIME type, width, height), or the render's error.
+    def result(self, wait: float | None = None) -> tuple:
+        """(thumbnail bytes, MIME type, width, height), or the render's error (a
+        ``job``'s own answer without its "ok").
         ``wait``: the most wall time a child that has all its input may still take."""
         wait = self.budget.cpu_seconds + WALL_SLACK if wait is None else wait
         answer, timed_out = None, False
@@ -185,8 +199,7 @@ class RenderChild:
         if answer is not None:
             kind, *payload = answer
             if kind == "ok":
-                data, mime, width, height = payload
-                return data, mime, width, height
+                return tuple(payload)
             raise _rebuild(self.budget, *payload)
         # SIGXCPU at the soft limit, SIGKILL at the hard one (a second later) when we did not kill it.
         if exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL and not self._stopped):
@@ -238,7 +251,7 @@ def current_budget() -> Budget | None:
     return _budget
 
 
-def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result) -> None:
+def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result, job) -> None:
     global _budget
     _budget = budget
     os.setpgid(0, 0)  # a group of its own: stopping the render stops what it started
@@ -256,7 +269,7 @@ def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, r
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    result.send_bytes(pickle.dumps(_render(render, box, source), protocol=pickle.HIGHEST_PROTOCOL))
+    result.send_bytes(pickle.dumps(job(render, box, source), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _render(render: RenderFunction, box: tuple[int, int], source: IncomingFile):
@@ -271,6 +284,30 @@ def _render(render: RenderFunction, box: tuple[int, int], source: IncomingFile):
         return "error", [c.__name__ for c in type(exc).__mro__], exc.message
     except Exception:
         return "error", ["Internal"], "The thumbnail service failed to render this file."
+
+
+def transform(applies, how: tuple[str, dict], source: IncomingFile):
+    """The transforms' job in the child: ``applies`` is [(name, apply)] for the
+    type, run in order on the previous one's output; ``how`` = (MIME type,
+    parameters). Answers ("ok", new bytes or None, removed names, transform names)."""
+    mime, parameters = how
+    try:
+        data, removed, names = None, [], []
+        for name, apply in applies:
+            current = source if data is None else io.BytesIO(data)
+            current.seek(0)
+            result = apply(current, mime, parameters)
+            if result is not None:
+                data = bytes(result.data)
+                removed += [str(r)[:64] for r in result.removed]
+                names.append(name)
+        return "ok", data, removed, names
+    except MemoryError:
+        return "error", ["OverBudget"], ""
+    except UploadError as exc:
+        return "error", [c.__name__ for c in type(exc).__mro__], exc.message
+    except Exception:
+        return "error", ["Internal"], "The thumbnail service failed to transform this file."
 
 
 def _feed(data, source: IncomingFile) -> None:

@@ -25,7 +25,7 @@ from thumbnail_service.hookspecs import Renderer
 log = logging.getLogger("upload.thumbnail")
 
 # The built-in plugins, registered first (the validator's are in validator_service.rules).
-DEFAULT_PLUGINS = (__name__, "thumbnail_service.pdf", "thumbnail_service.video")
+DEFAULT_PLUGINS = (__name__, "thumbnail_service.pdf", "thumbnail_service.video", "thumbnail_service.metadata")
 
 # HEIF images open through Pillow once libheif's opener is registered (here, so in the fork
 # server that imports this module, and so in every render's process). It applies the

@@ -21,8 +21,8 @@ from flask import Flask, current_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.metrics import ClientCallMetrics
-from protos.errors import TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
-from protos.streaming import file_info, render_requests
+from protos.errors import Internal, TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
+from protos.streaming import file_info, render_requests, transform_requests
 from protos.tls import open_channel
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 
@@ -187,6 +187,9 @@ class Services:
         self._renderable: frozenset[str] | None = None
         self._renderable_at = float("-inf")  # when it was read
         self._renderers_tried = float("-inf")  # when reading it was last tried
+        self._transformable: frozenset[str] | None = None
+        self._transformable_at = float("-inf")
+        self._transforms_tried = float("-inf")
         self._lock = threading.Lock()
 
     # --- validator ---
@@ -277,6 +280,71 @@ class Services:
         return call_with_retry(
             lambda left: self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left),
             limit if timeout is None else min(timeout, limit), "Render")
+
+    # --- transforms (before commit) ---
+
+    def transformable(self, mime_type: str | None = None) -> frozenset[str]:
+        """MIME types some transform of the thumbnail service handles, cached as the
+        renderers' list is (THUMBNAIL_RENDERERS_TTL, read again for a type not on it at
+        most every RENDERERS_RECHECK seconds). The last list read is used while the
+        service cannot be reached; with none yet the UploadError is raised (the caller
+        fails closed: it cannot know whether a file needs transforming)."""
+        now = time.monotonic()
+        with self._lock:
+            known, age = self._transformable, now - self._transformable_at
+            stale = known is None or age >= self.config["THUMBNAIL_RENDERERS_TTL"] or (
+                mime_type is not None and mime_type not in known)
+            if not stale or (known is not None and now - self._transforms_tried < RENDERERS_RECHECK):
+                return known
+            self._transforms_tried = now
+        timeout = self.config["THUMBNAIL_TIMEOUT"] if known is None else self.config["HEALTH_TIMEOUT"]
+        try:
+            reply = call_with_retry(
+                lambda left: self.thumbnailer.GetTransforms(thumbnail_pb2.GetTransformsRequest(), timeout=left),
+                timeout, "GetTransforms")
+        except UploadError:
+            if known is None:
+                raise
+            return known
+        transformable = frozenset(reply.mime_types)
+        with self._lock:
+            self._transformable, self._transformable_at = transformable, time.monotonic()
+        return transformable
+
+    def forget_transforms(self) -> None:
+        with self._lock:
+            self._transformable_at = float("-inf")
+            self._transforms_tried = float("-inf")
+
+    def transform(self, open_chunks: Callable[[], Iterator[bytes]], original_name: str, mime_type: str,
+                  size: int, parameters: dict[str, str]):
+        """Send a whole file through the thumbnail service's transforms: returns
+        (TransformResult, an iterator of the new file's chunks, empty when unchanged).
+        The call is made again while the service is briefly UNAVAILABLE, until its first
+        answer; a failure while the new bytes arrive raises its UploadError."""
+        options = thumbnail_pb2.TransformOptions(info=file_info(original_name, size), mime_type=mime_type,
+                                                 parameters=parameters)
+        # The time to send the file and get it back, on top of the work itself.
+        timeout = self.config["THUMBNAIL_TIMEOUT"] + 30.0 + size / (20 * 1024 * 1024)
+
+        def attempt(left: float):
+            replies = self.thumbnailer.Transform(transform_requests(options, open_chunks()),
+                                                 timeout=left)
+            first = next(replies, None)
+            if first is None or first.WhichOneof("part") != "result":
+                raise Internal("The thumbnail service answered a transform without its result.")
+            return first.result, replies
+
+        result, replies = call_with_retry(attempt, timeout, "Transform")
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for reply in replies:
+                    yield reply.chunk
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
+
+        return result, chunks()
 
     # --- health ---
 
