@@ -186,16 +186,16 @@ class Ingest:
     def transform_temp(self, upload: Upload, verdict) -> Transformed | None:
         """IMAGE_METADATA before commit (gateway.ingest.transform). When the upload
         changes, its temp is discarded and ``upload._temp`` becomes the new bytes'."""
-        if not self.transformer.wanted(verdict.detected_type, verdict.is_image):
-            return None
         source = self.storage.read_temp(upload._temp)
-        if source is None:
+        if source is None and self.transformer.covers(verdict.detected_type) is not False and verdict.is_image:
             # STORAGE=s3, and the file outgrew one part: its bytes are parts of an unfinished
             # multipart upload, which cannot be read back. Never stored unstripped: refused.
             raise Refused("image_metadata_too_large",
                           f"On this server's S3 storage an image larger than {human_size(self.s3_part_size)} "
                           "(S3_PART_SIZE) cannot have its metadata removed before it is stored, so it was not "
                           "stored. Upload it with tus, or remove its metadata first.", upload.original_name)
+        if source is None or not self.transformer.wanted(verdict.detected_type, verdict.is_image, source):
+            return None
         transformed = self.transformer.apply(source, upload.filename, upload.original_name, verdict.detected_type,
                                              upload.size, upload._sha256.hexdigest())
         if transformed is not None:
@@ -205,7 +205,7 @@ class Ingest:
 
     def _transform_file(self, open_chunks, filename: str, original_name: str, verdict, size: int,
                         sha256: str) -> Transformed | None:
-        if not self.transformer.wanted(verdict.detected_type, verdict.is_image):
+        if not self.transformer.wanted(verdict.detected_type, verdict.is_image, open_chunks):
             return None
         return self.transformer.apply(open_chunks, filename, original_name, verdict.detected_type, size, sha256)
 

@@ -188,6 +188,7 @@ class Services:
         self._renderable_at = float("-inf")  # when it was read
         self._renderers_tried = float("-inf")  # when reading it was last tried
         self._transformable: frozenset[str] | None = None
+        self._transform_names: frozenset[str] | None = None
         self._transformable_at = float("-inf")
         self._transforms_tried = float("-inf")
         self._lock = threading.Lock()
@@ -296,6 +297,9 @@ class Services:
                 mime_type is not None and mime_type not in known)
             if not stale or (known is not None and now - self._transforms_tried < RENDERERS_RECHECK):
                 return known
+            if known is None and now - self._transforms_tried < RENDERERS_RECHECK:
+                # Never read, and asked a moment ago in vain: not every upload waits for it again.
+                raise Unavailable("The thumbnail service's transforms cannot be read now.")
             self._transforms_tried = now
         timeout = self.config["THUMBNAIL_TIMEOUT"] if known is None else self.config["HEALTH_TIMEOUT"]
         try:
@@ -309,7 +313,13 @@ class Services:
         transformable = frozenset(reply.mime_types)
         with self._lock:
             self._transformable, self._transformable_at = transformable, time.monotonic()
+            self._transform_names = frozenset(reply.names)
         return transformable
+
+    def transform_names(self) -> frozenset[str] | None:
+        """The names of the transforms the thumbnail service last listed; None before it answered."""
+        with self._lock:
+            return self._transform_names
 
     def forget_transforms(self) -> None:
         with self._lock:

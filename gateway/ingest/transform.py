@@ -5,10 +5,11 @@ place and committed instead of the upload's. The record's size and sha256 (and
 so the download's ETag) are the stored bytes'; the audit keeps the upload's own
 size and sha256 and what was removed.
 
-Fail closed: with IMAGE_METADATA other than ``keep`` a file of such a type is
-never stored as uploaded when it could not be sent through: the thumbnail service
-unreachable or busy is 503 (nothing stored, try again), a file whose metadata
-cannot be removed safely (a damaged container) is refused (422).
+Fail closed: with IMAGE_METADATA other than ``keep`` an image that may carry metadata
+is never stored as uploaded when it could not be sent through: the thumbnail service
+unreachable or busy is 503 (nothing stored, try again), a file whose metadata cannot
+be removed safely (a damaged container) is refused (422). An image whose container
+holds no metadata at all (most do not) is stored as uploaded, service or not.
 
 Called from one place in each way in (``Upload.finish``, ``Ingest.adopt`` and
 ``Ingest.adopt_stored`` in gateway.ingest.pipeline).
@@ -20,10 +21,15 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from gateway.ingest.metadata_probe import carries_metadata
 from gateway.ingest.services import Services
 from protos.errors import InvalidInput, Refused, TimedOut, TooLarge, Unavailable, UnsupportedType, UploadError
 
 log = logging.getLogger("upload.gateway")
+
+# The transform the thumbnail service ships: all it does is remove metadata, so an image
+# without any needs no call (gateway.ingest.metadata_probe).
+SHIPPED = frozenset({"image_metadata"})
 
 UNREACHABLE = ("The processing service cannot be reached, so the image's metadata (its location) could not "
                "be removed; nothing was stored. Please try again shortly.")
@@ -45,20 +51,32 @@ class Transformer:
         self.write_temp = write_temp
         self.mode = config.get("IMAGE_METADATA", "strip-location")
 
-    def wanted(self, mime_type: str, is_image: bool) -> bool:
-        """Whether a file of ``mime_type`` goes through the transforms. With no list of
-        them from the thumbnail service yet (it has not answered since this gateway
-        started) an image is taken to need them: Unavailable (fail closed); anything
-        else is stored as it is."""
+    def covers(self, mime_type: str) -> bool | None:
+        """Whether some transform handles ``mime_type``; None when the thumbnail service has
+        never listed them (it has not answered since this gateway started)."""
         if self.mode == "keep" or not mime_type:
             return False
         try:
             return mime_type in self.services.transformable(mime_type)
         except UploadError as exc:
             log.warning("no list of transforms from the thumbnail service: %s", exc.message)
-            if is_image:
-                raise Unavailable(UNREACHABLE) from None
+            return None
+
+    def wanted(self, mime_type: str, is_image: bool, open_chunks: Callable[[], Iterator[bytes]]) -> bool:
+        """Whether a file of ``mime_type`` goes through the transforms. An image without any
+        metadata does not when the shipped transform is the only one (it would be stored byte
+        for byte anyway). With no list of transforms from the thumbnail service an image that
+        may carry metadata is taken to need them: Unavailable (fail closed); anything else is
+        stored as it is."""
+        covered = self.covers(mime_type)
+        if covered is None:
+            if is_image and carries_metadata(open_chunks(), mime_type):
+                raise Unavailable(UNREACHABLE)
             return False
+        if not covered:
+            return False
+        names = self.services.transform_names()
+        return not (names is not None and names <= SHIPPED and not carries_metadata(open_chunks(), mime_type))
 
     def apply(self, open_chunks: Callable[[], Iterator[bytes]], filename: str, original_name: str,
               mime_type: str, size: int, uploaded_sha256: str) -> Transformed | None:
@@ -96,6 +114,8 @@ class Transformer:
             raise Unavailable(UNREACHABLE) from None
         except (Unavailable, TimedOut) as exc:
             log.warning("transform of %s failed: %s", filename, exc.message)
+            if not carries_metadata(open_chunks(), mime_type):
+                return None  # nothing that must go: stored as uploaded, as without the service
             raise Unavailable(UNREACHABLE) from None
         log.info("stored %s transformed by %s: removed %s", filename, ", ".join(result.transforms),
                  ", ".join(result.removed) or "nothing")

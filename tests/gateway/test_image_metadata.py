@@ -119,8 +119,16 @@ def test_the_thumbnail_service_unreachable_stores_nothing(make_app):
     assert response.status_code == 503, response.get_json()
     assert "metadata" in response.get_json()["error"]
     assert client.get("/files").get_json()["files"] == []
-    # Files of other types still go in (nothing to remove from them).
+    # Files of other types still go in (nothing to remove from them), and so do images whose
+    # containers hold no metadata at all: stored byte for byte, as without the service.
     assert upload(client, "notes.txt", b"hello\n" * 10).status_code == 201
+    for ext in ("jpg", "png", "webp"):
+        plain = image_bytes(ext)
+        stored = upload(client, f"plain.{ext}", plain)
+        assert stored.status_code == 201, stored.get_json()
+        assert stored.get_json()["sha256"] == hashlib.sha256(plain).hexdigest()
+    # One that may carry metadata but whose kind the gateway cannot walk (HEIC) waits for the service.
+    assert upload(client, "photo.heic", image_bytes("heic")).status_code == 503
 
 
 @pytest.mark.parametrize("damage", ["truncated exif", "offset outside", "ifd loop"])

@@ -1,0 +1,46 @@
+"""gateway.ingest.metadata_probe: which images hold no metadata at all (stored byte for byte with
+no call to the thumbnail service), walked over the chunks as they would be read from disk."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.ingest.metadata_probe import carries_metadata
+from tests.images import encode
+from tests.metadata_images import exif_with_gps, image_bytes, picture
+
+MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def pieces(data: bytes, size: int = 7):
+    """The file in small, uneven reads, so that no structure arrives whole."""
+    return (data[i:i + size] for i in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_an_image_without_metadata_is_known_as_such(ext):
+    assert not carries_metadata(pieces(image_bytes(ext)), MIME[ext])
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+@pytest.mark.parametrize("kind", ["exif with gps", "exif without gps", "xmp"])
+def test_any_metadata_is_seen(ext, kind):
+    if kind == "xmp":
+        data = image_bytes(ext, xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    else:
+        data = image_bytes(ext, exif_with_gps(gps=kind == "exif with gps"))
+    assert carries_metadata(pieces(data), MIME[ext])
+
+
+def test_a_jpeg_comment_and_more_images_in_it_count():
+    assert carries_metadata(pieces(encode(picture(), "JPEG", comment=b"taken at home")), "image/jpeg")
+    plain = image_bytes("jpg")
+    mpf = plain[:2] + b"\xff\xe2\x00\x08MPF\x00\x00\x00" + plain[2:]  # an APP2 MPF segment
+    assert carries_metadata(pieces(mpf), "image/jpeg")
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_what_cannot_be_walked_counts_as_carrying_metadata(ext):
+    data = image_bytes(ext)
+    assert carries_metadata(pieces(data[:len(data) // 3]), MIME[ext])  # cut short
+    assert carries_metadata(pieces(b"\x00" * 64 + data), MIME[ext])  # not the format's start
+    assert carries_metadata(pieces(data), "image/heic")  # a kind it does not walk
