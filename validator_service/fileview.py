@@ -40,6 +40,8 @@ class FileView:
         self.image_size: tuple[int, int] | None = None
         # Some rule asked for bytes the caller chose not to send (see `end`).
         self.head_incomplete = False
+        # Called with every chunk as it is read (whole-file rules see every byte through it).
+        self.tap = None
 
     def _pull(self) -> None:
         message = next(self._requests, None)
@@ -62,6 +64,14 @@ class FileView:
             raise InvalidInput(f"The stream carried more than the {self.declared_size} bytes declared.")
         if len(self._buffer) < self._max_head:
             self._buffer += message.chunk[: self._max_head - len(self._buffer)]
+        if self.tap is not None and message.chunk:
+            self.tap(message.chunk)
+
+    def read_on(self) -> bool:
+        """Read the next message (its bytes go to ``tap``); False once the stream has ended."""
+        if not self.complete:
+            self._pull()
+        return not self.complete
 
     def head(self, n: int = MAGIC_HEAD) -> bytes:
         """The first ``n`` bytes (fewer if the file is shorter). Asking for more
