@@ -162,8 +162,9 @@ def _write_body(upload: TusUpload, writer) -> None:
     writer.begin(start)
     feed = WholeFileFeed(upload, _whole_file_stream(upload, start, writer))
     # Judged on its own too with a stream: a refusal of the head then answers this very PATCH,
-    # whenever the stream's own answer comes.
-    checkpoints = _head_checkpoints(upload, start)
+    # whenever the stream's own answer comes (but a head that is the whole file is the stream's
+    # to judge, in this PATCH: scanned once, not twice).
+    checkpoints = [p for p in _head_checkpoints(upload, start) if feed.stream is None or p < upload.length]
     body = BodyReader()
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
     try:

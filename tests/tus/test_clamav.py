@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import pytest
 from tusclient import client as tus_client
@@ -23,11 +24,13 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def validator_calls(method: str) -> float:
-    """Calls of ``method`` the in-process validators have answered so far."""
+    """Calls of ``method`` the in-process validators have answered OK (with a verdict) so far;
+    a stream given up is counted CANCELLED, whenever the server notices."""
     total = 0.0
     for family in validator_metrics.REGISTRY.collect():
         for sample in family.samples:
-            if sample.name == "upload_grpc_server_calls_total" and sample.labels["method"].endswith("/" + method):
+            if (sample.name == "upload_grpc_server_calls_total" and sample.labels["method"].endswith("/" + method)
+                    and sample.labels["code"] == "OK"):
                 total += sample.value
     return total
 
@@ -177,8 +180,10 @@ def test_on_s3_a_stream_lost_past_the_first_part_is_judged_whole_at_the_end(s3_s
     send(client, url, data, 0, 10 * MiB)
     s3_scanned.extensions["tus_streams"].close()  # as if the next PATCH went to another replica
     validates = validator_calls("Validate")
-    last = send(client, url, data, 10 * MiB, len(data))  if not infected else patch(client, url, 10 * MiB,
-                                                                                    data[10 * MiB:])
+    if infected:
+        last = patch(client, url, 10 * MiB, data[10 * MiB:])
+    else:
+        last = send(client, url, data, 10 * MiB, len(data))
     # The parts cannot be read back from S3 mid-upload: the finished object is sent whole instead.
     assert validator_calls("Validate") - validates == 1
     if infected:
@@ -228,3 +233,26 @@ def test_each_patch_feeds_the_kept_stream_and_the_file_is_never_read_back(make_a
         else:
             assert last.status_code == 204
             assert client.get(f"/files/{last.headers['Upload-File-Id']}").get_json()["sha256"] == sha256(data)
+
+
+def test_a_stream_left_idle_between_patches_is_given_up_and_fed_again(make_app, scanning, monkeypatch):
+    """A paused upload does not hold a validator slot (and a clamd connection) for long: its
+    stream is given up, and the next PATCH feeds a new one what is already on disk."""
+    from gateway.ingest import services as services_module
+    monkeypatch.setattr(services_module, "KEEPALIVE", 0.1)
+    app = make_app(VALIDATOR_ADDR=scanning.address)
+    app.extensions["tus_streams"]._keep_idle = 0.3
+    client = app.test_client()
+    data = MARKER + text_bytes(3 * MiB, seed=12)
+    url = create(client, len(data))
+    upload_id = url.rsplit("/", 1)[1]
+    assert patch(client, url, 0, data[:MiB]).status_code == 204
+    stream = app.extensions["tus_streams"]._streams[upload_id][1]
+    deadline = time.monotonic() + 10
+    while stream.usable and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not stream.usable, "the idle stream was not given up"
+    assert patch(client, url, MiB, data[MiB:2 * MiB]).status_code == 204
+    assert app.extensions["tus_streams"]._streams[upload_id][1] is not stream
+    last = patch(client, url, 2 * MiB, data[2 * MiB:])
+    assert last.status_code == 422 and MARKER_NAME in last.get_json()["error"]
