@@ -59,13 +59,14 @@ class FileView:
             return
         if kind != "chunk":
             raise InvalidInput("Only the first message may carry the file's info; the rest carry bytes.")
-        self.bytes_read += len(message.chunk)
+        chunk = message.chunk  # a copy each time it is read: once
+        self.bytes_read += len(chunk)
         if self.declared_size is not None and self.bytes_read > self.declared_size:
             raise InvalidInput(f"The stream carried more than the {self.declared_size} bytes declared.")
         if len(self._buffer) < self._max_head:
-            self._buffer += message.chunk[: self._max_head - len(self._buffer)]
-        if self.tap is not None and message.chunk:
-            self.tap(message.chunk)
+            self._buffer += chunk[: self._max_head - len(self._buffer)]
+        if self.tap is not None and chunk:
+            self.tap(chunk)
 
     def read_on(self) -> bool:
         """Read the next message (its bytes go to ``tap``); False once the stream has ended."""
