@@ -256,3 +256,28 @@ def test_a_stream_left_idle_between_patches_is_given_up_and_fed_again(make_app, 
     assert app.extensions["tus_streams"]._streams[upload_id][1] is not stream
     last = patch(client, url, 2 * MiB, data[2 * MiB:])
     assert last.status_code == 422 and MARKER_NAME in last.get_json()["error"]
+
+
+def test_clamd_killed_mid_upload_the_last_patch_is_503_and_a_head_finishes_it_later(make_app, start_validator,
+                                                                                    own_clamd):
+    clamd = own_clamd()
+    running = start_validator(pm=create_plugins(env={"CLAMD_ADDRESS": clamd.unix}))
+    app = make_app(VALIDATOR_ADDR=running.address)
+    client = app.test_client()
+    data = text_bytes(4 * MiB, seed=13)
+    url = create(client, len(data))
+    send(client, url, data, 0, 2 * MiB)
+    clamd.kill()
+    # The PATCHes go on storing (the stream is lost); the last one cannot get a verdict.
+    assert patch(client, url, 2 * MiB, data[2 * MiB:3 * MiB]).status_code == 204
+    last = patch(client, url, 3 * MiB, data[3 * MiB:])
+    assert last.status_code == 503, last.get_json()
+    assert "nothing was stored" in last.get_json()["error"]
+    assert client.get("/files").get_json()["files"] == []
+    head = client.head(url, headers=TUS)
+    assert head.status_code == 503  # still no clamd: still nothing stored
+    clamd.start()  # back, on the same socket
+    head = client.head(url, headers=TUS)
+    assert head.status_code == 200 and head.headers.get("Upload-File-Id"), head.get_json()
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    assert record["sha256"] == sha256(data)
