@@ -83,21 +83,27 @@ fuzz: system-deps protos
 
 install: system-deps $(STAMP) protos $(NODE_STAMP)
 
-# libmagic is the one system library the services need; Debian usually has it.
+# libmagic is the one system library the services need; Debian usually has it. ffmpeg is the
+# program the thumbnail service makes video posters with (thumbnail_service/video.py).
 system-deps:
 	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library('magic') else 1)" || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmagic1; \
 	  else echo "libmagic is missing: run 'sudo apt-get install libmagic1', then make again." >&2; exit 1; fi; }
+	@command -v ffmpeg >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
+	  else echo "ffmpeg is missing (video thumbnails): run 'sudo apt-get install ffmpeg', then make again." >&2; exit 1; fi; }
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { echo "Creating a virtualenv failed: on Debian run 'sudo apt-get install python3-venv'." >&2; exit 1; }
 
-# Installs exactly the locked versions, then the project itself without touching them.
-$(STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
+# Installs exactly the locked versions (every extra: the three services, dev, test, bench), then
+# the project itself without touching them. --no-build-isolation: the build (setup.py generates
+# the protos) uses the venv's locked setuptools and grpcio-tools instead of fetching its own.
+$(STAMP): requirements.lock pyproject.toml setup.py | $(VENV)/bin/python
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 # The page's browser libraries (tus-js-client), exactly as package-lock.json pins them.
@@ -113,10 +119,12 @@ protos: $(GENERATED)
 $(GENERATED): $(PROTOS) protos/generate.py | $(STAMP)
 	$(BIN)/python -m protos.generate
 
-# Refresh the lock after changing pyproject.toml's dependencies.
+# Refresh the lock after changing pyproject.toml's dependencies. One lock for every extra but
+# fuzz: the images and lean installs take their extra's part of it (pip install -c requirements.lock).
 lock: | $(VENV)/bin/python
 	$(BIN)/pip install -q uv
-	$(BIN)/uv pip compile -q pyproject.toml --extra test --extra bench --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra gateway --extra validator --extra thumbnail --extra dev \
+	  --extra test --extra bench --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) protos/upload/v1/*_pb2*.py protos/upload/v1/*_pb2.pyi .pytest_cache node_modules

@@ -41,11 +41,13 @@ class Service:
     """One service (`python -m <module>`) in its own process on a free port.
 
     A subprocess rather than an in-process server so that every measurement
-    pays for real gRPC transport and the server's RSS is its own.
+    pays for real gRPC transport and the server's RSS is its own. ``root`` is
+    the source tree it runs from (another commit's, extracted elsewhere, to
+    measure before against after); the working tree by default.
     """
 
     def __init__(self, module: str, addr_var: str, service_name: str, log_path: Path,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, root: Path = ROOT):
         self.module = module
         self.service_name = service_name
         self.address = f"127.0.0.1:{free_port()}"
@@ -55,11 +57,14 @@ class Service:
         for var in ("VALIDATOR_LISTEN", "THUMBNAIL_LISTEN"):
             child_env.pop(var, None)
         # No metrics endpoint: its fixed default port would clash between benches run side by side.
+        # The working directory and the head of PYTHONPATH name ``root``: both come before the
+        # editable install's finder, so another tree's modules are the ones imported.
+        python_path = os.pathsep.join([str(root), *filter(None, [child_env.get("PYTHONPATH")])])
         child_env.update({addr_var: self.address, "SHUTDOWN_GRACE": "1", "VALIDATOR_METRICS_PORT": "0",
-                          "THUMBNAIL_METRICS_PORT": "0", **(env or {})})
+                          "THUMBNAIL_METRICS_PORT": "0", "PYTHONPATH": python_path, **(env or {})})
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=child_env,
+            [sys.executable, "-m", module], cwd=root, env=child_env,
             stdout=self._log, stderr=subprocess.STDOUT,
         )
         self.channel = grpc.insecure_channel(self.address)

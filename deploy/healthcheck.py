@@ -6,6 +6,11 @@
 The slim images have neither curl nor grpc_health_probe, and adding a binary for this
 would be one more thing to patch; the service's own venv already has grpcio and
 grpcio-health-checking, so the check runs on what the service itself runs on.
+
+A service serving TLS is checked over TLS with the container's own GRPC_TLS_* settings
+(protos/tls.py, next to this file in the images): GRPC_TLS_CA, and GRPC_TLS_CERT/_KEY,
+which the service presents too, so its certificate must allow client use as well. The
+check dials 127.0.0.1, so set GRPC_TLS_SERVER_NAME to a name the certificate carries.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ def grpc_healthy(address: str) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from protos.tls import ClientTls, open_channel
+
+    with open_channel(address, ClientTls.from_env(who="the health check")) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
         except grpc.RpcError as error:

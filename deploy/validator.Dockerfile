@@ -9,21 +9,28 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 RUN python -m venv /opt/venv
-# Dependencies first, in their own layer (identical in the three Dockerfiles, so one build
-# cache serves all): rebuilt only when the lock or pyproject.toml changes. requirements.lock
-# also pins the test and bench extras (playwright, matplotlib, ...), so it is used as a
-# constraint on the project's runtime dependencies, not installed whole.
+# The validator's dependencies first, in their own layer: rebuilt only when the lock or
+# pyproject.toml changes. They are pyproject.toml's `dependencies` and its `validator` extra,
+# nothing of the other services', the tests' or the benchmarks', at the versions
+# requirements.lock pins (a constraint: the lock covers every extra, so it is never installed
+# whole).
 COPY requirements.lock pyproject.toml ./
-RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > runtime.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['validator'], sep='\n')" > runtime.txt \
  && pip install --no-cache-dir -c requirements.lock -r runtime.txt
-COPY README.md ./
+COPY README.md setup.py ./
 COPY protos/ protos/
 COPY validator_service/ validator_service/
-# Editable (--no-deps: the dependencies are above), as `make install` does: the code stays in
-# /app, the package metadata (version, plugin entry points) lands in the venv.
-RUN python -m protos.generate \
- && pip install --no-cache-dir --no-deps -e . \
- && python -m compileall -q protos validator_service
+# The other gRPC service's code too, unused but for its hookspecs: every service's plugin manager
+# knows both services' hooks, so that one plugin package may serve both (protos/plugins.py).
+COPY thumbnail_service/ thumbnail_service/
+# The project with its extra, editable as `make install` does: the code stays in /app, the
+# package metadata (version, plugin entry points) lands in the venv. pip finds the extra's
+# dependencies installed above; pip check proves nothing is missing. Building the project
+# generates the protos (setup.py) in pip's isolated build environment, with the grpcio-tools
+# that pyproject.toml's [build-system] pins: grpcio-tools never reaches the venv.
+RUN pip install --no-cache-dir -c requirements.lock -e ".[validator]" \
+ && pip check \
+ && python -m compileall -q protos validator_service thumbnail_service
 
 # ---- runtime ----
 FROM python:3.11-slim-bookworm

@@ -13,6 +13,7 @@ import resource
 from gunicorn.app.base import BaseApplication
 
 from gateway import config, create_app
+from gateway.events import dispatch as events
 from gateway.serving.worker import GatewayWorker
 from gateway.storage import reconcile
 from gateway.storage.s3 import S3Storage
@@ -41,6 +42,7 @@ class GatewayServer(BaseApplication):
     def load(self):
         app = create_app()
         reconcile.start(app)
+        events.start(app)
         return app
 
 

@@ -1,5 +1,6 @@
 """`flask --app gateway users ...`, `... tokens ...`: manage accounts from a shell;
-`... db ...`: the schema's migrations."""
+`... db ...`: the schema's migrations; `... thumbnails backfill`: previews for files
+stored before their renderer existed; `... events ...`: the events waiting for plugins (webhooks)."""
 from __future__ import annotations
 
 import click
@@ -9,12 +10,15 @@ from flask.cli import AppGroup, with_appcontext
 from gateway.metadata import migrate
 from gateway.metadata.accounts import accounts
 from gateway.metadata.files import repository
+from gateway.metadata.outbox import outbox
 from protos.errors import UploadError
 from protos.text import human_size
 
 users_cli = AppGroup("users", help="Create, list and delete users.")
 tokens_cli = AppGroup("tokens", help="Create, list and revoke API tokens.")
 db_cli = AppGroup("db", help="The database schema: migrations (they also run at every start).")
+thumbnails_cli = AppGroup("thumbnails", help="Previews of stored files.")
+events_cli = AppGroup("events", help="Events about files waiting for plugins and webhooks: what waits, what was given up.")
 
 
 def _user(username: str):
@@ -159,8 +163,69 @@ def db_current():
     click.echo(f"{migrate.current(repository().engine)} (head {migrate.head()})")
 
 
+@thumbnails_cli.command("backfill")
+@click.option("--include-failed", is_flag=True,
+              help="Also try files whose thumbnail failed before (e.g. after a renderer was fixed).")
+@click.option("--dry-run", is_flag=True, help="Count the files that would be rendered; change nothing.")
+@click.option("--verbose", is_flag=True, help="One line per file.")
+def thumbnails_backfill(include_failed: bool, dry_run: bool, verbose: bool):
+    """Make thumbnails for stored files that have none although the thumbnail service now
+    renders their type (a renderer added after they were stored). Safe to run while the
+    gateway serves, and again: files that got a thumbnail meanwhile are left alone."""
+    from flask import current_app
+
+    def progress(row, outcome: str) -> None:
+        if verbose:
+            click.echo(f"  {row.id}\t{row.type}\t{outcome}")
+
+    try:
+        report = current_app.extensions["thumbnails"].backfill(include_failed, dry_run, progress)
+    except UploadError as error:
+        raise click.ClickException(f"The thumbnail service's renderers cannot be read: {error.message}") from None
+    click.echo(report.summary() + (" (dry run: nothing changed)" if dry_run else ""))
+    if report.stopped:
+        raise click.ClickException(f"Stopped early: {report.stopped} Run the command again later for the rest.")
+
+
+@events_cli.command("status")
+def events_status():
+    """Per plugin (a webhook is "webhook:<host>#<hash>"): events waiting, events given up,
+    the oldest of each, and the last error."""
+    from datetime import datetime, timezone
+
+    from gateway.storage.expiry import duration
+
+    stats = outbox().stats()
+    waiting = {row.consumer for row in stats}
+    now = datetime.now(timezone.utc)
+    for name in outbox().subscribers():
+        if name not in waiting:
+            click.echo(f"{name}\tnothing waiting")
+    for row in stats:
+        age = duration(max(1, int((now - row.oldest).total_seconds())))
+        line = f"{row.consumer}\t{row.count} {row.state}\toldest {age} old"
+        error = outbox().last_error(row.consumer, row.state)
+        click.echo(line + (f"\tlast error: {error}" if error else ""))
+
+
+@events_cli.command("retry")
+@click.option("--plugin", "consumer", default=None, help="Only this plugin's (as `events status` names it).")
+def events_retry(consumer: str | None):
+    """Offer the events given up (dead) again, now, with EVENT_GIVE_UP_AFTER counted afresh."""
+    click.echo(f"{outbox().retry_dead(consumer)} event(s) will be offered again.")
+
+
+@events_cli.command("drop")
+@click.option("--plugin", "consumer", default=None, help="Only this plugin's (as `events status` names it).")
+def events_drop(consumer: str | None):
+    """Forget the events given up (dead)."""
+    click.echo(f"{outbox().drop_dead(consumer)} event(s) dropped.")
+
+
 def init_app(app: Flask) -> None:
+    app.cli.add_command(events_cli)
     app.cli.add_command(db_cli)
+    app.cli.add_command(thumbnails_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(reconcile_command)

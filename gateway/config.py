@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from protos.tls import ClientTls
+
 # expires_in is kept in a 32-bit column (tus) and must stay far from datetime's
 # year 9999: FILE_MAX_TTL may not pass this (68 years).
 LARGEST_FILE_TTL = 2**31 - 1
@@ -34,6 +36,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     auth = env.get("AUTH", "off").strip().lower() or "off"
     if auth not in ("off", "token"):
         raise SystemExit(f"AUTH must be off or token, got {auth!r}.")
+
+    image_metadata = env.get("IMAGE_METADATA", "strip-location").strip().lower() or "strip-location"
+    if image_metadata not in ("keep", "strip-location", "strip-all"):
+        raise SystemExit(f"IMAGE_METADATA must be keep, strip-location or strip-all, got {image_metadata!r}.")
 
     storage = env.get("STORAGE", "local").strip().lower() or "local"
     if storage not in ("local", "s3"):
@@ -71,6 +77,22 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         if value < 0:
             raise SystemExit(f"{name} must be 0 (no limit) or more, got {value}.")
 
+    webhooks = webhook_urls(env.get("WEBHOOK_URLS", ""))
+    webhook_secret = env.get("WEBHOOK_SECRET", "")
+    if webhooks and not webhook_secret.strip():
+        raise SystemExit("WEBHOOK_URLS needs WEBHOOK_SECRET, the key each POST is signed with "
+                         "(X-Upload-Signature-256), so that receivers can tell the gateway's events from forged ones: "
+                         "e.g. WEBHOOK_SECRET=$(openssl rand -hex 32), the same value on the receivers.")
+    webhook_timeout = number("WEBHOOK_TIMEOUT", 10.0, float)
+    if not 0 < webhook_timeout <= 300:
+        raise SystemExit(f"WEBHOOK_TIMEOUT must be more than 0 and at most 300 seconds, got {webhook_timeout}.")
+    retry_max_delay = number("EVENT_RETRY_MAX_DELAY", 600.0, float)
+    if not 1 <= retry_max_delay <= 86400:
+        raise SystemExit(f"EVENT_RETRY_MAX_DELAY must be from 1 to 86400 seconds, got {retry_max_delay}.")
+    give_up_after = number("EVENT_GIVE_UP_AFTER", 3 * 86400.0, float)
+    if give_up_after < 0:
+        raise SystemExit(f"EVENT_GIVE_UP_AFTER must be 0 (never) or a number of seconds, got {give_up_after}.")
+
     data_dir = os.path.abspath(env.get("DATA_DIR", "./data"))
     max_file_size = number("MAX_FILE_SIZE", 50 * 1024 * 1024)
     file_ttl, file_max_ttl = number("FILE_TTL", 0), number("FILE_MAX_TTL", 365 * 86400)
@@ -93,6 +115,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "GATEWAY_CONNECTIONS": connections,
         "VALIDATOR_ADDR": env.get("VALIDATOR_ADDR", "127.0.0.1:50051"),
         "THUMBNAIL_ADDR": env.get("THUMBNAIL_ADDR", "127.0.0.1:50052"),
+        # TLS to both services (GRPC_TLS_CA, and GRPC_TLS_CERT/_KEY for mutual TLS); None: plaintext.
+        "GRPC_TLS": ClientTls.from_env(env, who="the gateway"),
         "DATA_DIR": data_dir,
         # Empty: a SQLite file in DATA_DIR.
         "DATABASE_URL": env.get("DATABASE_URL", ""),
@@ -129,6 +153,11 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "THUMBNAIL_TIMEOUT": number("THUMBNAIL_TIMEOUT", 5.0, float),
         # Seconds between attempts to fill in thumbnails that could not be made at upload time.
         "THUMBNAIL_RETRY_INTERVAL": number("THUMBNAIL_RETRY_INTERVAL", 15.0, float),
+        # What image metadata is removed before an upload is stored (the thumbnail service's
+        # Transform): keep, strip-location (EXIF GPS, XMP naming a place) or strip-all.
+        "IMAGE_METADATA": image_metadata,
+        # Seconds the thumbnail service's list of renderable types is kept before it is read again.
+        "THUMBNAIL_RENDERERS_TTL": number("THUMBNAIL_RENDERERS_TTL", 30.0, float),
         # Longest time one upload may stream, start to end.
         "UPLOAD_TIMEOUT": number("UPLOAD_TIMEOUT", 3600.0, float),
         # Seconds a health probe of a gRPC service may take before it counts as down.
@@ -197,6 +226,17 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Bytes left free on the data disk for the database, thumbnails and deletions:
         # an upload that would eat into them gets 507 (0: uploads may fill the disk).
         "DISK_RESERVE": number("DISK_RESERVE", 32 * 1024 * 1024),
+        # Plugin modules to load (comma-separated), as the services do.
+        "UPLOAD_PLUGINS": env.get("UPLOAD_PLUGINS", ""),
+        # Where every event about files (stored, deleted, expired) is POSTed, signed with
+        # WEBHOOK_SECRET; each within WEBHOOK_TIMEOUT seconds per step (connect, send, answer).
+        "WEBHOOK_URLS": webhooks,
+        "WEBHOOK_SECRET": webhook_secret,
+        "WEBHOOK_TIMEOUT": webhook_timeout,
+        # A plugin (a webhook) that failed an event gets it again after a pause doubling from 1 s
+        # up to this many seconds; after EVENT_GIVE_UP_AFTER seconds (0: never) it is given up.
+        "EVENT_RETRY_MAX_DELAY": retry_max_delay,
+        "EVENT_GIVE_UP_AFTER": give_up_after,
         # Seconds a client has for the request line and headers, from their first byte
         # (and a new connection to send that byte); then 408 and the connection is closed.
         "CLIENT_HEADER_TIMEOUT": number("CLIENT_HEADER_TIMEOUT", 30.0, float),
@@ -214,6 +254,26 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # its request may hold in memory (x GATEWAY_CONNECTIONS, in the worst case).
         "MAX_HEADER_BLOCK": number("MAX_HEADER_BLOCK", 64 * 1024),
     }
+
+
+def webhook_urls(raw: str) -> list[str]:
+    """WEBHOOK_URLS: comma-separated http(s) URLs, each once."""
+    from urllib.parse import urlsplit
+
+    urls = []
+    for url in (part.strip() for part in raw.split(",")):
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number
+            valid = False
+        if not valid:
+            raise SystemExit(f"WEBHOOK_URLS: {url!r} is not an http:// or https:// URL with a host.")
+        if url not in urls:
+            urls.append(url)
+    return urls
 
 
 def is_loopback(host: str) -> bool:

@@ -59,6 +59,20 @@ FILES_REAPED = Counter("upload_files_reaped_total", "Expired files removed by th
 RECONCILED = Counter("upload_reconciled_total", "What reconcile repaired, by kind (see gateway/storage/reconcile.py).",
                      ["kind"], registry=REGISTRY)
 
+EVENTS = Counter("upload_events_total",
+                 "Events about files written to the outbox, by type (file.stored, file.deleted, file.expired); "
+                 "only while some plugin (a webhook) takes that type.", ["type"], registry=REGISTRY)
+EVENT_DELIVERIES = Counter("upload_event_deliveries_total",
+                           "Attempts to hand an event to a plugin (a webhook is one), by plugin and outcome: "
+                           "delivered, failed (tried again later), dead (given up after EVENT_GIVE_UP_AFTER).",
+                           ["consumer", "outcome"], registry=REGISTRY)
+EVENT_OUTBOX = Gauge("upload_event_outbox",
+                     "Events in the outbox by plugin and state: pending (not taken yet) or dead (given up); "
+                     "counted in the database at each scrape.", ["consumer", "state"], registry=REGISTRY)
+EVENT_OLDEST = Gauge("upload_event_oldest_pending_seconds",
+                     "Age of the oldest event a plugin has not taken yet (0: none waiting).", ["consumer"],
+                     registry=REGISTRY)
+
 TUS_CREATED = Counter("upload_tus_creations_total", "tus uploads created (POST /tus/, a final concatenation too).",
                       registry=REGISTRY)
 TUS_PATCHES = Counter("upload_tus_patches_total", "tus PATCH bodies received (and kept).", registry=REGISTRY)
@@ -76,6 +90,26 @@ GRPC_SECONDS = Histogram("upload_grpc_client_call_seconds",
                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
                                   30, 60, 300, 3600),
                          registry=REGISTRY)
+
+
+def observe_outbox(stats, consumers, now: float | None = None) -> None:
+    """The outbox's rows by plugin and state (``Outbox.stats()``); ``consumers``:
+    the plugins loaded, shown at 0 when nothing waits for them."""
+    now = time.time() if now is None else now
+    counts = {(name, state): (0, None) for name in consumers for state in ("pending", "dead")}
+    for row in stats:
+        counts[(row.consumer, row.state)] = (row.count, row.oldest)
+    # A plugin no longer loaded whose rows are gone too drops back to 0 rather than keep its last value.
+    for labels in _outbox_labels - set(counts):
+        counts[labels] = (0, None)
+    for (name, state), (count, oldest) in counts.items():
+        EVENT_OUTBOX.labels(consumer=name, state=state).set(count)
+        if state == "pending":
+            EVENT_OLDEST.labels(consumer=name).set(max(0.0, now - oldest.timestamp()) if oldest else 0)
+    _outbox_labels.update(counts)
+
+
+_outbox_labels: set[tuple[str, str]] = set()
 
 
 def count_reconciled(counts: dict[str, int]) -> None:

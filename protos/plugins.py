@@ -2,17 +2,27 @@
 
 All three services share one pluggy project, ``upload_service``. A plugin
 module may implement hooks of several services, so every plugin manager knows
-every service's hookspecs (they are plain dependency-free modules); each
-service only calls its own. That keeps ``pm.check_pending()`` able to catch a
-misspelt hook name wherever the plugin is loaded.
+every service's hookspecs (they are plain dependency-free modules: importing
+one needs no other service's dependencies); each service only calls its own.
+That keeps ``pm.check_pending()`` able to catch a misspelt hook name wherever
+the plugin is loaded.
+
+An image that ships one service only (deploy/*.Dockerfile copy one package
+beside ``protos``) lacks the others' hookspecs: they are left out, and a hook
+name that none of the present ones knows is then logged instead of refused,
+since it may belong to a service that is not there.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
 import os
 from collections.abc import Iterable, Mapping
 
 import pluggy
+
+log = logging.getLogger("upload.plugins")
 
 PROJECT = "upload_service"
 ENTRY_POINT_GROUP = "upload_service"
@@ -23,6 +33,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 SPEC_MODULES = (
     "validator_service.hookspecs",
     "thumbnail_service.hookspecs",
+    "gateway.hookspecs",
 )
 
 
@@ -51,7 +62,11 @@ def create_plugin_manager(
     """
     env = os.environ if env is None else env
     pm = pluggy.PluginManager(PROJECT)
+    absent = []
     for spec in SPEC_MODULES:
+        if importlib.util.find_spec(spec.partition(".")[0]) is None:
+            absent.append(spec)  # that service is not installed here
+            continue
         pm.add_hookspecs(importlib.import_module(spec))
     for name in reversed(tuple(default_plugins)):
         pm.register(importlib.import_module(name), name=name)
@@ -73,7 +88,10 @@ def create_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginLoadError(f"A plugin implements a hook that does not exist: {exc}") from exc
+        if not absent:
+            raise PluginLoadError(f"A plugin implements a hook that does not exist: {exc}") from exc
+        log.warning("%s; it may be a hook of a service not installed here (%s), so it is not refused",
+                    exc, ", ".join(absent))
     return pm
 
 

@@ -1,5 +1,5 @@
 """What both gRPC servers share: health, reflection, bounded pools, a log
-line per call and a graceful stop on SIGTERM."""
+line per call, optional (mutual) TLS and a graceful stop on SIGTERM."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.admission import Admission, Limits
+from protos.tls import ServerTls
 
 log = logging.getLogger("upload.grpc")
 
@@ -144,6 +145,7 @@ def build_server(
     max_connection_age: float = 0,
     metrics=None,
     limits: Limits | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.Server, int]:
     """Create a server bound to ``address``, not yet started.
 
@@ -153,7 +155,8 @@ def build_server(
     along as ``server.health_servicer`` so a graceful stop can report
     NOT_SERVING first. ``metrics`` (protos.metrics.ServerMetrics) counts and
     times every call. ``limits`` (protos.admission.Limits): slots for the work
-    calls, and how long a call may wait for its caller or last.
+    calls, and how long a call may wait for its caller or last. ``tls``
+    (protos.tls.ServerTls): the port serves TLS only; None, plaintext.
     """
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -186,9 +189,11 @@ def build_server(
     )
     server.health_servicer = health_servicer
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     except RuntimeError as exc:
         raise SystemExit(f"Cannot listen on {address}: the address is in use or invalid.") from exc
+    log.info("listening on %s:%d with %s", address.rpartition(":")[0], port,
+             tls.describe() if tls else "plaintext")
     return server, port
 
 

@@ -45,3 +45,9 @@ def render_requests(options: thumbnail_pb2.RenderOptions, chunks: Iterable[bytes
     yield thumbnail_pb2.RenderRequest(options=options)
     for chunk in chunks:
         yield thumbnail_pb2.RenderRequest(chunk=chunk)
+
+
+def transform_requests(options: thumbnail_pb2.TransformOptions, chunks: Iterable[bytes]):
+    yield thumbnail_pb2.TransformRequest(options=options)
+    for chunk in chunks:
+        yield thumbnail_pb2.TransformRequest(chunk=chunk)

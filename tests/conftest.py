@@ -181,6 +181,7 @@ def make_app(tmp_path, validator, thumbnailer, new_database_url):
         app.extensions["thumbnails"].stop()
         app.extensions["file_reaper"].stop()
         app.extensions["tus_reaper"].stop()
+        app.extensions["events"].stop()
         if "reconcile_timer" in app.extensions:
             app.extensions["reconcile_timer"].stop()
         app.extensions["services"].close()
@@ -243,6 +244,28 @@ def live_gateway(tmp_path, validator, thumbnailer):
     yield gateway
     gateway.proc.terminate()
     gateway.proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """Certificates for mutual TLS (tests/certificates.py): the services' (for their names and
+    127.0.0.1, usable as client certificates too, as the images' health check presents them),
+    the gateway's (client only), one from another CA, and one for a name no address carries."""
+    from types import SimpleNamespace
+
+    from tests.certificates import CA, CLIENT
+
+    folder = tmp_path_factory.mktemp("pki")
+    ca, other = CA(folder), CA(folder, "other-ca")
+    return SimpleNamespace(
+        ca=ca.cert,
+        other_ca=other.cert,
+        validator=ca.issue("validator", dns=("validator", "localhost"), ips=("127.0.0.1",)),
+        thumbnail=ca.issue("thumbnail", dns=("thumbnail", "localhost"), ips=("127.0.0.1",)),
+        gateway=ca.issue("gateway", usages=(CLIENT,)),
+        stranger=other.issue("stranger", usages=(CLIENT,)),
+        internal=ca.issue("validator.internal", dns=("validator.internal",)),
+    )
 
 
 def _start_clamd(**options):

@@ -12,12 +12,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos.tls import ClientTls, open_channel
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_serving(address: str, timeout: float = 20.0, service: str = "") -> None:
+def wait_serving(address: str, timeout: float = 20.0, service: str = "", tls: ClientTls | None = None) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -44,8 +46,9 @@ def terminate(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 @contextmanager
 def service_process(module: str, addr_var: str, port: int, extra_env: dict | None = None,
-                    host: str = "127.0.0.1", log: Path | None = None):
-    """Run ``python -m module`` listening on ``host:port``; yields the Popen once it is SERVING.
+                    host: str = "127.0.0.1", log: Path | None = None, tls: ClientTls | None = None):
+    """Run ``python -m module`` listening on ``host:port``; yields the Popen once it is SERVING
+    (asked over TLS with ``tls``, for a service given GRPC_TLS_* settings in ``extra_env``).
 
     Its output goes to ``log`` when given (a file the test can read while it
     runs), else to a pipe."""
@@ -57,7 +60,7 @@ def service_process(module: str, addr_var: str, port: int, extra_env: dict | Non
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
                             stdout=output, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_serving(f"{host}:{port}")
+        wait_serving(f"{host}:{port}", tls=tls)
         yield proc
     finally:
         terminate(proc)

@@ -1,9 +1,9 @@
 """Genuine sample files for every allowed upload type.
 
 ``make_sample(ext, directory)`` returns ``directory / f"sample.{ext}"``:
-doc, docx, pdf and rar are copied from ``tests/fixtures`` (see the README
-there); everything else is generated with Pillow, py7zr or the standard
-library.
+doc, docx, pdf, rar and the videos (mp4, webm, mov) are copied from
+``tests/fixtures`` (see the README there); everything else is generated with
+Pillow (HEIC and HEIF through pillow-heif), py7zr or the standard library.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 
 ALLOWED_EXTENSIONS = (
-    "jpg", "jpeg", "png", "gif", "webp", "svg", "pdf", "doc", "docx",
-    "txt", "csv", "zip", "rar", "7z", "tar", "gz",
+    "jpg", "jpeg", "png", "gif", "webp", "heic", "heif", "avif", "svg", "pdf", "doc", "docx",
+    "txt", "csv", "zip", "rar", "7z", "tar", "gz", "mp4", "webm", "mov",
 )
 
 # The first bytes of programs (a DOS/PE stub and an x86-64 ELF header): what
@@ -30,8 +30,9 @@ ALLOWED_EXTENSIONS = (
 MZ_HEADER = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
 ELF_HEADER = bytes.fromhex("7f454c46020101000000000000000000") + b"\x02\x00\x3e\x00" + b"\x00" * 44
 
-# Real files made by LibreOffice or copied from the rarfile sdist.
-CHECKED_IN = ("doc", "docx", "pdf", "rar")
+# Real files made by LibreOffice or ffmpeg, or copied from the rarfile sdist. The videos are
+# 64x48, two seconds: red for the first, blue for the second (so a poster frame at 1 s is blue).
+CHECKED_IN = ("doc", "docx", "pdf", "rar", "mp4", "webm", "mov")
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog.\n"
@@ -84,8 +85,23 @@ def _write_image(path: Path, fmt: str) -> None:
         _photo().convert("P", palette=Image.ADAPTIVE).save(path, "GIF")
     elif fmt == "JPEG":
         _photo().save(path, "JPEG", quality=85)
+    elif fmt in ("HEIC", "HEIF"):
+        path.write_bytes(heif_bytes(_photo(), brand=b"heic" if fmt == "HEIC" else b"mif1"))
     else:
         _photo().save(path, fmt)
+
+
+def heif_bytes(img: Image.Image, brand: bytes = b"heic", **options) -> bytes:
+    """``img`` as libheif's HEVC encoder writes it (pillow-heif): a HEIC, whose ftyp box
+    says ``heic``; with ``brand=b"mif1"`` its major brand is the generic HEIF one (as
+    some cameras write .heif files), the rest unchanged (mif1 is among its compatible brands)."""
+    import pillow_heif
+
+    out = io.BytesIO()
+    pillow_heif.from_pillow(img).save(out, quality=options.pop("quality", 80), **options)
+    data = out.getvalue()
+    assert data[4:12] == b"ftypheic", data[:16]
+    return data[:8] + brand + data[12:]
 
 
 def make_sample(ext: str, directory: Path) -> Path:
@@ -101,7 +117,7 @@ def make_sample(ext: str, directory: Path) -> Path:
         shutil.copyfile(FIXTURES_DIR / f"sample.{ext}", path)
     elif ext in ("jpg", "jpeg"):
         _write_image(path, "JPEG")
-    elif ext in ("png", "gif", "webp"):
+    elif ext in ("png", "gif", "webp", "heic", "heif", "avif"):
         _write_image(path, ext.upper())
     elif ext == "svg":
         path.write_text(SVG, encoding="utf-8")

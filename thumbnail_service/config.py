@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from protos.serving import env_int
+from protos.tls import ServerTls
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Settings:
     max_call_time: int = 3600
     # The Prometheus endpoint (http://<listen host>:<port>/metrics); 0: none.
     metrics_port: int = 9102
+    # GRPC_TLS_CERT/_KEY (and _CA for mutual TLS); None: plaintext.
+    tls: ServerTls | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -56,4 +59,5 @@ class Settings:
             stream_idle_timeout=env_int(env, "GRPC_STREAM_IDLE_TIMEOUT", cls.stream_idle_timeout, minimum=0),
             max_call_time=env_int(env, "GRPC_MAX_CALL_TIME", cls.max_call_time, minimum=0),
             metrics_port=env_int(env, "THUMBNAIL_METRICS_PORT", cls.metrics_port),
+            tls=ServerTls.from_env(env, who="the thumbnail service"),
         )

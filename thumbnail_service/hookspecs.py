@@ -2,17 +2,19 @@
 
 A plugin adds renderers: functions that turn a file of some MIME type into a
 small Pillow image. The built-in Pillow renderer for raster images is
-registered the same way (``thumbnail_service.renderers``).
+registered the same way (``thumbnail_service.renderers``). It may also add
+transforms: functions that replace an upload's bytes before they are stored
+(the shipped one strips image metadata: ``thumbnail_service.metadata``).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from protos.plugins import hookspec
-from thumbnail_service.types import Renderer, RenderFunction
+from thumbnail_service.types import Renderer, RenderFunction, Transform, TransformFunction, TransformResult
 
 # What the hooks give back, importable from here as the README shows plugin authors.
-__all__ = ["Renderer", "RenderFunction"]
+__all__ = ["Renderer", "RenderFunction", "Transform", "TransformFunction", "TransformResult"]
 
 
 @hookspec
@@ -32,4 +34,27 @@ def upload_thumbnail_renderers() -> Iterable[Renderer]:
         @hookimpl
         def upload_thumbnail_renderers():
             yield Renderer("text", ("text/plain",), render_first_lines)
+    """
+
+
+@hookspec
+def upload_transforms() -> Iterable[Transform]:
+    """Register transforms of uploads before they are stored. Registration hook:
+    called once at start-up.
+
+    The gateway sends an accepted upload of a MIME type some transform handles
+    through them before committing it (IMAGE_METADATA=keep sends nothing); every
+    transform of the type runs, in registration order, each on the previous one's
+    output. ``apply(source, mime_type, parameters)`` returns None when there is
+    nothing to change (the upload is stored byte for byte) or a TransformResult
+    (the bytes to store, and what was removed, kept in the audit). It runs in a
+    process of its own under the render budget (THUMBNAIL_RENDER_CPU,
+    THUMBNAIL_RENDER_MEMORY) and gets there by pickle, as a renderer does; raise
+    protos.errors.InvalidInput for a file it cannot handle safely (the upload is
+    refused, nothing stored). Never change the pixels' meaning: the stored file
+    must still be the upload's type. Example::
+
+        @hookimpl
+        def upload_transforms():
+            yield Transform("no_comments", ("image/jpeg",), drop_jpeg_comments)
     """

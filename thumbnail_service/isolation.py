@@ -22,6 +22,12 @@ The call's thread forwards the upload to the child as it arrives, so decoding
 still overlaps the transfer: in the child a thread feeds an IncomingFile that
 the renderer reads, exactly as the plugin contract says. The answer (the encoded
 thumbnail, or the error's class and sentence) comes back on a second pipe.
+
+A child leads a process group of its own, and stopping a render stops the
+group: a program a renderer runs (ffmpeg, for the video renderer) goes with
+it. The budget holds as the soft limits; the hard memory limit is left where
+it was, so that such a renderer can give the program a budget of its own
+(``current_budget()`` says what this render's is).
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ from protos import errors
 from protos.errors import InvalidInput, TimedOut, TooLarge, Unavailable, UploadError
 from protos.plugins import PluginLoadError
 from thumbnail_service.incoming import IncomingFile
-from thumbnail_service.types import Renderer, RenderFunction
+from thumbnail_service.types import Renderer, RenderFunction, Transform
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # Uploads up to this size stay in the child's memory while rendering; larger ones spill to disk.
@@ -74,9 +80,17 @@ class Budget:
         return OverBudget(f"Rendering this image needs more than the {self.describe()} a thumbnail may take.")
 
 
-def check_picklable(renderers: Iterable[Renderer]) -> None:
+def check_picklable(renderers: Iterable[Renderer], transforms: Iterable[Transform] = ()) -> None:
     """Renders run in another process: a renderer that cannot be sent there is
     a plugin error, said at start-up rather than at the first upload."""
+    for item in transforms:
+        try:
+            pickle.dumps(item.apply)
+        except Exception as exc:
+            raise PluginLoadError(
+                f"The transform {item.name!r} cannot be sent to the process that runs it "
+                f"({exc}): make its apply a module-level function or a method of a picklable object."
+            ) from None
     for renderer in renderers:
         try:
             pickle.dumps(renderer.render)
@@ -87,12 +101,13 @@ def check_picklable(renderers: Iterable[Renderer]) -> None:
             ) from None
 
 
-def start_fork_server(renderers: Iterable[Renderer]) -> None:
+def start_fork_server(renderers: Iterable[Renderer], transforms: Iterable[Transform] = ()) -> None:
     """Start the fork server now (not at the first upload), with the renderers'
     modules already imported in it."""
     modules = {"thumbnail_service.isolation", "PIL.Image"}
     # A partial's own module is functools: the function it wraps tells where it lives.
     modules.update(getattr(getattr(r.render, "func", r.render), "__module__", None) or "" for r in renderers)
+    modules.update(getattr(getattr(t.apply, "func", t.apply), "__module__", None) or "" for t in transforms)
     try:
         _CONTEXT.set_forkserver_preload(sorted(m for m in modules if m))
         multiprocessing.forkserver.ensure_running()
@@ -104,7 +119,10 @@ class RenderChild:
     """One render in a child process. The caller feeds it with ``append`` and
     ``end`` (or ``abort``), then collects ``result()`` exactly once."""
 
-    def __init__(self, render: RenderFunction, box: tuple[int, int], budget: Budget):
+    def __init__(self, render: RenderFunction, box: tuple[int, int], budget: Budget, job=None):
+        """``job``: what the child does with the upload, ``job(render, box, source)``
+        returning the answer tuple ("ok", ...) or ("error", class names, message);
+        by default ``_render`` (``transform`` runs transforms the same way)."""
         self.budget = budget
         self.size = 0  # bytes handed to the child
         self._lock = threading.Lock()
@@ -112,7 +130,8 @@ class RenderChild:
         self._reaped = False  # its exit status is read: its pid may be someone else's now
         data_r, self._data = _CONTEXT.Pipe(duplex=False)
         self._result, result_w = _CONTEXT.Pipe(duplex=False)
-        self._process = _CONTEXT.Process(target=_child, args=(render, box, budget, data_r, result_w),
+        self._process = _CONTEXT.Process(target=_child,
+                                         args=(render, box, budget, data_r, result_w, job or _render),
                                          name="render", daemon=True)
         try:
             self._process.start()
@@ -138,23 +157,29 @@ class RenderChild:
         self._close_input()
 
     def cancel(self) -> None:
-        """Stop the render now (from any thread: the caller went away). Only signals:
-        reading the child's exit status is the call's own thread's (``_finish``)."""
+        """Stop the render now (from any thread: the caller went away), and any
+        program it runs. Only signals: reading the child's exit status is the call's
+        own thread's (``_finish``); until then its pid, which is also its process
+        group's id, can be no one else's."""
         with self._lock:
             if not self._reaped:
                 self._stopped = True
                 try:
-                    os.kill(self._process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                except ProcessLookupError:  # not yet its own group's leader: itself alone
+                    try:
+                        os.kill(self._process.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
     def abort(self) -> None:
         """The upload failed: stop the render and reap it."""
         self.cancel()
         self._finish()
 
-    def result(self, wait: float | None = None) -> tuple[bytes, str, int, int]:
-        """(thumbnail bytes, MIME type, width, height), or the render's error.
+    def result(self, wait: float | None = None) -> tuple:
+        """(thumbnail bytes, MIME type, width, height), or the render's error (a
+        ``job``'s own answer without its "ok").
         ``wait``: the most wall time a child that has all its input may still take."""
         wait = self.budget.cpu_seconds + WALL_SLACK if wait is None else wait
         answer, timed_out = None, False
@@ -174,8 +199,7 @@ class RenderChild:
         if answer is not None:
             kind, *payload = answer
             if kind == "ok":
-                data, mime, width, height = payload
-                return data, mime, width, height
+                return tuple(payload)
             raise _rebuild(self.budget, *payload)
         # SIGXCPU at the soft limit, SIGKILL at the hard one (a second later) when we did not kill it.
         if exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL and not self._stopped):
@@ -218,7 +242,19 @@ def _rebuild(budget: Budget, class_names: list[str], message: str) -> UploadErro
 
 # --- in the child ---
 
-def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result) -> None:
+_budget: Budget | None = None  # this process's render budget, in a render's process
+
+
+def current_budget() -> Budget | None:
+    """The budget of the render this process runs (None outside a render's process):
+    what a renderer gives a program it starts, which the render's own limits do not hold."""
+    return _budget
+
+
+def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result, job) -> None:
+    global _budget
+    _budget = budget
+    os.setpgid(0, 0)  # a group of its own: stopping the render stops what it started
     Image.MAX_IMAGE_PIXELS = budget.max_pixels
     source = IncomingFile(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
     threading.Thread(target=_feed, args=(data, source), daemon=True).start()
@@ -226,9 +262,14 @@ def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, r
     # starts with (the interpreter, Pillow, the renderers) is not the render's to pay for.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump a core otherwise
     resource.setrlimit(resource.RLIMIT_CPU, (budget.cpu_seconds, budget.cpu_seconds + 1))
+    # The soft limit is the budget. The hard one stays: a program the renderer starts
+    # (ffmpeg maps ~300 MiB of libraries) gets a budget of its own (thumbnail_service.video).
     limit = _address_space() + budget.memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    result.send_bytes(pickle.dumps(_render(render, box, source), protocol=pickle.HIGHEST_PROTOCOL))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    result.send_bytes(pickle.dumps(job(render, box, source), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _render(render: RenderFunction, box: tuple[int, int], source: IncomingFile):
@@ -243,6 +284,30 @@ def _render(render: RenderFunction, box: tuple[int, int], source: IncomingFile):
         return "error", [c.__name__ for c in type(exc).__mro__], exc.message
     except Exception:
         return "error", ["Internal"], "The thumbnail service failed to render this file."
+
+
+def transform(applies, how: tuple[str, dict], source: IncomingFile):
+    """The transforms' job in the child: ``applies`` is [(name, apply)] for the
+    type, run in order on the previous one's output; ``how`` = (MIME type,
+    parameters). Answers ("ok", new bytes or None, removed names, transform names)."""
+    mime, parameters = how
+    try:
+        data, removed, names = None, [], []
+        for name, apply in applies:
+            current = source if data is None else io.BytesIO(data)
+            current.seek(0)
+            result = apply(current, mime, parameters)
+            if result is not None:
+                data = bytes(result.data)
+                removed += [str(r)[:64] for r in result.removed]
+                names.append(name)
+        return "ok", data, removed, names
+    except MemoryError:
+        return "error", ["OverBudget"], ""
+    except UploadError as exc:
+        return "error", [c.__name__ for c in type(exc).__mro__], exc.message
+    except Exception:
+        return "error", ["Internal"], "The thumbnail service failed to transform this file."
 
 
 def _feed(data, source: IncomingFile) -> None:

@@ -29,3 +29,17 @@ def count_render(outcome: str, seconds: float, size: int) -> None:
     counter.inc()
     timer.observe(seconds)
     RENDERED_BYTES.inc(size)
+
+
+TRANSFORMS = Counter("upload_thumbnail_transforms_total",
+                     "Transform calls by outcome: changed, unchanged, or the error (unsupported_type, "
+                     "invalid_input, too_large, cancelled, internal...).", ["outcome"], registry=REGISTRY)
+TRANSFORM_SECONDS = Histogram("upload_thumbnail_transform_seconds",
+                              "Time of one Transform call's work, from its first message to the result, by outcome.",
+                              ["outcome"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                              registry=REGISTRY)
+
+
+def count_transform(outcome: str, seconds: float, size: int) -> None:
+    TRANSFORMS.labels(outcome=outcome).inc()
+    TRANSFORM_SECONDS.labels(outcome=outcome).observe(seconds)

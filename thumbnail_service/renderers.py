@@ -1,9 +1,12 @@
-"""The built-in renderer: raster images through Pillow.
+"""The built-in renderer of images: raster images through Pillow, HEIC/HEIF
+through pillow-heif's opener (libheif), AVIF through Pillow's own (libavif).
 
 Decoding is bounded: JPEGs are decoded in draft mode at the smallest scale
-that still leaves twice the thumbnail's size, only the first frame of an
-animation is read, and Pillow's pixel guard refuses absurd sizes before any
-pixel is allocated.
+that still leaves twice the thumbnail's size (a HEIC's embedded thumbnail is
+used likewise when it is large enough), only the first frame of an animation
+is read, and Pillow's pixel guard refuses absurd sizes before any pixel is
+allocated. The other built-in renderers are plugins of their own: PDFs
+(``thumbnail_service.pdf``) and videos (``thumbnail_service.video``).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from functools import partial
 from math import ceil, floor
 from typing import BinaryIO
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from protos.errors import InvalidInput, TooLarge
@@ -21,13 +25,20 @@ from thumbnail_service.hookspecs import Renderer
 log = logging.getLogger("upload.thumbnail")
 
 # The built-in plugins, registered first (the validator's are in validator_service.rules).
-DEFAULT_PLUGINS = (__name__,)
+DEFAULT_PLUGINS = (__name__, "thumbnail_service.pdf", "thumbnail_service.video", "thumbnail_service.metadata")
+
+# HEIF images open through Pillow once libheif's opener is registered (here, so in the fork
+# server that imports this module, and so in every render's process). It applies the
+# image's own turns and crops as it decodes (and resets the EXIF orientation it has used);
+# no depth maps or auxiliary images are read.
+pillow_heif.register_heif_opener(thumbnails=True, depth_images=False, aux_images=False)
 
 # The Pillow decoders each type may use: the type libmagic detected picks the
 # decoder, never the bytes (a file judged a PNG is not parsed by the TIFF decoder).
 PILLOW_FORMATS = {
     "image/jpeg": ("JPEG", "MPO"), "image/png": ("PNG",), "image/gif": ("GIF",), "image/webp": ("WEBP",),
     "image/bmp": ("BMP", "DIB"), "image/tiff": ("TIFF",),
+    "image/heic": ("HEIF",), "image/heif": ("HEIF",), "image/avif": ("AVIF",),
 }
 RASTER_TYPES = tuple(PILLOW_FORMATS)
 # EXIF orientations that swap width and height.
@@ -99,6 +110,12 @@ def render_raster(source: BinaryIO, box: tuple[int, int], formats: tuple[str, ..
         raise InvalidInput("The file is not an image this service can read.") from None
     except MemoryError:
         raise  # past the render's memory budget: the render process says so (OverBudget)
+    except RuntimeError as exc:
+        # libheif's errors, through pillow-heif; its own limit on pixels is a security limit.
+        if "Security limit" in str(exc):
+            raise TooLarge(f"The image has too many pixels to render safely ({exc}).") from None
+        log.info("unreadable image: %s", exc)
+        raise InvalidInput(f"The image is damaged or truncated and cannot be rendered ({exc}).") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as exc:
         # Truncated and malformed files surface as any of these from Pillow's decoders.
         log.info("unreadable image: %s", exc)

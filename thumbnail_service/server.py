@@ -40,8 +40,9 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         # Calls in flight, receiving or rendering: a caller that opens Render streams and sends
         # nothing holds at most these, never the threads health checks need. The renders
         # themselves (processes) are the servicer's own slots, THUMBNAIL_WORKERS.
-        limits=Limits(frozenset({f"/{SERVICE_NAME}/Render"}), settings.workers * CALLS_PER_RENDER,
+        limits=Limits(frozenset({f"/{SERVICE_NAME}/Render", f"/{SERVICE_NAME}/Transform"}), settings.workers * CALLS_PER_RENDER,
                       settings.stream_idle_timeout, settings.max_call_time),
+        tls=settings.tls,
     )
 
 

@@ -13,12 +13,17 @@ from protos.errors import Busy, Cancelled, Internal, InvalidInput, TooLarge, Uns
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
-from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server
-from thumbnail_service.types import Renderer
+from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server, transform
+from thumbnail_service.types import Renderer, Transform
 
 log = logging.getLogger("upload.thumbnail")
 
 RENDER_METHOD = "/upload.v1.Thumbnail/Render"
+TRANSFORM_METHOD = "/upload.v1.Thumbnail/Transform"
+# Chunks of a transformed file sent back (well under gRPC's 4 MiB message limit).
+REPLY_CHUNK = 1024 * 1024
+# TransformOptions.parameters: at most this many, each value at most this long.
+MAX_PARAMETERS, MAX_PARAMETER = 32, 256
 # No caller needs a preview larger than this; it bounds the work one call can ask for.
 MAX_BOX = 1024
 
@@ -38,11 +43,23 @@ def collect_renderers(pm: pluggy.PluginManager) -> dict[str, Renderer]:
     return table
 
 
+def collect_transforms(pm: pluggy.PluginManager) -> dict[str, list[Transform]]:
+    """Every transform of each MIME type, in registration order (all of them run)."""
+    table: dict[str, list[Transform]] = {}
+    for result in reversed(pm.hook.upload_transforms()):
+        for item in result or ():
+            for mime in item.mime_types:
+                table.setdefault(mime, []).append(item)
+    return table
+
+
 class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
     def __init__(self, pm: pluggy.PluginManager, settings: Settings):
         self.renderers = collect_renderers(pm)
-        check_picklable(self.renderers.values())
-        start_fork_server(self.renderers.values())
+        self.transforms = collect_transforms(pm)
+        everything = {t.name: t for ts in self.transforms.values() for t in ts}
+        check_picklable(self.renderers.values(), everything.values())
+        start_fork_server(self.renderers.values(), everything.values())
         self.settings = settings
         self.budget = Budget(settings.render_cpu, settings.render_memory, settings.max_pixels)
         self._slots = threading.BoundedSemaphore(settings.workers)
@@ -135,3 +152,71 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
 
     def GetRenderers(self, request, context):
         return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers))
+
+    def GetTransforms(self, request, context):
+        names = {t.name for ts in self.transforms.values() for t in ts}
+        return thumbnail_pb2.Transforms(mime_types=sorted(self.transforms), names=sorted(names))
+
+    def Transform(self, request_iterator, context):
+        """All the work happens before the reply stream is returned (so the call is
+        held to the admission limits while it works); the stream only sends."""
+        started, received = time.perf_counter(), [0]
+        try:
+            data, removed, names, mime = self._transform(request_iterator, context, received)
+        except UploadError as exc:
+            error = exc
+        except Exception:
+            if context.is_active():
+                log.exception("transforming failed")
+                error = Internal("The thumbnail service failed to transform this file.")
+            else:
+                error = Cancelled()
+        else:
+            metrics.count_transform("changed" if data is not None else "unchanged",
+                                    time.perf_counter() - started, received[0])
+            return _transform_replies(data, removed, names, mime)
+        metrics.count_transform(outcome_name(error), time.perf_counter() - started, received[0])
+        abort(context, error)
+
+    def _transform(self, request_iterator, context, received: list[int]):
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "options":
+            raise InvalidInput("The first message must carry the transform options.")
+        options = first.options
+        mime = options.mime_type or options.info.declared_type
+        transforms = self.transforms.get(mime)
+        if not transforms:
+            raise UnsupportedType(f"No transform handles {mime or 'files of unknown type'}.")
+        parameters = dict(options.parameters)
+        if len(parameters) > MAX_PARAMETERS or any(len(v.encode()) > MAX_PARAMETER for v in parameters.values()):
+            raise InvalidInput(f"At most {MAX_PARAMETERS} parameters of at most {MAX_PARAMETER} bytes each.")
+        if not self._slots.acquire(blocking=False):
+            metrics.GRPC.refuse(TRANSFORM_METHOD, "busy")
+            raise Busy(f"All {self.settings.workers} render slots are busy; try again shortly.")
+        try:
+            child = RenderChild([(t.name, t.apply) for t in transforms], (mime, parameters), self.budget,
+                                job=transform)
+            context.add_callback(child.cancel)
+            try:
+                self._receive(request_iterator, context, child)
+            finally:
+                received[0] = child.size
+            try:
+                data, removed, names = child.result()
+            except UploadError:
+                if not context.is_active():
+                    raise Cancelled() from None
+                raise
+        finally:
+            self._slots.release()
+        return data, removed, names, mime
+
+
+def _transform_replies(data: bytes | None, removed: list[str], names: list[str], mime: str):
+    yield thumbnail_pb2.TransformReply(result=thumbnail_pb2.TransformResult(
+        changed=data is not None, removed=removed if data is not None else [], transforms=names,
+        size=len(data) if data is not None else 0, mime_type=mime))
+    if data is not None:
+        view = memoryview(data)
+        for at in range(0, len(data), REPLY_CHUNK):
+            yield thumbnail_pb2.TransformReply(chunk=bytes(view[at:at + REPLY_CHUNK]))

@@ -52,6 +52,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
         metrics=metrics.GRPC,
         limits=Limits(frozenset({f"/{SERVICE_NAME}/Validate", f"/{SERVICE_NAME}/Check"}), settings.workers,
                       settings.stream_idle_timeout, settings.max_call_time),
+        tls=settings.tls,
     )
     return server, port
 

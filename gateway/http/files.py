@@ -56,6 +56,9 @@ def audit(file_id: str):
                    for d in verdict.get("decisions", [])],
         reasons=[{"code": r.get("code", ""), "message": r.get("message", ""), "rule": r.get("rule", "")}
                  for r in verdict.get("reasons", [])],
+        # What a transform changed before the bytes were stored (IMAGE_METADATA): the upload's
+        # own size and sha256, and what was removed; null when the upload is stored as it came.
+        transform=verdict.get("transform"),
     )
 
 

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import metrics
 from gateway.ingest.services import services
 from gateway.metadata.files import repository
+from gateway.metadata.outbox import outbox
 from protos.text import human_size
 
 bp = Blueprint("meta", __name__)
@@ -47,4 +48,5 @@ def policy():
 def metrics_endpoint():
     metrics.observe_services(services().health())
     metrics.THUMBNAILS_PENDING.set(repository().count_pending_thumbnails())
+    metrics.observe_outbox(outbox().stats(), outbox().subscribers())
     return Response(generate_latest(metrics.REGISTRY), mimetype=CONTENT_TYPE_LATEST)

@@ -11,7 +11,9 @@ def iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def record(row: FileRow) -> dict:
+def record(row: FileRow, url=url_for) -> dict:
+    """``url(endpoint, **values)`` builds the URLs: Flask's ``url_for`` in a request,
+    another builder outside one (gateway/events: the records events carry)."""
     return {
         "id": row.id,
         "filename": row.filename,
@@ -22,8 +24,8 @@ def record(row: FileRow) -> dict:
         "is_image": row.is_image,
         "width": row.width,
         "height": row.height,
-        "thumbnail_url": url_for("downloads.thumbnail", name=row.thumbnail) if row.thumbnail else None,
-        "download_url": url_for("downloads.download", name=row.filename),
+        "thumbnail_url": url("downloads.thumbnail", name=row.thumbnail) if row.thumbnail else None,
+        "download_url": url("downloads.download", name=row.filename),
         "sha256": row.sha256,
         "uploaded_at": iso(row.uploaded_at),
         "expires_at": iso(row.expires_at),

@@ -1,7 +1,7 @@
 """The one path every upload takes: bytes stored beside their final place (a
 temp file on disk, or a multipart upload to S3), the validator's verdict on
-their head and size, commit into place, thumbnail, and only then the
-metadata row.
+their head and size, transforms (IMAGE_METADATA: gateway.ingest.transform),
+commit into place, thumbnail, and only then the metadata row.
 
 Two ways in, one way through: ``start()`` streams a multipart part to a temp
 file while the validator sees its head (every byte, when the policy says
@@ -24,15 +24,17 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from gateway import metrics
+from gateway.hookspecs import FILE_DELETED
 from gateway.ingest.hashing import StreamHasher
 from gateway.ingest.names import extension, sanitize
 from gateway.ingest.services import Services
 from gateway.ingest.thumbnails import Thumbnails
+from gateway.ingest.transform import Transformed, Transformer
 from gateway.metadata.files import FileRepository, FileRow
 from gateway.storage.base import Storage, new_id
 from gateway.storage.expiry import is_expired
 from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
-from protos.streaming import read_chunks, write_all
+from protos.streaming import write_all
 from protos.text import human_size
 
 
@@ -151,13 +153,17 @@ class Upload:
             metrics.VALIDATE.observe(judged - received)
             if not verdict.accepted:
                 raise refusal(verdict, self.original_name)
+            transformed = self.pipeline.transform_temp(self, verdict)
             self.pipeline.storage.commit(self._temp)
             metrics.STORE.observe(time.perf_counter() - judged)
         except BaseException:
             self.abort()
             raise
-        return self.pipeline._accept(self.id, self.filename, self.original_name, self.size,
-                                     self._sha256.hexdigest(), verdict, expires_at, self.owner_id)
+        size, sha256 = self.size, self._sha256.hexdigest()
+        if transformed is not None:
+            size, sha256 = transformed.size, transformed.sha256
+        return self.pipeline._accept(self.id, self.filename, self.original_name, size, sha256, verdict,
+                                     expires_at, self.owner_id, transformed=transformed)
 
     def abort(self) -> None:
         if self._validation is not None:
@@ -180,6 +186,34 @@ class Ingest:
             self.write_temp = lambda temp, data: self.disk.write(temp.handle, data)
         else:
             self.write_temp = storage.write_temp
+        self.transformer = Transformer(services, storage, self.write_temp, config)
+        self.s3_part_size = config.get("S3_PART_SIZE", 0)
+
+    def transform_temp(self, upload: Upload, verdict) -> Transformed | None:
+        """IMAGE_METADATA before commit (gateway.ingest.transform). When the upload
+        changes, its temp is discarded and ``upload._temp`` becomes the new bytes'."""
+        if not self.transformer.wanted(verdict.detected_type, verdict.is_image):
+            return None
+        source = self.storage.read_temp(upload._temp)
+        if source is None:
+            # STORAGE=s3, and the file outgrew one part: its bytes are parts of an unfinished
+            # multipart upload, which cannot be read back. Never stored unstripped: refused.
+            raise Refused("image_metadata_too_large",
+                          f"On this server's S3 storage an image larger than {human_size(self.s3_part_size)} "
+                          "(S3_PART_SIZE) cannot have its metadata removed before it is stored, so it was not "
+                          "stored. Upload it with tus, or remove its metadata first.", upload.original_name)
+        transformed = self.transformer.apply(source, upload.filename, upload.original_name, verdict.detected_type,
+                                             upload.size, upload._sha256.hexdigest())
+        if transformed is not None:
+            self.storage.discard(upload._temp)
+            upload._temp = transformed.temp
+        return transformed
+
+    def _transform_file(self, open_chunks, filename: str, original_name: str, verdict, size: int,
+                        sha256: str) -> Transformed | None:
+        if not self.transformer.wanted(verdict.detected_type, verdict.is_image):
+            return None
+        return self.transformer.apply(open_chunks, filename, original_name, verdict.detected_type, size, sha256)
 
     def start(self, original_name: str, declared_type: str = "", owner_id: str | None = None) -> Upload:
         return Upload(self, original_name, declared_type, owner_id)
@@ -227,16 +261,26 @@ class Ingest:
                 digest = hashlib.file_digest(source, "sha256")
         if size > policy.max_file_size:
             raise too_large(policy.max_file_size, original_name)
-
-        def open_chunks():
-            with open(path, "rb") as source:
-                yield from read_chunks(source, 1024 * 1024)
-
         if verdict is None:
-            verdict = self._judge_stored(policy, original_name, declared_type, head, size, open_chunks)
+            verdict = self._judge_stored(policy, original_name, declared_type, head, size, lambda: _file_chunks(path))
         sha256 = sha256 or digest.hexdigest()
         if not verdict.accepted:
             raise refusal(verdict, original_name)
+        transformed = self._transform_file(lambda: _file_chunks(path), filename, original_name, verdict, size,
+                                           sha256)
+        if transformed is not None:
+            # The new bytes go into place; the upload's stay at ``path`` until the row is
+            # written (if that fails, the upload can be finished again from them).
+            try:
+                with metrics.timed(metrics.STORE):
+                    self.storage.commit(transformed.temp)
+            except BaseException:
+                self.storage.discard(transformed.temp)
+                raise
+            row = self._accept(file_id, filename, original_name, transformed.size, transformed.sha256, verdict,
+                               expires_at, owner_id, transformed=transformed)
+            path.unlink(missing_ok=True)
+            return row
         # Placed bytes keep their mtime, and a resumed upload's last write may be old:
         # made fresh, reconcile cannot take them for an orphan before their row is written.
         # (Bytes placed in S3 are a new object, as fresh as can be.)
@@ -279,23 +323,43 @@ class Ingest:
                     digest.update(chunk)
                 sha256 = digest.hexdigest()
 
-        def open_chunks():
-            with self.storage.open("files", filename) as source:
-                yield from read_chunks(source, 1024 * 1024)
+        def from_the_start():
+            with self.storage.open("files", filename) as stored:
+                while chunk := stored.read(1024 * 1024):
+                    yield chunk
 
         if verdict is None:
-            verdict = self._judge_stored(policy, original_name, declared_type, head, size, open_chunks)
+            verdict = self._judge_stored(policy, original_name, declared_type, head, size, from_the_start)
         if not verdict.accepted:
             raise refusal(verdict, original_name)
+
+        # The upload's bytes are already the object: the new ones replace it (a bucket with
+        # versioning keeps the upload's as an older version). Once replaced, a failure below
+        # deletes the object: finished again, it would be hashed as the upload's.
+        transformed = self._transform_file(from_the_start, filename, original_name, verdict, size, sha256)
+        if transformed is not None:
+            try:
+                self.storage.commit(transformed.temp)
+            except BaseException:
+                self.storage.discard(transformed.temp)
+                raise
+            return self._accept(file_id, filename, original_name, transformed.size, transformed.sha256, verdict,
+                                expires_at, owner_id, transformed=transformed)
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, keep_on_failure=True)
 
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
                 verdict, expires_at: datetime | None, owner_id: str | None,
-                restore_to: Path | None = None, keep_on_failure: bool = False) -> FileRow:
+                restore_to: Path | None = None, keep_on_failure: bool = False,
+                transformed: Transformed | None = None) -> FileRow:
         """The bytes are in place and accepted: thumbnail, then the row. If that
         fails, the bytes go: deleted, or moved back to ``restore_to`` (a
-        finished tus upload's bytes, so its next HEAD can finish it again)."""
+        finished tus upload's bytes, so its next HEAD can finish it again).
+        ``transformed``: the stored bytes are a transform's (``size`` and ``sha256``
+        are theirs); the audit (the row's verdict JSON) says what was removed."""
+        audit = MessageToDict(verdict, preserving_proto_field_name=True)
+        if transformed is not None:
+            audit["transform"] = transformed.audit
         row = FileRow(
             id=file_id,
             filename=filename,
@@ -310,7 +374,7 @@ class Ingest:
             thumbnail_status="none",
             uploaded_at=datetime.now(timezone.utc),
             expires_at=expires_at,
-            verdict=json.dumps(MessageToDict(verdict, preserving_proto_field_name=True)),
+            verdict=json.dumps(audit),
             owner_id=owner_id,
         )
         try:
@@ -329,9 +393,11 @@ class Ingest:
             raise
         return row
 
-    def remove(self, row: FileRow) -> bool:
+    def remove(self, row: FileRow, event: str = FILE_DELETED) -> bool:
         """Delete a stored file (DELETE /files/<id> and the expiry reaper); False
         when its row was already gone. Deleting what is already gone is fine.
+        ``event``: what the row's deletion reports to plugins (file.deleted, or
+        file.expired from the reaper), in the same transaction.
 
         A live file loses its row first: a crash in between leaves unlisted
         bytes, never a listed file without bytes. An expired file is already
@@ -340,7 +406,7 @@ class Ingest:
         that nothing would ever delete (an expired file must really go)."""
         if is_expired(row):
             self._delete_bytes(row)
-        removed = self.repo.delete(row.id)
+        removed = self.repo.delete(row.id, event)
         # The row as it was deleted: a thumbnail made meanwhile is named there.
         self._delete_bytes(removed or row)
         return removed is not None
@@ -349,6 +415,12 @@ class Ingest:
         self.storage.delete("files", row.filename)
         if row.thumbnail:
             self.storage.delete("thumbnails", row.thumbnail)
+
+
+def _file_chunks(path: Path):
+    with open(path, "rb") as source:
+        while chunk := source.read(1024 * 1024):
+            yield chunk
 
 
 def init_app(app) -> None:

@@ -21,8 +21,9 @@ from flask import Flask, current_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.metrics import ClientCallMetrics
-from protos.errors import TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
-from protos.streaming import file_info, render_requests
+from protos.errors import Internal, TimedOut, Unavailable, UploadError, error_for_code, from_rpc_error
+from protos.streaming import file_info, render_requests, transform_requests
+from protos.tls import open_channel
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 
 log = logging.getLogger("upload.gateway")
@@ -93,6 +94,11 @@ def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "
             log.debug("%s: service unavailable, trying again in %.0f ms", what, delay * 1000)
             time.sleep(delay)
 
+
+# The thumbnail service's list of renderers is read again when it is old, or when a file of a
+# type not on it arrives, but not more often than this (seconds): a stream of files of types
+# that have no renderer, or a service that is down, costs one GetRenderers call per this.
+RENDERERS_RECHECK = 5.0
 
 VALIDATE = f"/{validator_pb2.DESCRIPTOR.services_by_name['Validator'].full_name}/Validate"
 # ValidateRequest's `chunk` (field 2, length-delimited) as it goes on the wire.
@@ -250,9 +256,10 @@ class ValidationStream:
 class Services:
     def __init__(self, config: dict):
         self.config = config
+        tls = config.get("GRPC_TLS")  # None: plaintext
         self._raw = {
-            "validator": grpc.insecure_channel(config["VALIDATOR_ADDR"], options=CHANNEL_OPTIONS),
-            "thumbnail": grpc.insecure_channel(config["THUMBNAIL_ADDR"], options=CHANNEL_OPTIONS),
+            "validator": open_channel(config["VALIDATOR_ADDR"], tls, CHANNEL_OPTIONS),
+            "thumbnail": open_channel(config["THUMBNAIL_ADDR"], tls, CHANNEL_OPTIONS),
         }
         # Every call on them is counted by method and status code, and timed (/metrics).
         self.channels = {name: grpc.intercept_channel(channel, ClientCallMetrics(name))
@@ -262,6 +269,11 @@ class Services:
         self._policy: validator_pb2.Policy | None = None
         self._policy_at = 0.0
         self._renderable: frozenset[str] | None = None
+        self._renderable_at = float("-inf")  # when it was read
+        self._renderers_tried = float("-inf")  # when reading it was last tried
+        self._transformable: frozenset[str] | None = None
+        self._transformable_at = float("-inf")
+        self._transforms_tried = float("-inf")
         self._lock = threading.Lock()
 
     # --- validator ---
@@ -324,14 +336,43 @@ class Services:
 
     # --- thumbnails ---
 
-    def renderable(self) -> frozenset[str]:
-        """MIME types the thumbnail service renders (asked once, then cached)."""
-        if self._renderable is None:
+    def renderable(self, mime_type: str | None = None, fresh: bool = False) -> frozenset[str]:
+        """MIME types the thumbnail service renders. The list is read again once it is
+        THUMBNAIL_RENDERERS_TTL seconds old, when asked about a ``mime_type`` not on it,
+        and after ``forget_renderers``, but never more often than every RENDERERS_RECHECK
+        seconds: a thumbnail service restarted with a new renderer is used without
+        restarting the gateway. While the service cannot be reached the last list read is
+        used; with none yet, or when asked for a ``fresh`` one, the UploadError is raised."""
+        now = time.monotonic()
+        with self._lock:
+            known, age = self._renderable, now - self._renderable_at
+            stale = known is None or age >= self.config["THUMBNAIL_RENDERERS_TTL"] or (
+                mime_type is not None and mime_type not in known)
+            if not fresh and (not stale or (known is not None and now - self._renderers_tried < RENDERERS_RECHECK)):
+                return known
+            self._renderers_tried = now
+        # A service that does not answer costs a known list's readers one health check's time.
+        timeout = self.config["THUMBNAIL_TIMEOUT"] if known is None or fresh else self.config["HEALTH_TIMEOUT"]
+        try:
             reply = call_with_retry(
                 lambda left: self.thumbnailer.GetRenderers(thumbnail_pb2.GetRenderersRequest(), timeout=left),
-                self.config["THUMBNAIL_TIMEOUT"], "GetRenderers")
-            self._renderable = frozenset(reply.mime_types)
-        return self._renderable
+                timeout, "GetRenderers")
+        except UploadError:
+            if known is None or fresh:
+                raise
+            return known
+        renderable = frozenset(reply.mime_types)
+        with self._lock:
+            if self._renderable is not None and renderable != self._renderable:
+                log.info("the thumbnail service now renders %s", ", ".join(sorted(renderable)) or "nothing")
+            self._renderable, self._renderable_at = renderable, time.monotonic()
+        return renderable
+
+    def forget_renderers(self) -> None:
+        """The thumbnail service has no renderer for a type (it was restarted with fewer, or
+        the type is not on its list): the list is read again at the next ask."""
+        with self._lock:
+            self._renderable_at = float("-inf")
 
     def render(self, open_chunks: Callable[[], Iterator[bytes]], original_name: str, mime_type: str,
                size: int, timeout: float | None = None):
@@ -345,6 +386,71 @@ class Services:
         return call_with_retry(
             lambda left: self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left),
             limit if timeout is None else min(timeout, limit), "Render")
+
+    # --- transforms (before commit) ---
+
+    def transformable(self, mime_type: str | None = None) -> frozenset[str]:
+        """MIME types some transform of the thumbnail service handles, cached as the
+        renderers' list is (THUMBNAIL_RENDERERS_TTL, read again for a type not on it at
+        most every RENDERERS_RECHECK seconds). The last list read is used while the
+        service cannot be reached; with none yet the UploadError is raised (the caller
+        fails closed: it cannot know whether a file needs transforming)."""
+        now = time.monotonic()
+        with self._lock:
+            known, age = self._transformable, now - self._transformable_at
+            stale = known is None or age >= self.config["THUMBNAIL_RENDERERS_TTL"] or (
+                mime_type is not None and mime_type not in known)
+            if not stale or (known is not None and now - self._transforms_tried < RENDERERS_RECHECK):
+                return known
+            self._transforms_tried = now
+        timeout = self.config["THUMBNAIL_TIMEOUT"] if known is None else self.config["HEALTH_TIMEOUT"]
+        try:
+            reply = call_with_retry(
+                lambda left: self.thumbnailer.GetTransforms(thumbnail_pb2.GetTransformsRequest(), timeout=left),
+                timeout, "GetTransforms")
+        except UploadError:
+            if known is None:
+                raise
+            return known
+        transformable = frozenset(reply.mime_types)
+        with self._lock:
+            self._transformable, self._transformable_at = transformable, time.monotonic()
+        return transformable
+
+    def forget_transforms(self) -> None:
+        with self._lock:
+            self._transformable_at = float("-inf")
+            self._transforms_tried = float("-inf")
+
+    def transform(self, open_chunks: Callable[[], Iterator[bytes]], original_name: str, mime_type: str,
+                  size: int, parameters: dict[str, str]):
+        """Send a whole file through the thumbnail service's transforms: returns
+        (TransformResult, an iterator of the new file's chunks, empty when unchanged).
+        The call is made again while the service is briefly UNAVAILABLE, until its first
+        answer; a failure while the new bytes arrive raises its UploadError."""
+        options = thumbnail_pb2.TransformOptions(info=file_info(original_name, size), mime_type=mime_type,
+                                                 parameters=parameters)
+        # The time to send the file and get it back, on top of the work itself.
+        timeout = self.config["THUMBNAIL_TIMEOUT"] + 30.0 + size / (20 * 1024 * 1024)
+
+        def attempt(left: float):
+            replies = self.thumbnailer.Transform(transform_requests(options, open_chunks()),
+                                                 timeout=left)
+            first = next(replies, None)
+            if first is None or first.WhichOneof("part") != "result":
+                raise Internal("The thumbnail service answered a transform without its result.")
+            return first.result, replies
+
+        result, replies = call_with_retry(attempt, timeout, "Transform")
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                for reply in replies:
+                    yield reply.chunk
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
+
+        return result, chunks()
 
     # --- health ---
 

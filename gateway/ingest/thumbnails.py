@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from flask import Flask, current_app, g, has_request_context
 
@@ -19,7 +20,8 @@ from gateway.ingest.services import Services
 from gateway.metadata.files import FileRepository, FileRow
 from gateway.storage.base import Storage
 from gateway.storage.s3 import is_storage_error
-from protos.errors import InsufficientStorage, NotFound, TimedOut, Unavailable, UploadError, out_of_space_as_error
+from protos.errors import (InsufficientStorage, NotFound, TimedOut, Unavailable, UnsupportedType, UploadError,
+                           out_of_space_as_error)
 from protos.streaming import read_chunks
 
 log = logging.getLogger("upload.gateway")
@@ -63,7 +65,7 @@ class Thumbnails:
         if is_image:
             return True
         try:
-            return mime_type in self.services.renderable()
+            return mime_type in self.services.renderable(mime_type)
         except UploadError:
             return False
 
@@ -112,6 +114,13 @@ class Thumbnails:
             log.info("thumbnail for %s postponed: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "pending"
             return exc
+        except UnsupportedType as exc:
+            # No renderer for it (now): nothing failed, and a later renderer may make one
+            # (`flask --app gateway thumbnails backfill`). The list of renderers is read again.
+            log.info("no thumbnail for %s: %s", row.id, exc.message)
+            self.services.forget_renderers()
+            row.thumbnail, row.thumbnail_status = None, "none"
+            return exc
         except UploadError as exc:
             log.info("no thumbnail for %s: %s", row.id, exc.message)
             row.thumbnail, row.thumbnail_status = None, "failed"
@@ -147,6 +156,45 @@ class Thumbnails:
             made += row.thumbnail_status == "done"
         return made
 
+    def backfill(self, include_failed: bool = False, dry_run: bool = False,
+                 progress: Callable[[FileRow, str], None] | None = None) -> "Backfill":
+        """Thumbnails for stored files that have none although their type now has a renderer
+        (stored before it existed, or while the thumbnail service lacked it): status "none",
+        and with ``include_failed`` also "failed" (a renderer that got better). Safe while
+        gateways serve: each row changes only if its status is still the one read (a file
+        deleted or given a thumbnail meanwhile is left as it is), so running it twice does
+        nothing the second time. Stops when the service is down or busy, or the disk full:
+        what is left keeps its status, for the next run."""
+        report = Backfill()
+        statuses = ("none", "failed") if include_failed else ("none",)
+        renderable = self.services.renderable(fresh=True)  # the list as it is now; UploadError if unreachable
+        after = ""
+        while True:
+            rows = self.repo.without_thumbnails(renderable, statuses, after=after)
+            if not rows:
+                return report
+            after = rows[-1].id
+            for row in rows:
+                if dry_run:
+                    report.count(row, "would render")
+                    continue
+                was = row.thumbnail_status
+                error = self._make(row)  # not counted as an upload's thumbnail (metrics)
+                if isinstance(error, STILL_DOWN):
+                    report.stopped = error.message
+                    return report
+                if self.repo.set_thumbnail_if(row.id, was, row.thumbnail, row.thumbnail_status):
+                    report.count(row, row.thumbnail_status)
+                else:
+                    # Deleted, or given a thumbnail elsewhere meanwhile: leave it as it is, and
+                    # remove ours unless the row now names the same (deterministic) name.
+                    now = self.repo.get(row.id)
+                    if row.thumbnail and (now is None or now.thumbnail != row.thumbnail):
+                        self.storage.delete("thumbnails", row.thumbnail)
+                    report.count(row, "changed meanwhile")
+                if progress is not None:
+                    progress(row, report.last)
+
     def _not_due(self) -> list[str]:
         now = time.monotonic()
         with self._lock:
@@ -171,6 +219,29 @@ class Thumbnails:
 
     def stop(self) -> None:
         self._retries.stop()
+
+
+class Backfill:
+    """What a backfill did: files per outcome ("done", "failed", "pending", "none",
+    "changed meanwhile", "would render"), and why it stopped early, if it did."""
+
+    def __init__(self):
+        self.outcomes: dict[str, int] = {}
+        self.stopped: str | None = None
+        self.last = ""
+
+    def count(self, row: FileRow, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.last = outcome
+
+    def summary(self) -> str:
+        if not self.outcomes:
+            return "No stored file lacks a thumbnail that can be made now."
+        words = {"done": "made", "failed": "failed (damaged, or over the render budget)",
+                 "pending": "postponed (to the gateways' retries)", "none": "left without one (no renderer after all)",
+                 "changed meanwhile": "changed meanwhile (deleted, or given one elsewhere)",
+                 "would render": "would be rendered"}
+        return "Thumbnails: " + "; ".join(f"{n} {words.get(k, k)}" for k, n in self.outcomes.items()) + "."
 
 
 def _request_deadline() -> float | None:

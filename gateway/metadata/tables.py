@@ -164,3 +164,35 @@ share_links = sa.Table(
     # GET /shares: one owner's links, newest first.
     sa.Index("ix_share_links_owner_created", "owner_id", "created_at", "id"),
 )
+
+# Events about files waiting for a plugin (a webhook URL is one): the outbox
+# (gateway/metadata/outbox.py). A row is written in the same transaction as the
+# change it reports, one per event and plugin, and deleted once that plugin has
+# taken the event; one it never takes is kept as "dead" (EVENT_GIVE_UP_AFTER).
+event_outbox = sa.Table(
+    "event_outbox",
+    metadata,
+    # 32 hex digits; the same for every plugin, and on every attempt.
+    sa.Column("event_id", sa.String(32), nullable=False),
+    # The plugin's name (pluggy's): a module name, an entry point's, "webhook:<host>#<hash>".
+    sa.Column("consumer", sa.String(200), nullable=False),
+    # file.stored | file.deleted | file.expired
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("file_id", sa.String(32), nullable=False),
+    # The file's row as it was at the change (JSON, without the verdict).
+    sa.Column("file", sa.Text, nullable=False),
+    # pending | dead
+    sa.Column("state", sa.String(16), nullable=False),
+    # Since when it has waited: its creation, or when `flask events retry` woke it (EVENT_GIVE_UP_AFTER counts from it).
+    sa.Column("pending_since", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # Not before then: the pause after a failure, or the lease of the attempt in progress.
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.PrimaryKeyConstraint("event_id", "consumer"),
+    # A plugin's next events; the sweep of those past EVENT_GIVE_UP_AFTER; a file's (set_expires_at).
+    sa.Index("ix_event_outbox_due", "consumer", "state", "next_attempt_at"),
+    sa.Index("ix_event_outbox_state_since", "state", "pending_since"),
+    sa.Index("ix_event_outbox_file_id", "file_id"),
+)

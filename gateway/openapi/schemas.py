@@ -147,6 +147,21 @@ def schemas() -> dict:
                     "type": "object", "required": ["code", "message", "rule"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                    "rule": {"type": "string"}}}},
+                "transform": {
+                    "type": ["object", "null"],
+                    "description": "What was changed before the bytes were stored (IMAGE_METADATA), null when "
+                                   "they are stored as uploaded: `size` and `sha256` above are the stored "
+                                   "bytes', these the upload's.",
+                    "required": ["names", "removed", "mode", "uploaded_size", "uploaded_sha256"],
+                    "properties": {
+                        "names": {"type": "array", "items": {"type": "string"}},
+                        "removed": {"type": "array", "items": {"type": "string"},
+                                    "description": "e.g. exif.gps, exif, xmp, iptc, comment, text."},
+                        "mode": {"type": "string", "enum": ["strip-location", "strip-all"]},
+                        "uploaded_size": {"type": "integer", "minimum": 0},
+                        "uploaded_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    },
+                },
             },
         },
         "Dashboard": {

@@ -80,7 +80,7 @@
   /** A coarse kind, only to colour the placeholder tile. */
   function kindOf(type, ext) {
     type = type || "";
-    if (type.startsWith("image/")) return "image";
+    if (type.startsWith("image/") || type.startsWith("video/")) return "image";
     if (type.startsWith("text/") || ["txt", "csv"].includes(ext)) return "text";
     if (type === "application/pdf" || ext === "pdf") return "pdf";
     if (/zip|rar|7z|tar|gzip/.test(type) || ["zip", "rar", "7z", "tar", "gz"].includes(ext)) return "archive";
@@ -679,7 +679,7 @@
     fillThumb(slot(el, "thumb"), record, `Preview of ${record.original_name}`);
     setState(item, "done");
     announce(`${record.original_name} uploaded, ${record.size_formatted}.`);
-    if (record.is_image && !record.thumbnail_url) watchThumbnail(record.id);
+    if (previewExpected(record) && !record.thumbnail_url) watchThumbnail(record.id);
     refreshRecent();
   }
 
@@ -784,6 +784,16 @@
 
   // --------------------------------------------------------------- thumbnails
 
+  /**
+   * Whether a record without a thumbnail may still get one (the thumbnail service was
+   * slow or down): images, PDFs and videos are previewed; the rest are shown as a tile.
+   * Only decides whether to look again: a wrong guess costs a few re-reads.
+   */
+  function previewExpected(record) {
+    const type = record.type || "";
+    return Boolean(record.is_image) || type === "application/pdf" || type.startsWith("video/");
+  }
+
   function placeholder(container, type, ext, pending = false) {
     const tile = document.createElement("span");
     tile.className = "thumb-ext";
@@ -796,7 +806,7 @@
   function fillThumb(container, record, alt) {
     const ext = extensionOf(record.original_name);
     if (!record.thumbnail_url) {
-      placeholder(container, record.type, ext, Boolean(record.is_image));
+      placeholder(container, record.type, ext, previewExpected(record));
       return;
     }
     const img = document.createElement("img");
@@ -960,7 +970,7 @@
     const thumb = slot(li, "thumb");
     const img = thumb.querySelector("img");
     if (!img || !record.thumbnail_url || !img.src.endsWith(record.thumbnail_url)) fillThumb(thumb, record, "");
-    if (record.is_image && !record.thumbnail_url) watchThumbnail(record.id);
+    if (previewExpected(record) && !record.thumbnail_url) watchThumbnail(record.id);
     return li;
   }
 

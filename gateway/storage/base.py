@@ -40,6 +40,10 @@ class Storage(Protocol):
     def write_temp(self, temp, data) -> None:
         """Append ``data`` (a view its caller may reuse once this returns)."""
 
+    def read_temp(self, temp):
+        """A function giving the temp's bytes from the start (an iterator of chunks) each
+        time it is called, or None when they cannot be read back before ``commit``."""
+
     def commit(self, temp) -> None:
         """Make the finished temp the stored file, atomically."""
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 from flask import Flask, current_app
 
 from gateway import metrics
 from gateway.background import Periodic
+from gateway.hookspecs import FILE_EXPIRED
 from gateway.metadata.files import FileRepository, FileRow
 from gateway.metadata.shares import ShareLinks
 from protos.errors import Gone, InvalidInput
@@ -88,7 +90,7 @@ class Reaper:
         # Expired share links' records go on the same passes (their URLs answer 410 by themselves).
         self.links = links
         # Ingest.remove: the one way a stored file is deleted (DELETE /files/<id> uses it too),
-        # which also decides the order of bytes and row.
+        # which also decides the order of bytes and row; told to report file.expired.
         self.remove = remove
         self.batch = batch
         self._periodic = Periodic("file-reaper", interval, self.reap)
@@ -133,5 +135,5 @@ class Reaper:
 
 def init_app(app: Flask) -> None:
     ex = app.extensions
-    ex["file_reaper"] = Reaper(ex["files"], ex["ingest"].remove, app.config["FILE_REAP_INTERVAL"],
-                               links=ex["shares"]).start()
+    ex["file_reaper"] = Reaper(ex["files"], partial(ex["ingest"].remove, event=FILE_EXPIRED),
+                               app.config["FILE_REAP_INTERVAL"], links=ex["shares"]).start()

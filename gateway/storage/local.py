@@ -67,6 +67,15 @@ class LocalStorage:
         temp.handle.close()
         os.replace(temp.path, temp.final)
 
+    def read_temp(self, temp: TempFile):
+        """A function giving the temp's bytes so far from the start, in chunks, each
+        time it is called (None: they cannot be read back; never so on local disk)."""
+        def chunks():
+            with open(temp.path, "rb") as source:
+                while chunk := source.read(1024 * 1024):
+                    yield chunk
+        return chunks
+
     def partial_path(self, area: str, name: str) -> Path:
         """Where a resumable upload collects its bytes across requests: a
         hidden file beside its final place (so placing it is a rename)."""

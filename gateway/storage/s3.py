@@ -179,6 +179,14 @@ class S3Storage:
             self.copied += len(data)
         fill_parts(temp, data, self.part_size, lambda: self._send_part(temp))
 
+    def read_temp(self, temp: S3Temp):
+        """A function giving the temp's bytes so far, while all of them are still in its
+        part buffer (a file smaller than S3_PART_SIZE); None once parts were sent (the
+        parts of an unfinished multipart upload cannot be read back)."""
+        if temp.upload_id is not None:
+            return None
+        return lambda: iter((bytes(memoryview(temp.buffer)[:temp.filled]),))
+
     def _send_part(self, temp: S3Temp) -> None:
         if temp.upload_id is None:
             temp.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=temp.key)["UploadId"]

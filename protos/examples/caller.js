@@ -7,6 +7,9 @@
 // Validates the file (streamed from disk in 64 KiB chunks, stopping once the verdict comes), then,
 // if it is an image, renders a thumbnail. Prints one JSON object; exit status 0 when accepted,
 // 1 when refused, 2 on an error (with the error's code and its ErrorInfo reason).
+// Mutual TLS with the services' own settings, read from the environment as every process of the
+// project reads them: GRPC_TLS_CA (turns TLS on), GRPC_TLS_CERT and GRPC_TLS_KEY (this caller's
+// certificate), GRPC_TLS_SERVER_NAME (the name expected in the services' certificates).
 'use strict';
 
 const fs = require('fs');
@@ -28,6 +31,17 @@ const SERVICE_CONFIG = {
     },
   }],
 };
+
+function credentials(env) {
+  if (!env.GRPC_TLS_CA) {
+    if (env.GRPC_TLS_CERT || env.GRPC_TLS_KEY) throw new Error('GRPC_TLS_CERT and GRPC_TLS_KEY need GRPC_TLS_CA: the CA the services\' certificates are checked against');
+    return { creds: grpc.credentials.createInsecure(), options: {} };
+  }
+  if (!env.GRPC_TLS_CERT !== !env.GRPC_TLS_KEY) throw new Error('GRPC_TLS_CERT and GRPC_TLS_KEY go together');
+  const read = (name) => (env[name] ? fs.readFileSync(env[name]) : null);
+  const options = env.GRPC_TLS_SERVER_NAME ? { 'grpc.ssl_target_name_override': env.GRPC_TLS_SERVER_NAME } : {};
+  return { creds: grpc.credentials.createSsl(read('GRPC_TLS_CA'), read('GRPC_TLS_KEY'), read('GRPC_TLS_CERT')), options };
+}
 
 function load() {
   const definition = protoLoader.loadSync(['upload/v1/validator.proto', 'upload/v1/thumbnail.proto'], {
@@ -103,9 +117,10 @@ function render(client, file, mimeType, box) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const v1 = load();
-  const channelOptions = { 'grpc.service_config': JSON.stringify(SERVICE_CONFIG) };
-  const validator = new v1.Validator(args.validator, grpc.credentials.createInsecure(), channelOptions);
-  const thumbnail = new v1.Thumbnail(args.thumbnail, grpc.credentials.createInsecure(), channelOptions);
+  const tls = credentials(process.env);
+  const channelOptions = { 'grpc.service_config': JSON.stringify(SERVICE_CONFIG), ...tls.options };
+  const validator = new v1.Validator(args.validator, tls.creds, channelOptions);
+  const thumbnail = new v1.Thumbnail(args.thumbnail, tls.creds, channelOptions);
   try {
     const verdict = await validate(validator, args.file);
     const out = {

@@ -6,12 +6,14 @@ names that are real), tied back to the code they configure where that can be don
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -254,11 +256,12 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
     builder, final = next(s for s in stages if s.name == "builder"), stages[-1]
     assert builder.base == final.base == "python:3.11-slim-bookworm"
 
-    # The builder: locked dependencies into a venv, the project without them, the protos.
+    # The builder: the service's locked dependencies into a venv, then the project, whose build
+    # generates the protos (setup.py; test_image_installs_its_own_extra_only has the details).
     runs = " ".join(builder.all("RUN"))
     assert "python -m venv /opt/venv" in runs
-    assert "-c requirements.lock" in runs and "--no-deps" in runs and "--no-cache-dir" in runs
-    assert "python -m protos.generate" in runs
+    assert "-c requirements.lock" in runs and "--no-cache-dir" in runs
+    assert "README.md setup.py ./" in builder.all("COPY")
 
     # The final stage: the venv and the code from the builder; no compiler, no build stage.
     copies = final.all("COPY")
@@ -270,7 +273,7 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
         words = command.split()
         if words[:2] == ["apt-get", "install"]:
             packages |= {word.split("=")[0] for word in words[2:] if not word.startswith("-")}
-    assert packages == ({"libmagic1"} if service == "validator" else set())
+    assert packages == {"validator": {"libmagic1"}, "thumbnail": {"ffmpeg"}}.get(service, set())
 
     # A fixed, numeric, non-root user (Kubernetes' runAsNonRoot can check it).
     (user,) = final.all("USER")
@@ -287,6 +290,84 @@ def test_image_is_multi_stage_slim_non_root_with_a_healthcheck(service):
     assert target == f"127.0.0.1:{port}"
     assert final.all("CMD") == [json.dumps(["python", "-m", {"gateway": "gateway", "validator": "validator_service",
                                                              "thumbnail": "thumbnail_service"}[service]])]
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r).group(0)).lower() for r in requirements}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_installs_its_own_extra_only(service):
+    """Each image has pyproject.toml's `dependencies` and the extra named after its service, at
+    the lock's versions: nothing of the other services', the tests', the benchmarks' or the
+    development tools' (grpcio-tools runs in the build's own environment, setup.py)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    builder = next(s for s in parse_dockerfile(DEPLOY / SERVICES[service][0]) if s.name == "builder")
+    commands = [c.strip() for run in builder.all("RUN") for c in run.split("&&")]
+    installs = [shlex.split(c) for c in commands if c.startswith("pip install")]
+    assert len(installs) == 2, installs
+    for words in installs:
+        # Held to the lock, which is never installed whole (it pins every extra).
+        assert words[words.index("-c") + 1] == "requirements.lock" and "--no-cache-dir" in words, words
+        assert "requirements.lock" not in [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-r", "--requirement")]
+    # The dependency layer: its own script, run on this pyproject.toml, lists what it installs.
+    (layer,) = [c for c in commands if "tomllib" in c]
+    script = shlex.split(layer.split(">")[0])
+    assert script[:2] == ["python", "-c"]
+    listed = subprocess.run([sys.executable, "-c", script[2]], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    assert listed == project["dependencies"] + extras[service]
+    assert installs[0][-2:] == ["-r", layer.split(">")[1].split()[0]]
+    # The project itself, with the same extra and no other (pip check in the same RUN).
+    assert installs[1][-2:] == ["-e", f".[{service}]"]
+    assert "pip check" in commands
+    unwanted = set().union(*(requirement_names(r) for e, r in extras.items() if e != service)) \
+        - requirement_names(project["dependencies"] + extras[service])
+    assert {"pytest", "playwright", "moto", "matplotlib", "grpcio-tools", "honcho"} <= unwanted
+    assert service == "gateway" or {"flask", "gunicorn", "sqlalchemy", "boto3"} <= unwanted
+    assert not requirement_names(listed) & unwanted
+
+
+IMAGE_CODE_CHECK = """
+import importlib, pkgutil, sys
+app, package = sys.argv[1], sys.argv[2]
+module = importlib.import_module(package)
+assert module.__file__.startswith(app), module.__file__
+for info in pkgutil.walk_packages(module.__path__, package + "."):
+    if info.name.rpartition(".")[2] != "__main__" and ".migrations." not in info.name:
+        importlib.import_module(info.name)
+if package != "gateway":  # the plugin manager knows every service's hookspecs (protos/plugins.py)
+    importlib.import_module(package + ".server").create_plugins(env={})
+"""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_code_is_complete(service, tmp_path):
+    """The code a builder COPYs into /app is all its service imports: every module of the
+    service, and for a gRPC service its plugin manager, loaded from a copy of just that code
+    (isolated: no checkout on sys.path, no editable install), with the venv's packages."""
+    import site
+
+    dockerfile = DEPLOY / SERVICES[service][0]
+    builder = next(s for s in parse_dockerfile(dockerfile) if s.name == "builder")
+    app = tmp_path / "app"
+    for rest in builder.all("COPY"):
+        *sources, target = rest.split()
+        for source in sources:
+            if (ROOT / source).is_dir():  # with the protos generated, as the builder generates them
+                shutil.copytree(ROOT / source, app / target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                destination = app / target / Path(source).name if target.endswith("/") else app / target
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, destination)
+    module = {"gateway": "gateway", "validator": "validator_service", "thumbnail": "thumbnail_service"}[service]
+    # -I -S: no PYTHONPATH, no current directory, no .pth files (the editable install's finder).
+    paths = [str(app), *site.getsitepackages()]
+    script = f"import sys; sys.path[:0] = {paths!r}\n" + IMAGE_CODE_CHECK
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", script, str(app), module], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{dockerfile.name}: {run.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
@@ -376,15 +457,30 @@ def test_build_context_holds_what_the_dockerfiles_copy_and_nothing_local():
 
 # --- the HEALTHCHECK script, against real services ---
 
-def run_healthcheck(*args: str) -> int:
-    return subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), *args], capture_output=True, timeout=30).returncode
+def run_healthcheck(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # The images run it from /app, beside the project's packages (protos.tls): so here, from ROOT.
+    return subprocess.run([sys.executable, str(HEALTHCHECK_SCRIPT), *args], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def test_grpc_healthcheck_passes_on_a_serving_validator_and_fails_on_nothing(validator):
     from tests.conftest import free_port
 
-    assert run_healthcheck("grpc", validator.address) == 0
-    assert run_healthcheck("grpc", f"127.0.0.1:{free_port()}") == 1
+    assert run_healthcheck("grpc", validator.address).returncode == 0
+    assert run_healthcheck("grpc", f"127.0.0.1:{free_port()}").returncode == 1
+
+
+def test_grpc_healthcheck_speaks_mutual_tls_with_the_containers_own_settings(start_validator, pki):
+    from validator_service.config import Settings
+
+    # As in the image: the service's own certificate, key and CA, and the name its certificate carries.
+    own = {**pki.validator.env(pki.ca), "GRPC_TLS_SERVER_NAME": "validator"}
+    running = start_validator(settings=Settings.from_env(own))
+    assert run_healthcheck("grpc", running.address, env=own).returncode == 0
+    plaintext = run_healthcheck("grpc", running.address)
+    assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stderr
+    half = run_healthcheck("grpc", running.address, env={"GRPC_TLS_CERT": str(pki.validator.cert)})
+    assert half.returncode == 1 and "GRPC_TLS_CERT is set but GRPC_TLS_KEY is not" in half.stderr
 
 
 def test_gateway_starts_with_its_image_env_and_its_healthcheck_passes(tmp_path, validator, thumbnailer):
@@ -398,8 +494,8 @@ def test_gateway_starts_with_its_image_env_and_its_healthcheck_passes(tmp_path, 
     try:
         url = urlsplit(healthcheck_command(final)[3])
         assert url.path == "/healthz"
-        assert run_healthcheck("http", f"{gateway.url}{url.path}") == 0
-        assert run_healthcheck("http", f"{gateway.url}/no-such-path") == 1
+        assert run_healthcheck("http", f"{gateway.url}{url.path}").returncode == 0
+        assert run_healthcheck("http", f"{gateway.url}/no-such-path").returncode == 1
     finally:
         gateway.proc.terminate()
         gateway.proc.wait(timeout=15)

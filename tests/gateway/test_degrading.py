@@ -57,7 +57,9 @@ def degraded(tmp_path, validator):
 
 def test_thumbnail_service_down_then_back(degraded):
     port = free_port()
-    app = degraded(f"127.0.0.1:{port}")
+    # Images are stored while it is down only when no metadata must be removed from them
+    # (IMAGE_METADATA fails closed: tests/gateway/test_image_metadata.py).
+    app = degraded(f"127.0.0.1:{port}", IMAGE_METADATA="keep")
     client = app.test_client()
 
     response = upload(client)

@@ -44,7 +44,7 @@ def test_migrated_schema_is_the_metadata(empty_database):
     assert migrate.current(engine) is None
     migrate.upgrade(engine)
     assert differences(engine) == []
-    assert migrate.current(engine) == migrate.head() == "0003"
+    assert migrate.current(engine) == migrate.head() == "0004"
     assert set(sa.inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
     migrate.upgrade(engine)  # a second start changes nothing
     assert version_rows(engine) == [(migrate.head(),)]
@@ -138,7 +138,7 @@ def test_0003_adds_share_links_and_keeps_files_users_and_tokens(empty_database):
     files.add(other)
 
     migrate.upgrade(engine)
-    assert migrate.current(engine) == migrate.head() == "0003"
+    assert migrate.current(engine) == migrate.head() == "0004"
     assert differences(engine) == []
     assert files.get(kept.id) == kept and files.get(other.id) == other
     assert accounts.user_for_token(secret) == alice
@@ -160,6 +160,37 @@ def test_0003_adds_share_links_and_keeps_files_users_and_tokens(empty_database):
         command.downgrade(migrate.alembic_config(conn), "0002")
         conn.commit()
     assert "share_links" not in sa.inspect(engine).get_table_names()
+    assert files.get(kept.id) == kept
+    engine.dispose()
+
+
+def test_0004_adds_the_event_outbox_and_keeps_files_and_share_links(empty_database):
+    """A database in use at 0003 gains event_outbox; what it held stays, and a
+    file's row and its event are then written together."""
+    from gateway.metadata.outbox import Outbox
+    from gateway.metadata.shares import ShareLinks
+
+    engine = create_engine(empty_database)
+    migrate.upgrade(engine, "0003")
+    assert "event_outbox" not in sa.inspect(engine).get_table_names()
+    files = FileRepository(engine)
+    kept = a_file(1)
+    files.add(kept)
+    link = ShareLinks(engine).create(kept.id, None, None, datetime.now(timezone.utc) + timedelta(hours=1))
+
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head() == "0004"
+    assert differences(engine) == []
+    assert files.get(kept.id) == kept and ShareLinks(engine).get(link.id) == link
+    outbox = Outbox(engine)
+    outbox.subscribe({"file.stored": ["hook"]})
+    FileRepository(engine, outbox).add(a_file(2))
+    assert [s.count for s in outbox.stats()] == [1]
+
+    with engine.connect() as conn:
+        command.downgrade(migrate.alembic_config(conn), "0003")
+        conn.commit()
+    assert "event_outbox" not in sa.inspect(engine).get_table_names()
     assert files.get(kept.id) == kept
     engine.dispose()
 

@@ -185,8 +185,9 @@ def test_dropped_files_upload_two_at_a_time(live_gateway, page, tmp_path):
     most = page.evaluate("window.__uploads.most")
     assert most == 2, f"{most} uploads ran at once; the page sends two at a time"
     expect(page.locator("#queue-summary")).to_have_text("3 of 3 uploaded")
-    # The PDF has no thumbnail: a neutral tile naming its type instead.
-    expect(item_named(page, "dropped-sample.pdf").locator(".thumb-ext")).to_have_text("PDF")
+    # The PDF has a thumbnail like the images (its first page).
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
+                           arg=item_named(page, "dropped-sample.pdf").locator(".thumb img").element_handle())
 
 
 def test_refused_type_is_never_sent_and_server_refusals_are_shown_verbatim(live_gateway, page):

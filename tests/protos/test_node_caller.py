@@ -3,6 +3,7 @@ shipped .proto files as they are) against real services."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -14,17 +15,18 @@ from PIL import Image
 
 from tests.images import encode
 from tests.test_admission import validate_call
+from thumbnail_service.config import Settings as ThumbnailSettings
 from validator_service.config import Settings as ValidatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLER = ROOT / "protos" / "examples" / "caller.js"
 
 
-def call(validator: str, thumbnail: str, file: Path, *extra: str) -> tuple[int, dict]:
+def call(validator: str, thumbnail: str, file: Path, *extra: str, env: dict | None = None) -> tuple[int, dict]:
     node = shutil.which("node")
     assert node, "node is missing: make install needs Node.js (npm) for the page and these callers"
     done = subprocess.run([node, str(CALLER), "--validator", validator, "--thumbnail", thumbnail, *extra, str(file)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **(env or {})})
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -72,3 +74,13 @@ def test_node_retries_busy_through_its_service_config_and_reads_the_reason(start
     finally:
         release.set()
         holding.result()
+
+
+def test_node_calls_over_mutual_tls_with_the_services_settings(start_validator, start_thumbnailer, pki, photo):
+    validator = start_validator(settings=ValidatorSettings.from_env(pki.validator.env(pki.ca)))
+    thumbnailer = start_thumbnailer(settings=ThumbnailSettings.from_env(pki.thumbnail.env(pki.ca)))
+    status, out = call(validator.address, thumbnailer.address, photo, env=pki.gateway.env(pki.ca))
+    assert status == 0 and out["accepted"] and out["thumbnail"]["mime_type"] == "image/jpeg", out
+    # Without a certificate of the CA the services let nobody in.
+    status, out = call(validator.address, thumbnailer.address, photo, env={"GRPC_TLS_CA": str(pki.ca)})
+    assert status == 2 and out["error"] == "UNAVAILABLE", out

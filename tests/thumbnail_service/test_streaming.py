@@ -245,7 +245,9 @@ def test_client_gone_mid_stream_leaves_nothing_behind(start_thumbnailer, how, tm
         release.wait(WAIT)  # a client that stalls mid-upload
 
     stub = thumbnail_pb2_grpc.ThumbnailStub(running.channel)
-    call = stub.Render.future(stream(), timeout=0.5 if how == "deadline" else WAIT * 2)
+    # The deadline leaves the render child time to start on a loaded machine (0.5 s failed
+    # there: the call was over before the probe started), and still ends the call mid-stream.
+    call = stub.Render.future(stream(), timeout=3 if how == "deadline" else WAIT * 2)
     try:
         assert probe.started.wait(WAIT)
         if how == "cancel":
@@ -255,7 +257,7 @@ def test_client_gone_mid_stream_leaves_nothing_behind(start_thumbnailer, how, tm
         # the end of the stream first (the cancelled flag comes a moment later): then
         # the renderer sees the cut-off file end, and its result goes nowhere. Either
         # way nothing of it is left.
-        assert eventually(probe.gone)
+        assert eventually(probe.gone, WAIT + 3)
         assert not probe.done.is_set() or probe.data == b"x" * 10_000
         expected = grpc.StatusCode.CANCELLED if how == "cancel" else grpc.StatusCode.DEADLINE_EXCEEDED
         assert call.code() == expected

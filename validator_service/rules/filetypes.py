@@ -5,7 +5,7 @@ from protos.plugins import hookimpl
 from validator_service.hookspecs import FileType, Rejection
 
 # Every MIME type below was seen from libmagic on a genuine file of that kind
-# (tests/test_validator_types.py checks each against a real sample); where
+# (tests/validator_service/test_types.py checks each against a real sample); where
 # libmagic versions disagree, all their answers are listed.
 DEFAULT_TYPES = (
     FileType("jpg", ("image/jpeg",), image=True),
@@ -13,6 +13,11 @@ DEFAULT_TYPES = (
     FileType("png", ("image/png",), image=True),
     FileType("gif", ("image/gif",), image=True),
     FileType("webp", ("image/webp",), image=True),
+    # HEIF images: libmagic names them by the ftyp box's major brand, and writers differ
+    # (a phone's .heic says heic; a .heif may be HEVC-coded, heic, or say only mif1).
+    FileType("heic", ("image/heic", "image/heif"), image=True),
+    FileType("heif", ("image/heif", "image/heic"), image=True),
+    FileType("avif", ("image/avif",), image=True),
     FileType("svg", ("image/svg+xml",)),
     FileType("pdf", ("application/pdf",)),
     # libmagic names a Word file only once it has parsed the compound file's
@@ -31,6 +36,10 @@ DEFAULT_TYPES = (
     FileType("7z", ("application/x-7z-compressed",)),
     FileType("tar", ("application/x-tar", "application/x-gtar", "application/x-ustar")),
     FileType("gz", ("application/gzip", "application/x-gzip")),
+    # Videos. An MP4 whose brand is Apple's M4V (iTunes, some encoders) is video/x-m4v.
+    FileType("mp4", ("video/mp4", "video/x-m4v")),
+    FileType("webm", ("video/webm",)),
+    FileType("mov", ("video/quicktime",)),
 )
 
 

@@ -1,8 +1,9 @@
 """Image limits, read from the header only: no pixel is ever decoded here.
 
 A PNG that declares 60000x60000 pixels is refused from its first 33 bytes, and
-a 40 MiB WebP is measured from its first 30 (rules/imageheader.py): a file is
-never called damaged because the validator saw only its head.
+a 40 MiB WebP is measured from its first 30, a HEIC or AVIF photo from its meta
+box (rules/imageheader.py): a file is never called damaged because the
+validator saw only its head.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def read_size(file, longest: int) -> tuple[int, int] | None:
         try:
             size = dimensions(head)
         except UnknownFormat as unknown:
-            # Not one of the four read here: an image type a plugin added, or not an image.
+            # Not one of those read here: an image type a plugin added, or not an image.
             size = _pillow_size(file, longest)
             if size is None:
                 raise Damaged(str(unknown)) from None

@@ -13,10 +13,17 @@ Here each format is read only as far as its size:
   VP8X canvas;
 - JPEG: the frame header (SOFn), found by walking the segment lengths. It is
   the one header that can lie anywhere (behind any amount of metadata), so
-  the only one that can lie past the bytes given.
+  the only one that can lie past the bytes given;
+- HEIF (HEIC) and AVIF: ISO base media boxes. The ``meta`` box, which writers
+  put right after ``ftyp``, names the primary item (``pitm``) and ties it
+  (``ipma``) to its properties (``ipco``): its image spatial extents
+  (``ispe``), cropped by its clean aperture (``clap``: the encoder's padding
+  to whole blocks) and turned by a quarter turn when its ``irot`` says so. A
+  grid image (a phone's photo, 48 tiles) has its own ``ispe``, the whole
+  picture's.
 
 ``dimensions`` answers (width, height), raises ``Damaged`` when the bytes
-cannot be such an image, ``UnknownFormat`` when they are none of these four
+cannot be such an image, ``UnknownFormat`` when they are none of these
 (an image type a plugin added), or gives None when the header goes on past the bytes
 given: the caller knows whether those were the whole file (then it is cut
 short) or only its head (then it asks again with ``cut``).
@@ -54,9 +61,11 @@ def dimensions(data: bytes, cut: bool = False) -> tuple[int, int] | None:
         return _webp(data)
     if data.startswith(b"\xff\xd8"):
         return _jpeg(data)
+    if data[4:8] == b"ftyp":
+        return _heif(data)
     if len(data) < 12:
         return None
-    raise UnknownFormat("it does not start like a PNG, GIF, WebP or JPEG image")
+    raise UnknownFormat("it does not start like a PNG, GIF, WebP, JPEG, HEIF or AVIF image")
 
 
 def _checked(width: int, height: int) -> tuple[int, int]:
@@ -174,3 +183,135 @@ def _jpeg(data: bytes) -> tuple[int, int] | None:
             return _checked(width, height)
         at += length
     raise Damaged(f"it has more than {MAX_STEPS} segments before its frame header")
+
+
+class _PastTheEnd(Exception):
+    """A box goes on past the bytes given."""
+
+
+def _boxes(data: bytes, start: int, end: int, steps: list[int]):
+    """(type, where its content starts, where it ends) of each box from ``start``
+    to ``end``. A box that reaches past ``data`` is given with None as its end,
+    and nothing follows it (_PastTheEnd)."""
+    at = start
+    while at < end:
+        steps[0] += 1
+        if steps[0] > MAX_STEPS:
+            raise Damaged(f"it has more than {MAX_STEPS} boxes before its image size")
+        if at + 8 > end:
+            raise Damaged("a box's header is cut short by the box that holds it")
+        if at + 8 > len(data):
+            raise _PastTheEnd
+        size, kind = struct.unpack_from(">I4s", data, at)
+        content = at + 8
+        if size == 1:  # a 64-bit size follows the type
+            if at + 16 > len(data):
+                raise _PastTheEnd
+            (size,) = struct.unpack_from(">Q", data, content)
+            content += 8
+        elif size == 0:  # up to the end of the file (or of the box that holds it)
+            size = end - at
+        if size < content - at:
+            raise Damaged(f"a box ({kind.decode('latin-1')!r}) is smaller than its own header")
+        if at + size > end:
+            raise Damaged(f"a box ({kind.decode('latin-1')!r}) reaches past the box that holds it")
+        if at + size > len(data):
+            yield kind, content, None
+            raise _PastTheEnd
+        yield kind, content, at + size
+        at += size
+
+
+def _heif(data: bytes) -> tuple[int, int] | None:
+    """The primary image's size; None while the meta box is not all in ``data``."""
+    steps = [0]
+    try:
+        for kind, content, end in _boxes(data, 0, 2**63, steps):
+            if end is None:
+                return None  # the image data, or the meta box itself, goes on past the bytes given
+            if kind == b"meta":
+                return _primary_size(data, content + 4, end, steps)  # a full box: version and flags first
+    except _PastTheEnd:
+        return None
+    return None
+
+
+def _primary_size(data: bytes, start: int, end: int, steps: list[int]) -> tuple[int, int]:
+    primary, properties, associations = None, [], {}
+    for kind, content, box_end in _boxes(data, start, end, steps):
+        if kind == b"pitm":
+            version = data[content] if content < box_end else 0
+            width = 2 if version == 0 else 4
+            if content + 4 + width > box_end:
+                raise Damaged("its primary item box (pitm) is too short")
+            primary = int.from_bytes(data[content + 4:content + 4 + width], "big")
+        elif kind == b"iprp":
+            for inner, inner_content, inner_end in _boxes(data, content, box_end, steps):
+                if inner == b"ipco":
+                    properties = list(_boxes(data, inner_content, inner_end, steps))
+                elif inner == b"ipma":
+                    associations.update(_associations(data, inner_content, inner_end, steps))
+    if primary is None:
+        raise Damaged("it names no primary image (pitm)")
+    size = None
+    # In association order, as the decoder applies them: the size first, then the
+    # clean aperture (a crop) and the rotation, each of the picture as it is by then.
+    for index in associations.get(primary, ()):
+        if not 0 < index <= len(properties):
+            raise Damaged(f"its primary image refers to property {index}, which does not exist")
+        kind, content, box_end = properties[index - 1]
+        if kind == b"ispe":
+            if content + 12 > box_end:
+                raise Damaged("its image size box (ispe) is too short")
+            size = struct.unpack_from(">II", data, content + 4)
+        elif kind == b"clap" and size is not None:
+            size = _cropped(data, content, box_end, size)
+        elif kind == b"irot" and size is not None and content < box_end and data[content] & 1:
+            size = size[1], size[0]  # a quarter turn
+    if size is None:
+        raise Damaged("its primary image has no size (ispe)")
+    return _checked(*size)
+
+
+# Coded pictures come in blocks (HEVC's up to 64 pixels, AV1's up to 128), so an encoder
+# pads a picture to whole blocks and a clean aperture crops the padding away. A crop that
+# trims more than that is not believed: the decoder still allocates the coded size, and
+# that is the size the limits must see (a 1x1 crop of a flood is a flood).
+MAX_PADDING = 128
+
+
+def _cropped(data: bytes, content: int, end: int, size: tuple[int, int]) -> tuple[int, int]:
+    if content + 32 > end:
+        raise Damaged("its clean aperture box (clap) is too short")
+    width_n, width_d, height_n, height_d = struct.unpack_from(">IIII", data, content)
+    if not width_d or not height_d:
+        raise Damaged("its clean aperture box (clap) divides by zero")
+    width, height = round(width_n / width_d), round(height_n / height_d)
+    trimmed = (size[0] - width, size[1] - height)
+    return (width, height) if all(0 <= t < MAX_PADDING for t in trimmed) else size
+
+
+def _associations(data: bytes, start: int, end: int, steps: list[int]) -> dict[int, list[int]]:
+    """item id -> its property indices (1-based), from an ipma box's content."""
+    if start + 8 > end:
+        raise Damaged("its property association box (ipma) is too short")
+    version, flags = data[start], int.from_bytes(data[start + 1:start + 4], "big")
+    (count,) = struct.unpack_from(">I", data, start + 4)
+    id_width, index_width = (2 if version < 1 else 4), (2 if flags & 1 else 1)
+    at, found = start + 8, {}
+    for _ in range(count):
+        steps[0] += 1
+        if steps[0] > MAX_STEPS:
+            raise Damaged(f"it has more than {MAX_STEPS} property associations")
+        if at + id_width + 1 > end:
+            raise Damaged("its property association box (ipma) is cut short")
+        item = int.from_bytes(data[at:at + id_width], "big")
+        n = data[at + id_width]
+        at += id_width + 1
+        if at + n * index_width > end:
+            raise Damaged("its property association box (ipma) is cut short")
+        mask = 0x7FFF if index_width == 2 else 0x7F  # the top bit says "essential"
+        found[item] = [int.from_bytes(data[at + i * index_width:at + (i + 1) * index_width], "big") & mask
+                       for i in range(n)]
+        at += n * index_width
+    return found
