@@ -15,6 +15,7 @@ run: install
 
 test: install
 	@$(PG_INSTALL)
+	@$(CLAMD_INSTALL)
 	$(MAKE) --no-print-directory lint-imports proto-check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -42,6 +43,12 @@ proto-release: $(NODE_STAMP)
 PG_INSTALL = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
 	  else echo "PostgreSQL is missing (the tests start their own server): run 'sudo apt-get install postgresql', then make test again." >&2; exit 1; fi; }
+
+# The ClamAV tests start a clamd of their own (tests/clamd.py, with a signature database they write) from
+# Debian's `clamav-daemon`, installed here when missing and root.
+CLAMD_INSTALL = command -v clamd >/dev/null || test -x /usr/sbin/clamd || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clamav-daemon; \
+	  else echo "clamd is missing (the ClamAV tests start their own): run 'sudo apt-get install clamav-daemon', then make test again." >&2; exit 1; fi; }
 
 # The `load` area drives small uploads with wrk (Debian's package), installed here when missing.
 WRK_INSTALL = command -v wrk >/dev/null || { \

@@ -16,11 +16,11 @@ import PIL
 import pyvips
 
 import bench
-from bench import growth, grpc_load, load, memory, thumbnails, tus, upload, validator
+from bench import growth, grpc_load, load, memory, thumbnails, tus, upload, validator, whole_file
 from bench.common import ROOT, render_table
 
 AREAS = {"validator": validator, "thumbnail": thumbnails, "memory": memory, "upload": upload, "tus": tus,
-         "growth": growth, "load": load, "grpc": grpc_load}
+         "growth": growth, "load": load, "grpc": grpc_load, "whole_file": whole_file}
 OUT = Path(__file__).parent / "out" / "results.json"
 
 

@@ -266,3 +266,36 @@ def pki(tmp_path_factory):
         stranger=other.issue("stranger", usages=(CLIENT,)),
         internal=ca.issue("validator.internal", dns=("validator.internal",)),
     )
+
+
+def _start_clamd(**options):
+    from tests.clamd import MISSING, Clamd, find_clamd
+
+    binary = find_clamd()
+    if binary is None:
+        pytest.fail(MISSING, pytrace=False)
+    clamd = Clamd(binary, free_port(), **options)
+    clamd.start()
+    return clamd
+
+
+@pytest.fixture(scope="session")
+def clamd():
+    """A real clamd with the tests' signatures (tests/clamd.py), for the whole session."""
+    running = _start_clamd()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def own_clamd():
+    """A clamd of the test's own, to kill: started on demand, stopped at teardown."""
+    started = []
+
+    def start(**options):
+        started.append(_start_clamd(**options))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from functools import cached_property
 
 from protos.errors import InvalidInput
 from protos.upload.v1 import validator_pb2
@@ -40,6 +39,9 @@ class FileView:
         self.image_size: tuple[int, int] | None = None
         # Some rule asked for bytes the caller chose not to send (see `end`).
         self.head_incomplete = False
+        # Called with every chunk as it is read (whole-file rules see every byte through it).
+        self.tap = None
+        self._detected_type: str | None = None
 
     def _pull(self) -> None:
         message = next(self._requests, None)
@@ -57,11 +59,20 @@ class FileView:
             return
         if kind != "chunk":
             raise InvalidInput("Only the first message may carry the file's info; the rest carry bytes.")
-        self.bytes_read += len(message.chunk)
+        chunk = message.chunk  # a copy each time it is read: once
+        self.bytes_read += len(chunk)
         if self.declared_size is not None and self.bytes_read > self.declared_size:
             raise InvalidInput(f"The stream carried more than the {self.declared_size} bytes declared.")
         if len(self._buffer) < self._max_head:
-            self._buffer += message.chunk[: self._max_head - len(self._buffer)]
+            self._buffer += chunk[: self._max_head - len(self._buffer)]
+        if self.tap is not None and chunk:
+            self.tap(chunk)
+
+    def read_on(self) -> bool:
+        """Read the next message (its bytes go to ``tap``); False once the stream has ended."""
+        if not self.complete:
+            self._pull()
+        return not self.complete
 
     def head(self, n: int = MAGIC_HEAD) -> bytes:
         """The first ``n`` bytes (fewer if the file is shorter). Asking for more
@@ -111,16 +122,21 @@ class FileView:
             self._pull()
         return self._counted_size() > limit
 
-    @cached_property
+    @property
     def detected_type(self) -> str:
         """libmagic's MIME type for the head of the file."""
-        return detect_mime(self.head(MAGIC_HEAD))
+        # Not functools.cached_property: on Python 3.11 it holds one lock for every
+        # instance while it computes, so a stream waiting for its head there held up
+        # every other call's content rule (a Check stuck behind a tus upload's open stream).
+        if self._detected_type is None:
+            self._detected_type = detect_mime(self.head(MAGIC_HEAD))
+        return self._detected_type
 
     @property
     def known_type(self) -> str:
         """The detected type if some rule has asked for it already, else ""
         (so a refusal never reads bytes just to report a type)."""
-        return self.__dict__.get("detected_type", "")
+        return self._detected_type or ""
 
     def finish(self) -> None:
         """Check what can still be checked once the rules are done: a stream that

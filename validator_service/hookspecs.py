@@ -11,14 +11,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from protos.plugins import hookspec
-from validator_service.types import FileType, Rejection
+from validator_service.types import FileType, Rejection, Scanner, WholeFileRule
 
 if TYPE_CHECKING:
     from validator_service.fileview import FileView
     from validator_service.policy import Policy
 
 # What the hooks give back, importable from here as the README shows plugin authors.
-__all__ = ["FileType", "Rejection"]
+__all__ = ["FileType", "Rejection", "Scanner", "WholeFileRule"]
 
 
 @hookspec
@@ -64,6 +64,48 @@ def upload_check(file: FileView, policy: Policy) -> Rejection | None:
         def upload_check(file, policy):
             if b"EICAR" in file.head(4096):
                 return Rejection("malware", "This file contains a test virus signature.")
+    """
+
+
+@hookspec
+def upload_whole_file_rules() -> Iterable[WholeFileRule]:
+    """Register rules that must see every byte of a file (a virus scanner, a
+    search through a whole document). Registration hook: called once at
+    start-up; yield (or return a list of) ``WholeFileRule``.
+
+    With at least one registered, the policy says ``whole_file`` and callers
+    send every byte: the verdict then comes after the last one. For each file,
+    ``open(file)`` is called before its first byte is read and returns a
+    ``Scanner`` (or None: nothing to look for in this file); its ``feed(data)``
+    gets every byte as it arrives, overlapping with the caller storing them,
+    and ``finish()`` returns a ``Rejection`` or None once the last byte is in
+    and the ``upload_check`` rules have passed the file (one of them refusing
+    still ends the call early). ``close()`` is always called. Blocking: all of
+    it runs on the call's worker thread, so keep ``feed`` quick (hand the bytes
+    on). Raise ``protos.errors.Unavailable`` when the scanner cannot be reached:
+    the call fails UNAVAILABLE (the gateway answers 503 and stores nothing). An
+    exception of another kind fails it INTERNAL. Example::
+
+        class FindJavaScript:
+            def __init__(self, file):
+                self.tail, self.found = b"", False
+
+            def feed(self, data):
+                # "/JS" may straddle two pieces: keep the last two bytes of the one before.
+                self.found = self.found or b"/JS" in self.tail + data[:2] or b"/JS" in data
+                self.tail = (self.tail + data[-2:])[-2:]
+
+            def finish(self):
+                if self.found:
+                    return Rejection("pdf_javascript", "PDFs with JavaScript are not accepted.")
+
+            def close(self):
+                pass
+
+        @hookimpl
+        def upload_whole_file_rules():
+            yield WholeFileRule("pdf_javascript",
+                                lambda file: FindJavaScript(file) if file.extension == "pdf" else None)
     """
 
 

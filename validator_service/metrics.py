@@ -22,3 +22,9 @@ def count_verdict(verdict) -> None:
         _UNDECIDED.inc()
     else:
         VERDICTS.labels(verdict="refused", reason=verdict.reasons[0].code if verdict.reasons else "unknown").inc()
+CLAMAV_SCANS = Counter("upload_validator_clamav_scans_total",
+                       "Files the ClamAV rule sent to clamd, by outcome: clean, found (refused as malware), "
+                       "unavailable (clamd unreachable or too slow: the call failed UNAVAILABLE), fail_open "
+                       "(the same, let through unscanned because CLAMAV_FAIL_OPEN is on), error (clamd would "
+                       "not scan it, e.g. over its StreamMaxLength: never let through).",
+                       ["outcome"], registry=REGISTRY)

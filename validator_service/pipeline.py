@@ -1,4 +1,7 @@
-"""Runs the rules over one upload and turns their decisions into a Verdict."""
+"""Runs the rules over one upload and turns their decisions into a Verdict: the
+``upload_check`` rules on the head first, then, when whole-file rules are
+registered and the head rules pass the file, the rest of the stream through
+every whole-file rule's scanner."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +12,7 @@ from protos.plugins import notify
 from protos.upload.v1 import validator_pb2
 from validator_service.fileview import FileView
 from validator_service.policy import Policy
-from validator_service.types import Rejection
+from validator_service.types import Rejection, Scanner, WholeFileRule
 
 log = logging.getLogger("upload.validator")
 
@@ -30,11 +33,89 @@ def _bounded(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
 
 
-def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView) -> validator_pb2.Verdict:
+WHOLE_FILE_REQUIRED = "whole_file_required"
+
+
+class WholeFile:
+    """The whole-file rules' scanners on one file. Opened before the first byte
+    is read; every chunk the view reads is fed to each of them (through its
+    ``tap``), whichever rule made the view read it. A scanner that fails while
+    the head rules still run is remembered, not raised: a head rule's refusal
+    comes first (a renamed program is refused 415 while clamd is down), and
+    only a file they pass fails with the scanner's error."""
+
+    def __init__(self, rules: tuple[WholeFileRule, ...], file: FileView):
+        self.file = file
+        self.scanners: list[tuple[str, Scanner]] = []
+        self.failure: BaseException | None = None
+        for rule in rules:
+            try:
+                scanner = rule.open(file)
+            except Exception as exc:
+                self.failure = exc
+                break
+            if scanner is not None:
+                self.scanners.append((rule.name, scanner))
+        if self.scanners:
+            file.tap = self._feed
+
+    def _feed(self, data: bytes) -> None:
+        if self.failure is not None:
+            return
+        for _, scanner in self.scanners:
+            try:
+                scanner.feed(data)
+            except Exception as exc:
+                self.failure = exc
+                return
+
+    def judge(self, decisions: list) -> tuple[Rejection | None, str]:
+        """Read the stream to its end, feeding the scanners, then ask each for its
+        verdict in turn; the first refusal and its rule's name, else (None, "").
+        Raises the error a scanner met (Unavailable: the call fails UNAVAILABLE)."""
+        if self.failure is not None:
+            raise self.failure
+        if not self.scanners:
+            return None, ""
+        while self.failure is None and self.file.read_on():
+            pass
+        if self.failure is not None:
+            raise self.failure
+        if not self.file.whole:
+            # The caller sent a head and the size (Check, or `end` after part of the file):
+            # these rules could not see every byte, so the file cannot be let in on this call.
+            name = self.scanners[0][0]
+            self.file.head_incomplete = True
+            decisions.append(validator_pb2.RuleDecision(rule=name, outcome="reject", code=WHOLE_FILE_REQUIRED))
+            return Rejection(WHOLE_FILE_REQUIRED,
+                             f"This file must be checked whole, but only {self.file.bytes_read} of its "
+                             "bytes were sent; send every byte."), name
+        for name, scanner in self.scanners:
+            result = scanner.finish()
+            if result is None:
+                decisions.append(validator_pb2.RuleDecision(rule=name, outcome="pass"))
+                continue
+            decisions.append(validator_pb2.RuleDecision(rule=name, outcome="reject", code=result.code[:MAX_CODE]))
+            return result, name
+        return None, ""
+
+    def close(self) -> None:
+        self.file.tap = None
+        for name, scanner in self.scanners:
+            try:
+                scanner.close()
+            except Exception:
+                log.exception("whole-file rule %s failed to close; ignored", name)
+
+
+def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView,
+          whole: WholeFile | None = None) -> validator_pb2.Verdict:
     """Ask each rule in turn until one refuses; record what each decided.
 
     Same semantics as ``pm.hook.upload_check(...)`` (firstresult), run rule by
-    rule so that the verdict can say which rule decided what.
+    rule so that the verdict can say which rule decided what. With ``whole``
+    (whole-file rules are registered), a file the head rules pass is read to
+    its end and judged by those rules too.
     """
     args = {"file": file, "policy": policy}
     decisions = []
@@ -49,6 +130,8 @@ def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView) -> validator
             rule=impl.plugin_name, outcome="reject", code=result.code[:MAX_CODE]))
         rejection, rejected_by = result, impl.plugin_name
         break
+    if rejection is None and whole is not None:
+        rejection, rejected_by = whole.judge(decisions)
 
     accepted = rejection is None
     if accepted:

@@ -7,7 +7,7 @@ import pluggy
 
 from protos.upload.v1 import validator_pb2
 from validator_service.config import Settings
-from validator_service.types import FileType
+from validator_service.types import FileType, WholeFileRule
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,8 @@ class Policy:
     max_file_size: int = Settings.max_file_size
     max_image_dimension: int = Settings.max_image_dimension
     head_bytes: int = Settings.max_head
+    # Rules that read every byte (upload_whole_file_rules), in pluggy's call order.
+    whole_file_rules: tuple[WholeFileRule, ...] = ()
 
     def type_for(self, extension: str) -> FileType | None:
         return self.types.get(extension)
@@ -29,6 +31,7 @@ class Policy:
             max_file_size=self.max_file_size,
             max_image_dimension=self.max_image_dimension,
             head_bytes=self.head_bytes,
+            whole_file=bool(self.whole_file_rules),
         )
 
 
@@ -56,4 +59,19 @@ def build_policy(pm: pluggy.PluginManager, settings: Settings) -> Policy:
         max_file_size=settings.max_file_size,
         max_image_dimension=settings.max_image_dimension,
         head_bytes=settings.max_head,
+        whole_file_rules=whole_file_rules(pm),
     )
+
+
+def whole_file_rules(pm: pluggy.PluginManager) -> tuple[WholeFileRule, ...]:
+    """Every registered whole-file rule, in pluggy's call order (as upload_check's
+    rules run); a plugin that yields anything else stops the service at start-up
+    with a sentence."""
+    rules = []
+    for impl in reversed(pm.hook.upload_whole_file_rules.get_hookimpls()):
+        for rule in impl.function() or ():
+            if not isinstance(rule, WholeFileRule) or not callable(rule.open):
+                raise TypeError(f"upload_whole_file_rules of {impl.plugin_name} gave {rule!r}: "
+                                "yield WholeFileRule(name, open), open(file) returning a scanner.")
+            rules.append(rule)
+    return tuple(rules)

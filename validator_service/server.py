@@ -1,6 +1,7 @@
 """Builds and runs the validator's gRPC server."""
 from __future__ import annotations
 
+import logging
 import os
 
 import grpc
@@ -15,12 +16,24 @@ from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.policy import build_policy
 from validator_service.rules import DEFAULT_PLUGINS
+from validator_service.rules.clamav import ClamAV
 from validator_service.servicer import ValidatorServicer
+
+log = logging.getLogger("upload.validator")
 
 SERVICE_NAME = validator_pb2.DESCRIPTOR.services_by_name["Validator"].full_name
 
 
 def create_plugins(env=None, extra_plugins=()) -> pluggy.PluginManager:
+    """The built-in rules, installed and named plugins, ``extra_plugins``; and the ClamAV
+    rule when the environment's CLAMD_ADDRESS names a clamd."""
+    env = os.environ if env is None else env
+    clamav = ClamAV.from_env(env)
+    if clamav is not None:
+        extra_plugins = (clamav, *extra_plugins)
+        if not clamav.ping():
+            log.warning("clamd does not answer at %s (CLAMD_ADDRESS): until it does, uploads %s", clamav.address,
+                        "are let through unscanned (CLAMAV_FAIL_OPEN)" if clamav.fail_open else "get 503")
     return create_plugin_manager(DEFAULT_PLUGINS, env=env, extra_plugins=extra_plugins)
 
 

@@ -10,7 +10,7 @@ from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from validator_service import metrics
 from validator_service.config import Settings
 from validator_service.fileview import FileView
-from validator_service.pipeline import judge
+from validator_service.pipeline import WholeFile, judge
 from validator_service.policy import Policy
 
 log = logging.getLogger("upload.validator")
@@ -51,7 +51,12 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
             if info.HasField("declared_size") and info.declared_size < 0:
                 raise InvalidInput("declared_size cannot be negative.")
             file = FileView(info, parts, self.settings.max_head)
-            verdict = judge(self.pm, self.policy, file)
+            whole = WholeFile(self.policy.whole_file_rules, file) if self.policy.whole_file_rules else None
+            try:
+                verdict = judge(self.pm, self.policy, file, whole)
+            finally:
+                if whole is not None:
+                    whole.close()
             metrics.count_verdict(verdict)
             return verdict
         except UploadError as exc:

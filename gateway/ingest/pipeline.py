@@ -4,11 +4,13 @@ their head and size, transforms (IMAGE_METADATA: gateway.ingest.transform),
 commit into place, thumbnail, and only then the metadata row.
 
 Two ways in, one way through: ``start()`` streams a multipart part to a temp
-file while the validator sees its head; ``adopt()`` takes a file that is
-already complete on disk (a finished tus upload), ``adopt_stored()`` one
-already complete in the bucket (the same on STORAGE=s3). All end in
-``_accept()``. A refused or failed upload leaves nothing: no bytes in place,
-no row.
+file while the validator sees its head (every byte, when the policy says
+``whole_file``: a rule such as the ClamAV one reads them all); ``adopt()``
+takes a file that is already complete on disk (a finished tus upload),
+``adopt_stored()`` one already complete in the bucket (the same on
+STORAGE=s3), with the verdict its upload's own stream gave, else judged here.
+All end in ``_accept()``. A refused or failed upload leaves nothing: no bytes
+in place, no row.
 """
 from __future__ import annotations
 
@@ -101,10 +103,13 @@ class Upload:
         policy = pipeline.services.policy()
         self.max_size = policy.max_file_size
         self._head_bytes = policy.head_bytes
+        # A rule reads every byte: the stream carries all of them, and the verdict comes after the last.
+        self._whole_file = policy.whole_file
         self._declared_type = declared_type
         # The validator is called once the first bytes are here: a stream fed as
         # they arrive, or, for a file that came in one piece, one Check call at
-        # finish() with all of it (a quarter of a stream's cost per file).
+        # finish() with all of it (a quarter of a stream's cost per file; with
+        # whole_file, only when that piece fits in the head Check carries).
         self._validation = None
         self._whole: bytes | None = None
         self._temp = pipeline.storage.create_temp("files", self.filename)
@@ -119,12 +124,13 @@ class Upload:
         # ``chunk`` may be a view of a buffer its reader reuses after ``release()``.
         self._sha256.submit(chunk)
         self.pipeline.write_temp(self._temp, chunk)
-        if self._validation is None and self._whole is None and last:
+        if self._validation is None and self._whole is None and last and (
+                not self._whole_file or len(chunk) <= self._head_bytes):
             self._whole = bytes(chunk[:self._head_bytes])
             return
         if self._validation is None:
             self._validation = self.pipeline.services.start_validation(
-                self.original_name, self._declared_type, self._head_bytes)
+                self.original_name, self._declared_type, self._head_bytes, whole=self._whole_file)
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
         if verdict is not None and not verdict.accepted:
@@ -222,14 +228,27 @@ class Ingest:
             raise refusal(verdict, original_name)
         return not verdict.head_incomplete
 
+    def _judge_stored(self, policy, original_name: str, declared_type: str, head: bytes, size: int,
+                      open_chunks) -> object:
+        """The verdict on a complete stored file that no stream judged as it arrived: its
+        head and size in one Check; or, when a rule reads every byte (the policy's
+        ``whole_file``) and the head is not all of it, the whole file sent again from
+        storage (``open_chunks()`` gives its bytes)."""
+        with metrics.timed(metrics.VALIDATE):
+            if policy.whole_file and size > len(head):
+                return self.services.validate_stored(original_name, declared_type, open_chunks, size)
+            return self.services.check(original_name, declared_type, head, size)
+
     def adopt(self, file_id: str, path: Path, original_name: str, declared_type: str,
               expires_at: datetime | None = None, owner_id: str | None = None,
-              sha256: str | None = None) -> FileRow:
+              sha256: str | None = None, verdict=None) -> FileRow:
         """Store a complete file that is already on disk at ``path`` (beside
         its final place: a finished tus upload on STORAGE=local; on s3 see
         ``adopt_stored``). With its ``sha256`` known (hashed as it arrived),
         only the head the validator needs is read; else the whole file is.
-        Raises Refused (the file at ``path`` is left for the caller to remove)."""
+        ``verdict``: the one its upload's Validate stream gave on every byte (a
+        whole-file rule in force); without it the file is judged here. Raises
+        Refused (the file at ``path`` is left for the caller to remove)."""
         original_name = sanitize(original_name)
         filename = stored_name(file_id, original_name)
         policy = self.services.policy()
@@ -242,8 +261,8 @@ class Ingest:
                 digest = hashlib.file_digest(source, "sha256")
         if size > policy.max_file_size:
             raise too_large(policy.max_file_size, original_name)
-        with metrics.timed(metrics.VALIDATE):
-            verdict = self.services.check(original_name, declared_type, head, size)
+        if verdict is None:
+            verdict = self._judge_stored(policy, original_name, declared_type, head, size, lambda: _file_chunks(path))
         sha256 = sha256 or digest.hexdigest()
         if not verdict.accepted:
             raise refusal(verdict, original_name)
@@ -273,12 +292,13 @@ class Ingest:
 
     def adopt_stored(self, file_id: str, filename: str, original_name: str, declared_type: str,
                      expires_at: datetime | None = None, owner_id: str | None = None,
-                     sha256: str | None = None) -> FileRow:
+                     sha256: str | None = None, verdict=None) -> FileRow:
         """Accept a complete file already at its final place in the storage (a
         finished tus upload on STORAGE=s3). Without its ``sha256`` the whole
-        object is read back to hash it. Raises Refused (the object is left for
-        the caller to remove); if the thumbnail or the row fails, the object
-        stays too, so that the upload can be finished again."""
+        object is read back to hash it; without a ``verdict`` (see ``adopt``)
+        it is judged here. Raises Refused (the object is left for the caller to
+        remove); if the thumbnail or the row fails, the object stays too, so
+        that the upload can be finished again."""
         original_name = sanitize(original_name)
         if filename != stored_name(file_id, original_name):
             raise ValueError(f"{filename!r} is not the stored name of {file_id} ({original_name!r})")
@@ -302,14 +322,16 @@ class Ingest:
                 while chunk := source.read(1024 * 1024):
                     digest.update(chunk)
                 sha256 = digest.hexdigest()
-        verdict = self.services.check(original_name, declared_type, head, size)
-        if not verdict.accepted:
-            raise refusal(verdict, original_name)
 
         def from_the_start():
             with self.storage.open("files", filename) as stored:
                 while chunk := stored.read(1024 * 1024):
                     yield chunk
+
+        if verdict is None:
+            verdict = self._judge_stored(policy, original_name, declared_type, head, size, from_the_start)
+        if not verdict.accepted:
+            raise refusal(verdict, original_name)
 
         # The upload's bytes are already the object: the new ones replace it (a bucket with
         # versioning keeps the upload's as an older version). Once replaced, a failure below

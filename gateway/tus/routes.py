@@ -30,7 +30,8 @@ from gateway.tus.protocol import (CHECKSUMS, EXTENSIONS, PATCH_TYPE, VERSION, Ch
                                   parse_concat, parse_metadata, parse_size, read_metadata)
 from gateway.tus.s3 import S3TusStore
 from gateway.tus.store import BytesGone, TusStore, TusUpload, WriteLocked
-from gateway.tus.write import append, complete, finish_stalled, live, max_size, not_joining, store
+from gateway.tus.streams import WholeFileStreams
+from gateway.tus.write import append, complete, finish_stalled, live, max_size, not_joining, store, streams
 from protos.errors import Forbidden, Gone, InvalidInput, Locked, Refused, UploadError
 
 bp = Blueprint("tus", __name__, url_prefix="/tus")
@@ -226,6 +227,7 @@ def terminate(upload_id: str):
                 # Ended first, in one step, then its bytes: a final upload taking this
                 # partial meanwhile and this DELETE cannot both have it.
                 if store().move([upload.id], "uploading", "terminated"):
+                    streams().drop(upload.id)
                     store().drop_bytes(upload)
                     return _empty(204)
         except WriteLocked:
@@ -263,5 +265,6 @@ def init_app(app) -> None:
         tus = S3TusStore(engine, storage, app.config["TUS_EXPIRY"], lock_ttl=app.config["TUS_LOCK_EXPIRY"])
     app.extensions["tus"] = tus
     app.extensions["tus_hashes"] = RunningHashes()
+    app.extensions["tus_streams"] = WholeFileStreams()
     tus.reap()
     app.extensions["tus_reaper"] = Periodic("tus-reaper", app.config["TUS_REAP_INTERVAL"], tus.reap).start()

@@ -231,7 +231,7 @@ class S3TusStore(TusStore):
         with self.engine.begin() as conn:
             conn.execute(tus_uploads.update().where(tus_uploads.c.id == upload.id).values(multipart_id=None))
 
-    def adopt(self, ingest, upload: TusUpload, expires_at, sha256: str | None):
+    def adopt(self, ingest, upload: TusUpload, expires_at, sha256: str | None, verdict=None):
         self.finalize(upload)
         return ingest.adopt_stored(upload.id, upload.filename, upload.original_name, upload.declared_type,
-                                   expires_at, upload.owner_id, sha256=sha256)
+                                   expires_at, upload.owner_id, sha256=sha256, verdict=verdict)

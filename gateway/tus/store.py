@@ -100,6 +100,17 @@ class FileWriter:
     def head(self, size: int) -> bytes | None:
         return os.pread(self.handle.fileno(), size, 0)
 
+    def stored(self):
+        """The bytes already stored before ``begin``'s offset, in pieces (to feed a new
+        validator stream the ones it missed)."""
+        offset = 0
+        while offset < self.start:
+            piece = os.pread(self.handle.fileno(), min(1024 * 1024, self.start - offset), offset)
+            if not piece:
+                raise BytesGone()
+            offset += len(piece)
+            yield piece
+
     def rollback(self) -> None:
         self.handle.truncate(self.start)
 
@@ -219,10 +230,11 @@ class TusStore:
             while chunk := source.read(1024 * 1024):
                 yield chunk
 
-    def adopt(self, ingest, upload: TusUpload, expires_at, sha256: str | None):
-        """Hand a finished upload's bytes to the ingest pipeline (raises what it raises)."""
+    def adopt(self, ingest, upload: TusUpload, expires_at, sha256: str | None, verdict=None):
+        """Hand a finished upload's bytes to the ingest pipeline (raises what it raises);
+        ``verdict``: the one its Validate stream gave, if it had one."""
         return ingest.adopt(upload.id, self.path(upload), upload.original_name, upload.declared_type,
-                            expires_at, upload.owner_id, sha256=sha256)
+                            expires_at, upload.owner_id, sha256=sha256, verdict=verdict)
 
     def unfinished_filenames(self) -> set[str]:
         """The stored names of uploads that still have bytes collecting or being

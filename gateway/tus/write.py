@@ -1,6 +1,8 @@
 """The tus write path: bytes in under the upload's lock, the offset moved
 only once they are durable (fsynced, or in the bucket), the head judged as
-soon as it has arrived, and a finished upload handed to the ingest pipeline."""
+soon as it has arrived (or, when a rule reads every byte, every byte fed to
+the upload's Validate stream as it arrives: gateway/tus/streams.py), and a
+finished upload handed to the ingest pipeline."""
 from __future__ import annotations
 
 import json
@@ -15,12 +17,13 @@ from gateway import metrics
 from gateway.auth.identity import owner_scope
 from gateway.auth.quotas import Budget, quota
 from gateway.ingest.body import BodyReader
-from gateway.ingest.pipeline import ingest, too_large
-from gateway.ingest.services import services
+from gateway.ingest.pipeline import ingest, refusal, too_large
+from gateway.ingest.services import ValidationStream, services
 from gateway.storage.expiry import expires_at
 from gateway.tus.hashes import RunningHashes
 from gateway.tus.protocol import ChecksumMismatch, parse_checksum, parse_size
 from gateway.tus.store import BytesGone, LockLost, TusStore, TusUpload, WriteLocked
+from gateway.tus.streams import WholeFileStreams
 from protos.errors import (Conflict, Gone, InvalidInput, Locked, NotFound, QuotaExceeded, Refused, RequestTimeout,
                            TooLong, UploadError)
 
@@ -37,6 +40,10 @@ def store() -> TusStore:
 
 def hashes() -> RunningHashes:
     return current_app.extensions["tus_hashes"]
+
+
+def streams() -> WholeFileStreams:
+    return current_app.extensions["tus_streams"]
 
 
 def max_size() -> int:
@@ -152,14 +159,19 @@ def _write_body(upload: TusUpload, writer) -> None:
     if declared and budget.bytes_left is not None and declared > budget.bytes_left:
         budget.quota.check(new_bytes=declared)  # refused before the body is read
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    checkpoints = _head_checkpoints(upload, start)
     writer.begin(start)
+    feed = WholeFileFeed(upload, _whole_file_stream(upload, start, writer))
+    # Judged on its own too with a stream: a refusal of the head then answers this very PATCH,
+    # whenever the stream's own answer comes (but a head that is the whole file is the stream's
+    # to judge, in this PATCH: scanned once, not twice).
+    checkpoints = [p for p in _head_checkpoints(upload, start) if feed.stream is None or p < upload.length]
     body = BodyReader()
     hasher = hashes().resume(upload.id, start) if not upload.is_partial else None
     try:
         started = time.perf_counter()
-        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher, budget)
+        written = _receive(body, writer, start, limit, upload, checksum, checkpoints, hasher, budget, feed)
         metrics.RECEIVE.observe(time.perf_counter() - started)
+        feed.check()  # a refusal that came meanwhile ends the upload now
         if checksum and checksum[0].digest() != checksum[1]:
             writer.rollback()
             raise ChecksumMismatch()
@@ -172,17 +184,88 @@ def _write_body(upload: TusUpload, writer) -> None:
     except BaseException:
         if hasher is not None:
             hasher.close()  # it hashed bytes that are not kept
+        feed.give_up()  # it was fed bytes that are not kept
         raise
     metrics.TUS_PATCHES.inc()
     metrics.TUS_BYTES.inc(written)
     if hasher is not None:
         hashes().keep(upload.id, upload.offset, hasher)
     if upload.length is not None and upload.offset == upload.length and not upload.is_partial:
-        complete(upload)  # the full validation; no separate look at the head needed
+        complete(upload, feed.stream)  # the full validation; no separate look at the head needed
+    elif feed.stream is not None:
+        streams().keep(upload.id, upload.offset, feed.stream)
+
+
+class WholeFileFeed:
+    """A PATCH's bytes on their way to the upload's Validate stream (None: there is
+    none). A refusal that comes back ends the upload at once, as a head check's
+    does; a stream that fails (the validator or its scanner gone) is dropped and
+    the PATCH goes on storing: the next PATCH feeds a new one from storage, or
+    the finished file is sent whole (``complete``)."""
+
+    def __init__(self, upload: TusUpload, stream: ValidationStream | None):
+        self.upload = upload
+        self.stream = stream
+
+    def feed(self, chunk) -> None:
+        if self.stream is None:
+            return
+        self.stream.feed(chunk)
+        self.check()
+
+    def check(self) -> None:
+        """Raise the refusal the validator has already sent, if it has."""
+        if self.stream is None:
+            return
+        try:
+            verdict = self.stream.early_verdict()
+        except UploadError as exc:
+            log.warning("tus upload %s: its validation stream failed (%s); judged from storage later",
+                        self.upload.id, exc.message)
+            self.give_up()
+            return
+        if verdict is not None and not verdict.accepted and not verdict.head_incomplete:
+            self.give_up()
+            refused = refusal(verdict, self.upload.original_name)
+            _refuse(self.upload, refused)
+            raise refused
+
+    def give_up(self) -> None:
+        if self.stream is not None:
+            self.stream.cancel()
+            self.stream = None
+
+
+def _whole_file_stream(upload: TusUpload, start: int, writer) -> ValidationStream | None:
+    """The Validate stream this PATCH feeds when a rule reads every byte (the policy's
+    ``whole_file``): the one kept since the previous PATCH, or a new one fed first with
+    the bytes already stored. None: no such rule; a partial upload (judged as part of its
+    final upload); or stored bytes this writer cannot read back (S3, past the first part),
+    and the finished file is then sent whole from storage (``Ingest.adopt_stored``)."""
+    if upload.is_partial:
+        return None
+    policy = services().policy()
+    if not policy.whole_file:
+        return None
+    stream = streams().resume(upload.id, start)
+    if stream is not None:
+        return stream
+    stored = writer.stored()
+    if stored is None:
+        return None
+    feed = WholeFileFeed(upload, services().start_validation(
+        upload.original_name, upload.declared_type, policy.head_bytes, declared_size=upload.length, whole=True))
+    try:
+        for piece in stored:
+            feed.feed(piece)
+    except BaseException:
+        feed.give_up()
+        raise
+    return feed.stream
 
 
 def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload, checksum, checkpoints,
-             hasher, budget: Budget) -> int:
+             hasher, budget: Budget, feed: WholeFileFeed) -> int:
     """Write the body at ``start``; return how many bytes were written. Two
     buffers take turns, so the hash of one overlaps receiving the other."""
     buffers, written = (memoryview(bytearray(PIECE)), memoryview(bytearray(PIECE))), 0
@@ -208,6 +291,7 @@ def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload
         if hasher is not None:
             hasher.submit(chunk)
         writer.write(chunk)  # a full disk: rolled back to ``start``, then InsufficientStorage
+        feed.feed(chunk)
         written += count
         if checksum:
             checksum[0].update(chunk)
@@ -247,26 +331,42 @@ def _judge_head(upload: TusUpload, writer, size: int) -> None:
         return  # not readable here (sent to S3 in an earlier part): judged whole at the end
     try:
         decided = ingest().check_head(upload.original_name, upload.declared_type, head, upload.length)
-    except Refused as refusal:
-        _refuse(upload, refusal)
+    except Refused as refused:
+        _refuse(upload, refused)
         raise
     if decided or size >= min(upload.length, services().policy().head_bytes):
         upload.head_checked = True  # otherwise: again at the next checkpoint
         store().save(upload, "head_checked")
 
 
-def complete(upload: TusUpload) -> None:
-    if (budget := quota()) is not None:
-        # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
-        # A final upload counts as what it is: the partials it took count no more.
-        budget.check(new_files=1, new_bytes=upload.length or 0, except_upload=upload.id)
+def complete(upload: TusUpload, stream: ValidationStream | None = None) -> None:
+    """Store a finished upload. ``stream``: the Validate stream that was fed every one of
+    its bytes (a whole-file rule in force), whose verdict comes now, before anything is
+    committed (on S3, before the multipart upload is completed into an object)."""
+    verdict = None
     try:
+        if (budget := quota()) is not None:
+            # Raised, not a refusal: the bytes stay, and a HEAD finishes the upload once there is room.
+            # A final upload counts as what it is: the partials it took count no more.
+            budget.check(new_files=1, new_bytes=upload.length or 0, except_upload=upload.id)
+        if stream is not None:
+            # Failing (the validator or its scanner gone: 503), the bytes stay, and a HEAD
+            # finishes the upload later, sending the file whole from storage.
+            verdict = stream.finish(upload.length, current_app.config["VALIDATOR_TIMEOUT"])
+            if not verdict.accepted:
+                if verdict.head_incomplete:
+                    verdict = None  # not every byte was judged after all: judged from storage
+                else:
+                    raise refusal(verdict, upload.original_name)
         # expires_in was judged at creation; FILE_TTL applies now when it was not given.
         row = store().adopt(ingest(), upload, expires_at(upload.expires_in),
-                            sha256=hashes().digest(upload.id, upload.length))
-    except Refused as refusal:
-        _refuse(upload, refusal)
+                            sha256=hashes().digest(upload.id, upload.length), verdict=verdict)
+    except Refused as refused:
+        _refuse(upload, refused)
         raise
+    finally:
+        if stream is not None:
+            stream.cancel()
     metrics.count_stored([row])
     metrics.TUS_FINISHED.inc()
     upload.state, upload.file_id = "complete", row.id
@@ -274,11 +374,12 @@ def complete(upload: TusUpload) -> None:
     store().save(upload, "state", "file_id", "expires_at")
 
 
-def _refuse(upload: TusUpload, refusal: Refused) -> None:
+def _refuse(upload: TusUpload, refused: Refused) -> None:
+    streams().drop(upload.id)
     store().drop_bytes(upload)
     upload.state = "refused"
-    upload.error = json.dumps({"error": refusal.message, "code": refusal.code})
+    upload.error = json.dumps({"error": refused.message, "code": refused.code})
     upload.expires_at = store().expiry()
     store().save(upload, "state", "error", "expires_at")
-    metrics.count_failure(refusal)
-    log.info("tus upload %s refused: %s", upload.id, refusal.code)
+    metrics.count_failure(refused)
+    log.info("tus upload %s refused: %s", upload.id, refused.code)
