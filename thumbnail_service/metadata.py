@@ -191,7 +191,10 @@ def strip_jpeg(data: bytes, mode: str) -> tuple[bytes | None, list[str]]:
             at += 1
             continue
         if marker == 0xDA or marker == 0xD9:  # start of scan / end: the rest is image data
-            out.append(data[at:])
+            rest = bytearray(data[at:])
+            if _further_pictures(rest, mode, removed):
+                changed = True
+            out.append(bytes(rest))
             break
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
             out.append(data[at:at + 2])
@@ -228,6 +231,37 @@ def strip_jpeg(data: bytes, mode: str) -> tuple[bytes | None, list[str]]:
     if not changed:
         return None, []
     return b"".join(out), _unique(removed)
+
+
+def _further_pictures(rest: bytearray, mode: str, removed: list[str]) -> bool:
+    """The EXIF of the pictures after the first (a multi-picture JPEG, MPF, as phones write:
+    each has its own, location included), edited in place at its own length so that the MPF
+    index's offsets stay right. A picture starts with SOI and a marker; entropy-coded data
+    never holds 0xFF 0xD8 (its 0xFF bytes are followed by 0x00 or a restart marker)."""
+    changed = False
+    start = rest.find(b"\xff\xd8\xff", 2)
+    while start != -1:
+        at = start + 2
+        while at + 4 <= len(rest) and rest[at] == 0xFF:
+            marker = rest[at + 1]
+            if marker in (0xDA, 0xD9):
+                break
+            if 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xFF):
+                at += 1 if marker == 0xFF else 2
+                continue
+            end = at + 2 + struct.unpack_from(">H", rest, at + 2)[0]
+            if end > len(rest):
+                break
+            payload = bytes(rest[at + 4:end])
+            if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
+                new, what = _exif_segment(payload, mode, resizable=False)
+                if new is not None and len(new) == len(payload):
+                    rest[at + 4:end] = new
+                    removed += what
+                    changed = True
+            at = end
+        start = rest.find(b"\xff\xd8\xff", at)
+    return changed
 
 
 # --- PNG ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from tests.metadata_images import (FORMATS, MAKE, exif_with_gps, gps_of, image_b
                                    with_gps)
 from thumbnail_service import server as thumbnail_server
 from thumbnail_service.hookspecs import Transform, TransformResult
-from thumbnail_service.metadata import STRIPPERS, edit_exif
+from thumbnail_service.metadata import STRIPPERS, edit_exif, strip_jpeg
 
 
 def transform(channel, data: bytes, mime: str, mode: str = "strip-location"):
@@ -141,3 +141,19 @@ def test_a_plugin_transform_runs_after_the_built_in_one(start_thumbnailer):
     assert list(result.transforms) == ["image_metadata", "comment"]
     assert list(result.removed) == ["exif.gps", "nothing"]
     assert b"checked" in body and gps_of(body) == {} and pixels(body) == pixels(data)
+
+
+def test_every_picture_of_a_multi_picture_jpeg_loses_its_location():
+    # Phones write MPF: a first picture with an APP2 "MPF" index, then further pictures, each
+    # with EXIF of its own (location included). Each loses it, the further ones in place at their
+    # own length, so that the index's offsets stay right.
+    first, second = with_gps("jpg"), with_gps("jpg", orientation=1)
+    mpf = b"\xff\xe2" + (10).to_bytes(2, "big") + b"MPF\x00" + bytes(4)
+    data = first[:2] + mpf + first[2:] + second
+    new, removed = strip_jpeg(data, "strip-location")
+    assert new is not None and "exif.gps" in removed
+    assert gps_of(new) == {} and pixels(new) == pixels(data)
+    further = new[len(new) - len(second):]
+    assert further[:3] == b"\xff\xd8\xff" and gps_of(second) and gps_of(further) == {}
+    assert pixels(further) == pixels(second)
+    assert new[:len(new) - len(second)] == strip_jpeg(first[:2] + mpf + first[2:], "strip-location")[0]
