@@ -43,10 +43,13 @@ def find_clamd() -> str | None:
 class Clamd:
     """One clamd; ``tcp`` and ``unix`` are its CLAMD_ADDRESS values."""
 
-    def __init__(self, binary: str, port: int, stream_max: str = "200M"):
+    def __init__(self, binary: str, port: int, stream_max: str = "200M", scan_max: str | None = None):
         self.binary = binary
         self.port = port
         self.stream_max = stream_max
+        # MaxFileSize and MaxScanSize: past them clamd stops scanning and, without AlertExceedsMax,
+        # answers OK (Debian's clamd.conf has 25M); with it, Heuristics.Limits.Exceeded FOUND.
+        self.scan_max = scan_max or stream_max
         # A short path: a unix socket's path may not pass 107 bytes (pytest's tmp_path can).
         self.root = Path(tempfile.mkdtemp(prefix="clamd-"))
         self.socket = self.root / "clamd.sock"
@@ -68,7 +71,9 @@ class Clamd:
         (database / "test.ndb").write_text(f"Test.Custom:0:*:{MARKER.hex()}\n")
         conf = self.root / "clamd.conf"
         lines = [f"DatabaseDirectory {database}", f"LocalSocket {self.socket}", f"TCPSocket {self.port}",
-                 "TCPAddr 127.0.0.1", "Foreground yes", f"StreamMaxLength {self.stream_max}", f"LogFile {self.log}",
+                 "TCPAddr 127.0.0.1", "Foreground yes", f"StreamMaxLength {self.stream_max}",
+                 f"MaxFileSize {self.scan_max}", f"MaxScanSize {self.scan_max}", "AlertExceedsMax yes",
+                 f"LogFile {self.log}",
                  f"PidFile {self.root / 'clamd.pid'}"]
         if os.geteuid() == 0:
             lines.append("User root")  # else clamd drops to the `clamav` user, who cannot read this folder

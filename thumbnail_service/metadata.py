@@ -40,10 +40,11 @@ GPS_TAG = 0x8825
 ORIENTATION_TAG = 0x0112
 # Bytes per value of each TIFF field type (1 BYTE ... 13 IFD).
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
-# XMP that says where: dropped whole under strip-location.
+# XMP that says where: dropped whole under strip-location. Any case: DJI's drones write
+# drone-dji:GpsLatitude, which a case-sensitive match let through.
 XMP_LOCATION = re.compile(rb"exif(?:EX)?:GPS|GPSLatitude|GPSLongitude|photoshop:City|photoshop:State|"
                           rb"photoshop:Country|Iptc4xmpCore:Location|Iptc4xmpExt:Location|LocationCreated|"
-                          rb"LocationShown")
+                          rb"LocationShown", re.IGNORECASE)
 XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
 XMP_JPEG_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
 EMPTY_XMP = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>'

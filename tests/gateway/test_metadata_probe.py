@@ -44,3 +44,19 @@ def test_what_cannot_be_walked_counts_as_carrying_metadata(ext):
     assert carries_metadata(pieces(data[:len(data) // 3]), MIME[ext])  # cut short
     assert carries_metadata(pieces(b"\x00" * 64 + data), MIME[ext])  # not the format's start
     assert carries_metadata(pieces(data), "image/heic")  # a kind it does not walk
+
+
+def test_a_file_of_countless_tiny_structures_counts_as_carrying_metadata():
+    # A PNG of 100,000 empty ancillary chunks after its header, or a JPEG of fill bytes: valid
+    # enough for the validator, and each walked step by step would cost the gateway's CPU for
+    # every one. Past 10,000 structures the walk stops and the file goes to the service.
+    png = image_bytes("png")
+    header_end = 8 + 8 + 13 + 4  # signature, IHDR
+    empty = (0).to_bytes(4, "big") + b"zzZz" + (0).to_bytes(4, "big")
+    flooded = png[:header_end] + empty * 100_000 + png[header_end:]
+    assert carries_metadata(pieces(flooded, 1024 * 1024), "image/png")
+    jpeg = image_bytes("jpg")
+    assert carries_metadata(pieces(jpeg[:2] + b"\xff" * 200_000 + jpeg[2:], 1024 * 1024), "image/jpeg")
+    # Fewer than that is walked to the end as before.
+    assert not carries_metadata(pieces(png[:header_end] + empty * 1000 + png[header_end:], 1024 * 1024),
+                                "image/png")

@@ -157,3 +157,15 @@ def test_every_picture_of_a_multi_picture_jpeg_loses_its_location():
     assert further[:3] == b"\xff\xd8\xff" and gps_of(second) and gps_of(further) == {}
     assert pixels(further) == pixels(second)
     assert new[:len(new) - len(second)] == strip_jpeg(first[:2] + mpf + first[2:], "strip-location")[0]
+
+
+def test_xmp_naming_a_place_in_any_case_goes():
+    # DJI's drones write drone-dji:GpsLatitude / GpsLongitude in their XMP.
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" '
+           b'drone-dji:GpsLatitude="48.8582" drone-dji:GpsLongitude="2.2945"/></rdf:RDF></x:xmpmeta>')
+    data = image_bytes("jpg", xmp=xmp)
+    assert b"GpsLatitude" in data
+    new, removed = strip_jpeg(data, "strip-location")
+    assert new is not None and b"GpsLatitude" not in new and "xmp" in removed
+    assert pixels(new) == pixels(data)

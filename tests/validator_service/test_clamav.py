@@ -134,6 +134,17 @@ def test_a_file_over_clamds_stream_limit_is_never_let_through(start_validator, o
     assert any("StreamMaxLength" in record.getMessage() for record in caplog.records)
 
 
+def test_a_file_past_clamds_scan_limits_is_refused_not_passed_unscanned(start_validator, own_clamd):
+    # clamd stops scanning past MaxFileSize / MaxScanSize and, as Debian ships it (25M, no
+    # AlertExceedsMax), answers OK: a file padded past them went through unscanned. With
+    # AlertExceedsMax (README, "ClamAV") the answer is Heuristics.Limits.Exceeded... FOUND.
+    clamd = own_clamd(stream_max="60M", scan_max="1M")
+    running = scanning(start_validator, clamd.unix)
+    verdict = validate(running.channel, "notes.txt", MARKER + text(2 * MiB))
+    assert not verdict.accepted and verdict.reasons[0].code == "malware"
+    assert "Heuristics.Limits.Exceeded" in verdict.reasons[0].message
+
+
 def test_without_clamd_address_there_is_no_whole_file_rule(validator):
     policy = validator_pb2_grpc.ValidatorStub(validator.channel).GetPolicy(validator_pb2.GetPolicyRequest(), timeout=5)
     assert not policy.whole_file
