@@ -33,7 +33,7 @@ from gateway.ingest.transform import Transformed, Transformer
 from gateway.metadata.files import FileRepository, FileRow
 from gateway.storage.base import Storage, new_id
 from gateway.storage.expiry import is_expired
-from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
+from protos.errors import InsufficientStorage, Refused, Unavailable, UploadError, out_of_space_as_error
 from protos.streaming import write_all
 from protos.text import human_size
 
@@ -43,7 +43,14 @@ def stored_name(file_id: str, original_name: str) -> str:
     return f"{file_id}.{ext}" if ext else file_id
 
 
-def refusal(verdict, original_name: str) -> Refused:
+def refusal(verdict, original_name: str) -> UploadError:
+    if verdict.head_incomplete:
+        # Not a verdict to act on: a rule wanted more of the file than was sent, because the
+        # validator's rules changed since this gateway read its policy (a whole-file rule
+        # turned on). Refused, a finished tus upload would lose its bytes; unavailable, it is
+        # kept and judged again with the policy read afresh.
+        return Unavailable("The validator's rules changed while this file was on its way; "
+                           "nothing was stored. Please try again.")
     reason = verdict.reasons[0]
     return Refused(reason.code, reason.message, original_name)
 
@@ -146,6 +153,8 @@ class Upload:
         try:
             if self._validation is not None:
                 verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
+                if verdict.head_incomplete:
+                    self.pipeline.services.forget_policy()
             else:
                 verdict = self.pipeline.services.check(self.original_name, self._declared_type,
                                                        self._whole or b"", self.size)

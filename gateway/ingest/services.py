@@ -332,8 +332,17 @@ class Services:
         call (safe to repeat, so retried while the validator restarts)."""
         request = validator_pb2.CheckRequest(info=file_info(original_name, declared_size, declared_type),
                                              head=head, size=size)
-        return call_with_retry(lambda left: self.validator.Check(request, timeout=left),
-                               self.config["VALIDATOR_TIMEOUT"], "Check", explain="validate")
+        verdict = call_with_retry(lambda left: self.validator.Check(request, timeout=left),
+                                  self.config["VALIDATOR_TIMEOUT"], "Check", explain="validate")
+        if verdict.head_incomplete:
+            self.forget_policy()
+        return verdict
+
+    def forget_policy(self) -> None:
+        """A rule wanted more of a file than the policy said to send (the validator's rules
+        changed, e.g. a whole-file rule turned on): the policy is read again at its next use."""
+        with self._lock:
+            self._policy_at = 0.0
 
     # --- thumbnails ---
 
