@@ -17,7 +17,9 @@ test: install
 	@$(PG_INSTALL)
 	@$(CLAMD_INSTALL)
 	$(MAKE) --no-print-directory lint-imports proto-check
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@rm -f .pytest-last
+	$(BIN)/pytest $(PYTEST_ARGS) || { status=$$?; test ! -s .pytest-last || \
+	  echo "pytest was killed while running: $$(cat .pytest-last) (its output above says by what)" >&2; exit $$status; }
 
 # The import contracts in pyproject.toml (layers, no cycles, services apart). PYTHONPATH: grimp finds
 # packages on sys.path, not through the editable install; --no-cache: its cache trusts mtimes.

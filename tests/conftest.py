@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 
 import grpc
@@ -107,6 +108,21 @@ def postgres():
         raise
     yield cluster
     cluster.stop()
+
+
+# A test run killed by a signal (a C library's abort()) ends without pytest's summary; the Makefile
+# names the test that was running from this file, so a CI log's tail says where to look.
+LAST_STARTED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest-last")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    with open(LAST_STARTED, "w") as f:
+        f.write(nodeid + "\n")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.path.exists(LAST_STARTED):
+        os.unlink(LAST_STARTED)
 
 
 def pytest_generate_tests(metafunc):

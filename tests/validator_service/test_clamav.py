@@ -76,9 +76,10 @@ def test_clamd_unreachable_is_unavailable_and_a_head_refusal_still_wins(start_va
     assert verdict.reasons[0].code == "executable_content"
 
 
-def test_clamd_killed_mid_stream_is_unavailable(start_validator, own_clamd):
+@pytest.mark.parametrize("fail_open", ["0", "1"])
+def test_clamd_killed_mid_stream_is_unavailable_failing_open_or_not(start_validator, own_clamd, fail_open):
     clamd = own_clamd()
-    running = scanning(start_validator, clamd.tcp)
+    running = scanning(start_validator, clamd.tcp, CLAMAV_FAIL_OPEN=fail_open)
     sent_first = threading.Event()
 
     def requests():
@@ -96,19 +97,23 @@ def test_clamd_killed_mid_stream_is_unavailable(start_validator, own_clamd):
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_clamd_silent_past_clamd_timeout_is_unavailable(start_validator):
-    # Something listening that takes the bytes and never answers.
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_clamd_silent_past_clamd_timeout_is_unavailable_failing_open_or_not(start_validator, fail_open):
+    # Something listening that takes the bytes and never answers: as clamd is while it scans a
+    # file made slow to scan. Failing open here would let such a file choose to pass.
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
         held = []
         threading.Thread(target=lambda: held.append(silent.accept()), daemon=True).start()
-        running = start_validator(pm=create_plugins(env={}, extra_plugins=[ClamAV(f"tcp://127.0.0.1:{port}",
-                                                                                  timeout=1)]))
+        rule = ClamAV(f"tcp://127.0.0.1:{port}", timeout=1, fail_open=fail_open)
+        running = start_validator(pm=create_plugins(env={}, extra_plugins=[rule]))
+        passed = scans("fail_open")
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as raised:
             validate(running.channel, "notes.txt", text(10_000))
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert 0.9 < time.monotonic() - started < 5
+        assert scans("fail_open") == passed
         for conn, _ in held:
             conn.close()
 

@@ -9,9 +9,12 @@ big-endian length and that many bytes, then a zero length; clamd answers
 
 - A hit is a refusal, code ``malware``, with the signature's name in the sentence.
 - clamd unreachable, gone mid-file, or silent for CLAMD_TIMEOUT seconds: the call
-  fails UNAVAILABLE (the gateway answers 503, nothing is stored), unless
-  CLAMAV_FAIL_OPEN is on: then the file is let through unscanned, logged and
-  counted (``upload_validator_clamav_scans_total{outcome="fail_open"}``).
+  fails UNAVAILABLE (the gateway answers 503, nothing is stored).
+- CLAMAV_FAIL_OPEN lets a file through unscanned (logged and counted,
+  ``upload_validator_clamav_scans_total{outcome="fail_open"}``) only when no
+  connection to clamd can be made: clamd is down, not judging. Once clamd has
+  taken the file, a timeout or a dropped connection stays UNAVAILABLE, since a
+  file made slow to scan (an archive bomb) could otherwise choose to pass.
 - clamd refusing to scan a file ("INSTREAM size limit exceeded": clamd's
   StreamMaxLength, 25 MiB by default, is below MAX_FILE_SIZE) is never a pass,
   fail-open or not: INTERNAL, and an error in the log saying what to change.
@@ -137,7 +140,7 @@ class ClamdScan:
             self.sock = clamav.connect()
             self.sock.sendall(b"zINSTREAM\0")
         except OSError as exc:
-            self._decide(lambda: self._unreachable(exc))
+            self._decide(lambda: self._unreachable(exc, may_fail_open=True))
 
     def feed(self, data: bytes) -> None:
         if self.decided:
@@ -202,10 +205,11 @@ class ClamdScan:
                            "MAX_FILE_SIZE), so it was not accepted.")
         return self._unreachable(failure or reply or "no answer")
 
-    def _unreachable(self, why) -> None:
-        """clamd cannot judge this file now: UNAVAILABLE, or, failing open, let it through."""
+    def _unreachable(self, why, may_fail_open: bool = False) -> None:
+        """clamd cannot judge this file now: UNAVAILABLE, or, failing open when clamd
+        could not even be reached (``may_fail_open``), let it through."""
         self.close()
-        if self.clamav.fail_open:
+        if self.clamav.fail_open and may_fail_open:
             CLAMAV_SCANS.labels(outcome="fail_open").inc()
             log.warning("clamd at %s could not scan %r (%s): let through unscanned (CLAMAV_FAIL_OPEN)",
                         self.clamav.address, self.name, why)
