@@ -110,14 +110,6 @@ class S3Writer:
             return bytes(memoryview(self.buffer)[:size])
         return None
 
-    def stored(self):
-        """The bytes already stored before ``begin``'s offset (see FileWriter.stored), or
-        None when some left as a part: S3 gives no part of an unfinished multipart upload
-        back, so only an upload still short of its first part can be read back here."""
-        if self.base or self.finished:
-            return None
-        return iter((bytes(memoryview(self.buffer)[:self.filled]),)) if self.filled else iter(())
-
     def rollback(self) -> None:
         """Nothing to undo: parts sent past the saved offset are overwritten by the
         next request, and the tail the saved offset refers to was not touched."""

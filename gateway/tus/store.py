@@ -100,17 +100,6 @@ class FileWriter:
     def head(self, size: int) -> bytes | None:
         return os.pread(self.handle.fileno(), size, 0)
 
-    def stored(self):
-        """The bytes already stored before ``begin``'s offset, in pieces (to feed a new
-        validator stream the ones it missed)."""
-        offset = 0
-        while offset < self.start:
-            piece = os.pread(self.handle.fileno(), min(1024 * 1024, self.start - offset), offset)
-            if not piece:
-                raise BytesGone()
-            offset += len(piece)
-            yield piece
-
     def rollback(self) -> None:
         self.handle.truncate(self.start)
 

@@ -6,13 +6,13 @@ committed. The bytes are never read back at the end.
 
 Like the running hashes (gateway/tus/hashes.py) a stream lives in the process
 that received the bytes, keyed by upload and by the offset it has reached,
-and it is a shortcut, never the only way. A PATCH that finds none at its
-offset (the previous one went to another worker or replica, the gateway
-restarted, a PATCH failed halfway, the stream was given up) opens a new one
-and first feeds it what is already stored: from the file on disk, or, on
-STORAGE=s3, from the tail object while the upload is still short of its first
-part. Past that, S3 gives nothing of an unfinished multipart upload back, so
-the finished object is sent whole to the validator before it is accepted.
+and it is a shortcut, never the only way. Once an upload's stream is lost (a
+PATCH went to another worker or replica, the gateway restarted, a PATCH failed
+halfway or had a wrong checksum, the stream was given up), its later PATCHes
+feed none, and the finished file is sent whole to the validator from storage,
+once, before it is accepted. Feeding a new stream what is already stored at
+each such PATCH would let a client make the gateway read and scan the same
+bytes again for every tiny PATCH it sends.
 
 A kept stream holds one of the validator's VALIDATOR_WORKERS slots, and its
 scanner's connection (clamd's own ReadTimeout is 120 s): a stream no PATCH
@@ -26,7 +26,7 @@ from collections import OrderedDict
 from gateway.ingest.services import ValidationStream
 
 # Seconds a stream waits for its upload's next PATCH before it is given up (within
-# one keepalive, 15 s, of it); a PATCH after that feeds a new one from storage.
+# one keepalive, 15 s, of it); the upload is then judged whole when it is finished.
 KEEP_IDLE = 30.0
 # Streams kept between PATCHes in one process; the oldest is given up first.
 CAPACITY = 32

@@ -160,7 +160,7 @@ def _write_body(upload: TusUpload, writer) -> None:
         budget.quota.check(new_bytes=declared)  # refused before the body is read
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     writer.begin(start)
-    feed = WholeFileFeed(upload, _whole_file_stream(upload, start, writer))
+    feed = WholeFileFeed(upload, _whole_file_stream(upload, start))
     # Judged on its own too with a stream: a refusal of the head then answers this very PATCH,
     # whenever the stream's own answer comes (but a head that is the whole file is the stream's
     # to judge, in this PATCH: scanned once, not twice).
@@ -200,8 +200,7 @@ class WholeFileFeed:
     """A PATCH's bytes on their way to the upload's Validate stream (None: there is
     none). A refusal that comes back ends the upload at once, as a head check's
     does; a stream that fails (the validator or its scanner gone) is dropped and
-    the PATCH goes on storing: the next PATCH feeds a new one from storage, or
-    the finished file is sent whole (``complete``)."""
+    the PATCH goes on storing, and the finished file is sent whole (``complete``)."""
 
     def __init__(self, upload: TusUpload, stream: ValidationStream | None):
         self.upload = upload
@@ -236,32 +235,25 @@ class WholeFileFeed:
             self.stream = None
 
 
-def _whole_file_stream(upload: TusUpload, start: int, writer) -> ValidationStream | None:
+def _whole_file_stream(upload: TusUpload, start: int) -> ValidationStream | None:
     """The Validate stream this PATCH feeds when a rule reads every byte (the policy's
-    ``whole_file``): the one kept since the previous PATCH, or a new one fed first with
-    the bytes already stored. None: no such rule; a partial upload (judged as part of its
-    final upload); or stored bytes this writer cannot read back (S3, past the first part),
-    and the finished file is then sent whole from storage (``Ingest.adopt_stored``)."""
+    ``whole_file``): the one kept since the previous PATCH, or a new one for a PATCH at
+    the start. None: no such rule; a partial upload (judged as part of its final
+    upload); or a stream lost on the way (the previous PATCH failed, or went to another
+    worker, or the stream was given up): the finished file is then sent whole from
+    storage, once (``Ingest.adopt``). Feeding a new stream the bytes already stored
+    instead would read and scan them again at every such PATCH, and a client can make
+    those as small and as many as it likes (a 1-byte PATCH with a wrong checksum)."""
     if upload.is_partial:
         return None
     policy = services().policy()
     if not policy.whole_file:
         return None
     stream = streams().resume(upload.id, start)
-    if stream is not None:
+    if stream is not None or start > 0:
         return stream
-    stored = writer.stored()
-    if stored is None:
-        return None
-    feed = WholeFileFeed(upload, services().start_validation(
-        upload.original_name, upload.declared_type, policy.head_bytes, declared_size=upload.length, whole=True))
-    try:
-        for piece in stored:
-            feed.feed(piece)
-    except BaseException:
-        feed.give_up()
-        raise
-    return feed.stream
+    return services().start_validation(upload.original_name, upload.declared_type, policy.head_bytes,
+                                       declared_size=upload.length, whole=True)
 
 
 def _receive(body: BodyReader, writer, start: int, limit: int, upload: TusUpload, checksum, checkpoints,

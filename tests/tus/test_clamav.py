@@ -13,10 +13,12 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.exceptions import TusUploadFailed
 
+from protos.plugins import hookimpl
 from tests.clamd import EICAR, EICAR_NAME, MARKER, MARKER_NAME
 from tests.samples import MZ_HEADER
 from tests.tus.conftest import MiB, Tus, leftover_files, sha256, stop_gateway, text_bytes
 from validator_service import metrics as validator_metrics
+from validator_service.hookspecs import WholeFileRule
 from validator_service.server import create_plugins
 
 TXT = {"filename": "notes.txt", "filetype": "text/plain"}
@@ -86,7 +88,7 @@ def test_tuspy_clean_upload_is_stored_from_one_stream_fed_by_every_patch(scanned
     assert validator_calls("Check") - checks <= 2
 
 
-def test_a_stream_lost_with_a_restart_is_fed_again_from_disk(gateways, scanning, tmp_path):
+def test_a_stream_lost_with_a_restart_is_judged_whole_when_the_upload_is_finished(gateways, scanning, tmp_path):
     data_dir = tmp_path / "data"
     data = MARKER + text_bytes(4 * MiB, seed=4)
     first = gateways(data_dir, validator_addr=scanning.address)
@@ -101,8 +103,8 @@ def test_a_stream_lost_with_a_restart_is_fed_again_from_disk(gateways, scanning,
     tus = Tus(second.url)
     try:
         url = tus.base + path
-        tus.send(url, data[:3 * MiB], start=2 * MiB)  # fed the first 2 MiB again from disk first
-        last = tus.patch(url, 3 * MiB, data[3 * MiB:])
+        tus.send(url, data[:3 * MiB], start=2 * MiB)  # no stream now: nothing is scanned yet
+        last = tus.patch(url, 3 * MiB, data[3 * MiB:])  # finished: the file is sent whole, once
         assert last.status_code == 422, last.text
         assert last.json()["code"] == "malware" and MARKER_NAME in last.json()["error"]
         assert tus.head(url).status_code == 410
@@ -173,41 +175,27 @@ def test_on_s3_a_hit_in_a_stream_kept_across_patches_leaves_nothing_in_the_bucke
 
 
 @pytest.mark.parametrize("infected", [True, False])
-def test_on_s3_a_stream_lost_past_the_first_part_is_judged_whole_at_the_end(s3_scanned, s3_bucket, infected):
+@pytest.mark.parametrize("lost_at", [2 * MiB, 10 * MiB], ids=["within the first part", "past it"])
+def test_on_s3_a_stream_lost_is_judged_whole_at_the_end(s3_scanned, s3_bucket, infected, lost_at):
     client = s3_scanned.test_client()
     data = text_bytes(MiB, seed=7) + (MARKER if infected else b"") + text_bytes(11 * MiB, seed=8)
     url = create(client, len(data))
-    send(client, url, data, 0, 10 * MiB)
+    send(client, url, data, 0, lost_at)
     s3_scanned.extensions["tus_streams"].close()  # as if the next PATCH went to another replica
     validates = validator_calls("Validate")
-    if infected:
-        last = patch(client, url, 10 * MiB, data[10 * MiB:])
-    else:
-        last = send(client, url, data, 10 * MiB, len(data))
-    # The parts cannot be read back from S3 mid-upload: the finished object is sent whole instead.
+    send(client, url, data, lost_at, 10 * MiB)
+    last = patch(client, url, 10 * MiB, data[10 * MiB:])
+    # The finished object is sent whole (the parts cannot be read back from S3 mid-upload).
     assert validator_calls("Validate") - validates == 1
     if infected:
         assert last.status_code == 422 and last.get_json()["code"] == "malware"
         assert s3_bucket.keys() == [] and s3_bucket.uploads() == []
         assert client.get("/files").get_json()["files"] == []
     else:
+        assert last.status_code == 204, last.get_json()
         record = client.get(f"/files/{last.headers['Upload-File-Id']}").get_json()
         assert record["sha256"] == sha256(data)
         assert s3_bucket.keys() == [f"files/{record['filename']}"]
-
-
-def test_on_s3_a_stream_lost_within_the_first_part_is_fed_again_from_the_tail(s3_scanned, s3_bucket):
-    client = s3_scanned.test_client()
-    data = MARKER + text_bytes(5 * MiB, seed=9)
-    url = create(client, len(data))
-    send(client, url, data, 0, 2 * MiB)
-    s3_scanned.extensions["tus_streams"].close()
-    validates = validator_calls("Validate")
-    send(client, url, data, 2 * MiB, 4 * MiB)
-    last = patch(client, url, 4 * MiB, data[4 * MiB:])
-    assert last.status_code == 422 and MARKER_NAME in last.get_json()["error"]
-    assert validator_calls("Validate") - validates == 1  # one new stream, fed the tail, then the rest
-    assert s3_bucket.keys() == [] and s3_bucket.uploads() == []
 
 
 def test_each_patch_feeds_the_kept_stream_and_the_file_is_never_read_back(make_app, scanning, monkeypatch):
@@ -235,9 +223,10 @@ def test_each_patch_feeds_the_kept_stream_and_the_file_is_never_read_back(make_a
             assert client.get(f"/files/{last.headers['Upload-File-Id']}").get_json()["sha256"] == sha256(data)
 
 
-def test_a_stream_left_idle_between_patches_is_given_up_and_fed_again(make_app, scanning, monkeypatch):
+def test_a_stream_left_idle_between_patches_is_given_up_and_the_file_judged_whole_at_the_end(
+        make_app, scanning, monkeypatch):
     """A paused upload does not hold a validator slot (and a clamd connection) for long: its
-    stream is given up, and the next PATCH feeds a new one what is already on disk."""
+    stream is given up, the later PATCHes feed none, and the finished file is sent whole."""
     from gateway.ingest import services as services_module
     monkeypatch.setattr(services_module, "KEEPALIVE", 0.1)
     app = make_app(VALIDATOR_ADDR=scanning.address)
@@ -253,9 +242,59 @@ def test_a_stream_left_idle_between_patches_is_given_up_and_fed_again(make_app, 
         time.sleep(0.05)
     assert not stream.usable, "the idle stream was not given up"
     assert patch(client, url, MiB, data[MiB:2 * MiB]).status_code == 204
-    assert app.extensions["tus_streams"]._streams[upload_id][1] is not stream
+    assert upload_id not in app.extensions["tus_streams"]._streams
+    validates = validator_calls("Validate")
     last = patch(client, url, 2 * MiB, data[2 * MiB:])
     assert last.status_code == 422 and MARKER_NAME in last.get_json()["error"]
+    assert validator_calls("Validate") - validates == 1
+
+
+class _CountsEveryByte:
+    """A whole-file rule that refuses nothing and counts what it is fed, over every file."""
+    seen = 0
+
+    def __init__(self, file):
+        pass
+
+    def feed(self, data):
+        type(self).seen += len(data)
+
+    def finish(self):
+        return None
+
+    def close(self):
+        pass
+
+
+class CountingRule:
+    @hookimpl
+    def upload_whole_file_rules(self):
+        yield WholeFileRule("counts_every_byte", _CountsEveryByte)
+
+
+def test_tiny_patches_with_a_wrong_checksum_do_not_make_the_stored_bytes_scanned_again(make_app, start_validator):
+    """A PATCH with a wrong checksum loses the upload's stream (it was fed bytes that are not
+    kept). Feeding a new stream what is stored, at each PATCH, let a client make the gateway
+    read and scan the stored bytes again per 1-byte request: here 20 x 4 MiB for 20 bytes."""
+    running = start_validator(pm=create_plugins(env={}, extra_plugins=[CountingRule()]))
+    client = make_app(VALIDATOR_ADDR=running.address).test_client()
+    data = text_bytes(6 * MiB, seed=14)
+    url = create(client, len(data))
+    send(client, url, data, 0, 4 * MiB)
+    before = _CountsEveryByte.seen
+    wrong = "sha1 " + base64.b64encode(bytes(20)).decode()
+    for _ in range(20):
+        response = client.patch(url, data=data[4 * MiB:4 * MiB + 1], headers={
+            **TUS, "Upload-Offset": str(4 * MiB), "Upload-Checksum": wrong,
+            "Content-Type": "application/offset+octet-stream"})
+        assert response.status_code == 460
+    assert _CountsEveryByte.seen - before <= 1  # the first bad byte reached the kept stream
+    last = patch(client, url, 4 * MiB, data[4 * MiB:])
+    assert last.status_code == 204, last.get_json()
+    # Judged whole, once, when finished.
+    assert _CountsEveryByte.seen - before <= 1 + len(data)
+    record = client.get(f"/files/{last.headers['Upload-File-Id']}").get_json()
+    assert record["sha256"] == sha256(data)
 
 
 def test_clamd_killed_mid_upload_the_last_patch_is_503_and_a_head_finishes_it_later(make_app, start_validator,
