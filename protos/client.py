@@ -13,9 +13,11 @@ the servers accept; a deadline on every call (the README's recommended ones); fi
 from disk in 64 KiB chunks, never read whole; and ``error_reason`` for the stable reason in
 an error's ``google.rpc.ErrorInfo``.
 
-gRPC retries a stream only while what it has sent fits its retry buffer (256 KiB): the
-services answer busy as a call arrives, but on a fast link more than that may have left by
-then, so a stream refused as busy is sent again from disk here, with the same backoff."""
+gRPC's service config retries the one-message calls (Check, GetPolicy, GetRenderers,
+GetTransforms). The streams (Validate, Render) are sent again from disk here, with the same
+backoff: gRPC retries a stream only while what it has sent fits its retry buffer (256 KiB),
+and grpcio's core has been seen to abort the whole process retrying a large stream the
+service refused as busy while it was still being sent."""
 from __future__ import annotations
 
 import json
@@ -42,7 +44,10 @@ FILE_DEADLINE = 60.0  # Validate / Render of a file read from local disk
 _RETRY = {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "2s", "backoffMultiplier": 2,
           "retryableStatusCodes": ["UNAVAILABLE"]}
 SERVICE_CONFIG = {
-    "methodConfig": [{"name": [{"service": "upload.v1.Validator"}, {"service": "upload.v1.Thumbnail"}],
+    "methodConfig": [{"name": [{"service": "upload.v1.Validator", "method": "Check"},
+                               {"service": "upload.v1.Validator", "method": "GetPolicy"},
+                               {"service": "upload.v1.Thumbnail", "method": "GetRenderers"},
+                               {"service": "upload.v1.Thumbnail", "method": "GetTransforms"}],
                       "retryPolicy": _RETRY}],
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
 }
@@ -82,12 +87,13 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 def _resending(call, attempts: int = _RETRY["maxAttempts"]):
-    """``call()``, again while the service answers busy: the streams gRPC could not retry."""
+    """``call()``, a stream sent from its start, again while the service is UNAVAILABLE (busy,
+    restarting, not reachable yet): safe, since judging or rendering a file changes nothing."""
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except grpc.RpcError as error:
-            if attempt == attempts or error.code() != grpc.StatusCode.UNAVAILABLE or error_reason(error) != "BUSY":
+            if attempt == attempts or error.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
             time.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2))
     raise AssertionError("unreachable")

@@ -15,7 +15,8 @@ from gateway.errors import error_response
 from gateway.http.records import record
 from gateway.ingest.body import BodyReader, drain_then_close
 from gateway.ingest.multipart import BUFFER_SIZE, MultipartReader
-from gateway.ingest.pipeline import Upload, ingest, too_large
+from gateway.ingest.pipeline import Upload, ingest
+from gateway.ingest.verdicts import too_large
 from gateway.ingest.services import services
 from gateway.metadata.files import repository
 from gateway.storage.expiry import FIELD as EXPIRES_IN

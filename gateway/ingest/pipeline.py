@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -30,33 +31,20 @@ from gateway.ingest.names import extension, sanitize
 from gateway.ingest.services import Services
 from gateway.ingest.thumbnails import Thumbnails
 from gateway.ingest.transform import Transformed, Transformer
+from gateway.ingest.verdicts import refusal, too_large
 from gateway.metadata.files import FileRepository, FileRow
 from gateway.storage.base import Storage, new_id
 from gateway.storage.expiry import is_expired
-from protos.errors import InsufficientStorage, Refused, Unavailable, UploadError, out_of_space_as_error
+from protos.errors import InsufficientStorage, Refused, out_of_space_as_error
 from protos.streaming import write_all
 from protos.text import human_size
+
+log = logging.getLogger("upload.gateway")
 
 
 def stored_name(file_id: str, original_name: str) -> str:
     ext = extension(original_name)
     return f"{file_id}.{ext}" if ext else file_id
-
-
-def refusal(verdict, original_name: str) -> UploadError:
-    if verdict.head_incomplete:
-        # Not a verdict to act on: a rule wanted more of the file than was sent, because the
-        # validator's rules changed since this gateway read its policy (a whole-file rule
-        # turned on). Refused, a finished tus upload would lose its bytes; unavailable, it is
-        # kept and judged again with the policy read afresh.
-        return Unavailable("The validator's rules changed while this file was on its way; "
-                           "nothing was stored. Please try again.")
-    reason = verdict.reasons[0]
-    return Refused(reason.code, reason.message, original_name)
-
-
-def too_large(limit: int, original_name: str | None = None) -> Refused:
-    return Refused("file_too_large", f"The file is larger than the {human_size(limit)} limit.", original_name)
 
 
 class DataDisk:
@@ -307,7 +295,8 @@ class Ingest:
         object is read back to hash it; without a ``verdict`` (see ``adopt``)
         it is judged here. Raises Refused (the object is left for the caller to
         remove); if the thumbnail or the row fails, the object stays too, so
-        that the upload can be finished again."""
+        that the upload can be finished again. A transform's bytes are stored as
+        a file of their own id (the row's, not ``file_id``)."""
         original_name = sanitize(original_name)
         if filename != stored_name(file_id, original_name):
             raise ValueError(f"{filename!r} is not the stored name of {file_id} ({original_name!r})")
@@ -342,18 +331,27 @@ class Ingest:
         if not verdict.accepted:
             raise refusal(verdict, original_name)
 
-        # The upload's bytes are already the object: the new ones replace it (a bucket with
-        # versioning keeps the upload's as an older version). Once replaced, a failure below
-        # deletes the object: finished again, it would be hashed as the upload's.
-        transformed = self._transform_file(from_the_start, filename, original_name, verdict, size, sha256)
+        # The upload's bytes are already the object, under the file's name. New bytes from a
+        # transform go under a name of their own (a new file id): written over the upload's,
+        # a failure before the row would leave an upload whose bytes are gone, never to be
+        # finished. The upload's object goes once the row is written (a crash before that
+        # leaves it to reconcile, as an orphan of an ended upload).
+        transformed_id = new_id()
+        transformed_name = stored_name(transformed_id, original_name)
+        transformed = self._transform_file(from_the_start, transformed_name, original_name, verdict, size, sha256)
         if transformed is not None:
             try:
                 self.storage.commit(transformed.temp)
             except BaseException:
                 self.storage.discard(transformed.temp)
                 raise
-            return self._accept(file_id, filename, original_name, transformed.size, transformed.sha256, verdict,
-                                expires_at, owner_id, transformed=transformed)
+            row = self._accept(transformed_id, transformed_name, original_name, transformed.size,
+                               transformed.sha256, verdict, expires_at, owner_id, transformed=transformed)
+            try:
+                self.storage.delete("files", filename)
+            except Exception as exc:  # the file is stored: the upload's copy is reconcile's to remove
+                log.warning("could not delete %s after storing its transformed bytes: %s", filename, exc)
+            return row
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, keep_on_failure=True)
 

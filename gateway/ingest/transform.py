@@ -3,12 +3,15 @@ thumbnail service transforms is sent through its Transform call, and when that
 changes it, the new bytes are written to a temp of their own beside the final
 place and committed instead of the upload's. The record's size and sha256 (and
 so the download's ETag) are the stored bytes'; the audit keeps the upload's own
-size and sha256 and what was removed.
+size and sha256 and what was removed. The new bytes are judged by the validator
+as they are written (every byte of them when a rule reads every byte), since a
+transform could make of harmless bytes a file a rule refuses.
 
 Fail closed: with IMAGE_METADATA other than ``keep`` an image that may carry metadata
 is never stored as uploaded when it could not be sent through: the thumbnail service
 unreachable or busy is 503 (nothing stored, try again), a file whose metadata cannot
-be removed safely (a damaged container) is refused (422). An image whose container
+be removed safely (a damaged container, or processing that failed on it) is refused
+(422). An image whose container
 holds no metadata at all (most do not) is stored as uploaded, service or not.
 
 Called from one place in each way in (``Upload.finish``, ``Ingest.adopt`` and
@@ -21,9 +24,13 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from google.protobuf.json_format import MessageToDict
+
 from gateway.ingest.metadata_probe import carries_metadata
 from gateway.ingest.services import Services
-from protos.errors import InvalidInput, Refused, TimedOut, TooLarge, Unavailable, UnsupportedType, UploadError
+from gateway.ingest.verdicts import refusal
+from protos.errors import Internal, InvalidInput, Refused, TimedOut, TooLarge, Unavailable, UnsupportedType, \
+    UploadError
 
 log = logging.getLogger("upload.gateway")
 
@@ -50,6 +57,7 @@ class Transformer:
         self.storage = storage
         self.write_temp = write_temp
         self.mode = config.get("IMAGE_METADATA", "strip-location")
+        self.validator_timeout = config.get("VALIDATOR_TIMEOUT", 10.0)
 
     def covers(self, mime_type: str) -> bool | None:
         """Whether some transform handles ``mime_type``; None when the thumbnail service has
@@ -81,30 +89,47 @@ class Transformer:
     def apply(self, open_chunks: Callable[[], Iterator[bytes]], filename: str, original_name: str,
               mime_type: str, size: int, uploaded_sha256: str) -> Transformed | None:
         """Send the file through; None when it is to be stored byte for byte, else the
-        new bytes in a temp beside ``filename``'s place (the caller commits or discards it).
-        Raises Refused (cannot be done safely) or Unavailable/TimedOut (try again)."""
+        new bytes in a temp beside ``filename``'s place (the caller commits or discards it),
+        judged by the validator as they were written. Raises Refused (cannot be done
+        safely, or the new bytes refused) or Unavailable/TimedOut (try again)."""
         try:
             result, chunks = self.services.transform(open_chunks, original_name, mime_type, size,
                                                      {"image_metadata": self.mode})
             if not result.changed:
                 return None
             temp = self.storage.create_temp("files", filename)
+            # The validator judged the upload's bytes, and these are others: a transform (a
+            # plugin's, or the stripper cutting a segment out) could make of harmless bytes a
+            # file a rule refuses. They go to a Validate stream as they are written, every
+            # byte of them when a rule reads every byte: no second read.
+            check = None
             try:
+                check = self._start_check(original_name, mime_type, result.size)
                 digest, written = hashlib.sha256(), 0
                 for chunk in chunks:
                     digest.update(chunk)
                     written += len(chunk)
                     self.write_temp(temp, chunk)
+                    check.feed(chunk)
                 if written != result.size:
                     raise Unavailable("The processing service's answer was cut short; nothing was stored. "
                                       "Please try again shortly.")
             except BaseException:
+                if check is not None:
+                    check.cancel()
                 self.storage.discard(temp)
                 raise
         except InvalidInput as exc:
             raise Refused("image_metadata_unreadable",
                           f"The image's metadata could not be removed safely ({exc.message}); nothing was stored.",
                           original_name) from None
+        except Internal as exc:
+            # The service failed on this file (a transform that broke on it, or its process
+            # killed): never stored as uploaded, and nothing the user could retry into success.
+            log.error("transform of %s failed in the thumbnail service: %s", filename, exc.message)
+            raise Refused("image_metadata_unreadable",
+                          "The image's metadata could not be removed: processing failed on this file; "
+                          "nothing was stored.", original_name) from None
         except TooLarge as exc:
             raise Refused("image_metadata_too_large",
                           f"The image is too large for its metadata to be removed ({exc.message}); "
@@ -117,6 +142,16 @@ class Transformer:
             if not carries_metadata(open_chunks(), mime_type):
                 return None  # nothing that must go: stored as uploaded, as without the service
             raise Unavailable(UNREACHABLE) from None
+        try:
+            verdict = check.finish(written, self.validator_timeout)
+            if not verdict.accepted:
+                log.info("%s refused after its transform by %s", filename, ", ".join(result.transforms))
+                raise refusal(verdict, original_name)
+        except BaseException:
+            self.storage.discard(temp)
+            raise
+        finally:
+            check.cancel()
         log.info("stored %s transformed by %s: removed %s", filename, ", ".join(result.transforms),
                  ", ".join(result.removed) or "nothing")
         return Transformed(temp, written, digest.hexdigest(), {
@@ -125,4 +160,11 @@ class Transformer:
             "mode": self.mode,
             "uploaded_size": size,
             "uploaded_sha256": uploaded_sha256,
+            "checked": {"bytes_read": verdict.bytes_read,
+                        "decisions": [MessageToDict(d, preserving_proto_field_name=True) for d in verdict.decisions]},
         })
+
+    def _start_check(self, original_name: str, mime_type: str, size: int):
+        policy = self.services.policy()
+        return self.services.start_validation(original_name, mime_type, policy.head_bytes, declared_size=size,
+                                              whole=policy.whole_file)

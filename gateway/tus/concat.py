@@ -21,7 +21,7 @@ from flask import url_for
 
 from gateway import metrics
 from gateway.auth.quotas import quota
-from gateway.ingest.pipeline import too_large
+from gateway.ingest.verdicts import too_large
 from gateway.tus.store import BytesGone, TusUpload
 from gateway.tus.write import complete, store
 from protos.errors import Conflict, Gone, Internal, InvalidInput, NotFound

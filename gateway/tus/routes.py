@@ -21,7 +21,8 @@ from gateway.background import Periodic
 from gateway.errors import error_response
 from gateway.ingest.body import drain_then_close
 from gateway.ingest.names import extension
-from gateway.ingest.pipeline import stored_name, too_large
+from gateway.ingest.pipeline import stored_name
+from gateway.ingest.verdicts import too_large
 from gateway.ingest.services import services
 from gateway.storage.expiry import parse_expires_in
 from gateway.tus.concat import join

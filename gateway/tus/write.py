@@ -17,7 +17,8 @@ from gateway import metrics
 from gateway.auth.identity import owner_scope
 from gateway.auth.quotas import Budget, quota
 from gateway.ingest.body import BodyReader
-from gateway.ingest.pipeline import ingest, refusal, too_large
+from gateway.ingest.pipeline import ingest
+from gateway.ingest.verdicts import refusal, too_large
 from gateway.ingest.services import ValidationStream, services
 from gateway.storage.expiry import expires_at
 from gateway.tus.hashes import RunningHashes

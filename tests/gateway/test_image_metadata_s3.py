@@ -82,3 +82,38 @@ def test_a_tus_upload_is_stripped_in_the_bucket(s3_app, s3_bucket):
     stored = s3_bucket.get(f"files/{record['filename']}")
     assert gps_of(stored) == {} and pixels(stored) == pixels(data)
     assert record["sha256"] == hashlib.sha256(stored).hexdigest()
+
+
+def test_a_stripped_tus_upload_whose_record_failed_is_finished_by_the_next_head(s3_app, s3_bucket, monkeypatch):
+    """The database refusing the row (a fault a test cannot cause on demand, hence the
+    stand-in) after the stripped bytes were stored: they were written over the upload's own
+    object and then deleted, and the upload, its bytes gone, could never be finished."""
+    import sqlalchemy as sa
+
+    client = s3_app.test_client()
+    data = with_gps("jpg")
+    tus = {"Tus-Resumable": "1.0.0"}
+    created = client.post("/tus/", headers={**tus, "Upload-Length": str(len(data)),
+                                            "Upload-Metadata": "filename " + base64.b64encode(b"photo.jpg").decode()})
+    url = created.headers["Location"]
+    repo = s3_app.extensions["files"]
+    real_add = repo.add
+
+    def fail_once(row):
+        monkeypatch.setattr(repo, "add", real_add)
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(repo, "add", fail_once)
+    last = client.patch(url, data=data, headers={**tus, "Upload-Offset": "0",
+                                                 "Content-Type": "application/offset+octet-stream"})
+    assert last.status_code >= 500 and last.is_json
+    assert client.get("/files").get_json()["files"] == []
+
+    head = client.head(url, headers=tus)
+    assert head.status_code == 200 and head.headers.get("Upload-File-Id"), head.get_json()
+    record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
+    stored = s3_bucket.get(f"files/{record['filename']}")
+    assert gps_of(stored) == {} and pixels(stored) == pixels(data)
+    assert record["sha256"] == hashlib.sha256(stored).hexdigest()
+    # Only the stored file is left: neither the upload's own object nor the failed attempt's.
+    assert [k for k in s3_bucket.keys() if k.startswith("files/")] == [f"files/{record['filename']}"]
