@@ -12,8 +12,8 @@ import io
 import pytest
 
 from tests.conftest import free_port
-from tests.metadata_images import FORMATS, gps_of, image_bytes, opened, orientation_of, picture, pixels, with_gps, \
-    exif_with_gps, MAKE, XMP_WITH_GPS
+from tests.metadata_images import FORMATS, gps_of, image_bytes, opened, orientation_of, pixels, with_gps, \
+    exif_with_gps, MAKE, XMP_WITH_GPS, IPTC_LOCATION, IPTC_OTHER, iptc_of, with_iptc
 
 
 def upload(client, name, data):
@@ -83,6 +83,34 @@ def test_xmp_naming_a_place_goes(client, ext):
     assert b"GPSLatitude" not in body
     assert pixels(body) == pixels(data)
     assert "xmp" in client.get(f"/files/{record['id']}/audit").get_json()["transform"]["removed"]
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_iptc_location_goes_and_the_rest_of_the_iptc_stays(client, ext):
+    data = with_iptc(ext)
+    assert IPTC_LOCATION.items() <= iptc_of(data).items()  # the sample really says where
+    record = upload(client, f"photo.{ext}", data).get_json()
+    body = download(client, record).data
+    assert iptc_of(body) == IPTC_OTHER  # caption, credit, copyright... stay
+    assert b"Montmartre" not in body and b"Paris" not in body
+    assert pixels(body) == pixels(data) and orientation_of(body) == orientation_of(data) == 6
+    assert record["sha256"] == hashlib.sha256(body).hexdigest()
+    assert client.get(f"/files/{record['id']}/audit").get_json()["transform"]["removed"] == ["iptc.location"]
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_iptc_without_a_location_is_stored_byte_for_byte(client, ext):
+    data = with_iptc(ext, IPTC_OTHER)
+    record = upload(client, f"photo.{ext}", data).get_json()
+    assert download(client, record).data == data
+    assert client.get(f"/files/{record['id']}/audit").get_json()["transform"] is None
+
+
+def test_keep_keeps_the_iptc_location(make_app):
+    client = make_app(IMAGE_METADATA="keep").test_client()
+    for ext in ("jpg", "png"):
+        data = with_iptc(ext)
+        assert download(client, upload(client, f"photo.{ext}", data).get_json()).data == data
 
 
 def test_keep_stores_as_uploaded(make_app):

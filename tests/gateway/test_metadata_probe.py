@@ -6,7 +6,7 @@ import pytest
 
 from gateway.ingest.metadata_probe import carries_metadata
 from tests.images import encode
-from tests.metadata_images import exif_with_gps, image_bytes, picture
+from tests.metadata_images import IPTC_OTHER, exif_with_gps, image_bytes, picture, with_iptc
 
 MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -36,6 +36,17 @@ def test_a_jpeg_comment_and_more_images_in_it_count():
     plain = image_bytes("jpg")
     mpf = plain[:2] + b"\xff\xe2\x00\x08MPF\x00\x00\x00" + plain[2:]  # an APP2 MPF segment
     assert carries_metadata(pieces(mpf), "image/jpeg")
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_iptc_counts_so_that_the_service_cuts_its_location_out(ext):
+    # Only the service tells a location dataset from a caption: any APP13 or raw profile is sent.
+    for datasets in (None, IPTC_OTHER):
+        data = with_iptc(ext, datasets)
+        if ext == "jpg":
+            data = data[:data.index(b"\xff\xe1")] + data[data.index(b"\xff\xdb"):]  # no EXIF: the APP13 alone
+            assert b"\xff\xe1" not in data[:data.index(b"\xff\xda")]
+        assert carries_metadata(pieces(data), MIME[ext])
 
 
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
