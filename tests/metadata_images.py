@@ -1,6 +1,6 @@
 """Genuine images with location metadata (EXIF GPS, XMP) and an orientation, in the
-four formats the shipped image_metadata transform handles, made by Pillow and
-pillow-heif; and what tests read back from them."""
+five formats the shipped image_metadata transform handles, made by Pillow and
+pillow-heif (AVIF by Pillow's own libavif plugin); and what tests read back from them."""
 from __future__ import annotations
 
 import io
@@ -15,6 +15,7 @@ FORMATS = {  # extension: (Pillow format, MIME type)
     "png": ("PNG", "image/png"),
     "webp": ("WEBP", "image/webp"),
     "heic": ("HEIF", "image/heic"),
+    "avif": ("AVIF", "image/avif"),
 }
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112

@@ -1,5 +1,5 @@
 """IMAGE_METADATA through the whole gateway (contract, "Post-processing"): location
-goes from stored JPEG, PNG, WebP and HEIC images, orientation and pixels stay; an image
+goes from stored JPEG, PNG, WebP, HEIC and AVIF images, orientation and pixels stay; an image
 with nothing to remove is stored byte for byte; the record's size and sha256, and the
 download's ETag, are the stored bytes'; the audit keeps the upload's sha256 and what
 was removed. Multipart and tus alike; the thumbnail service unreachable stores nothing."""
@@ -74,7 +74,7 @@ def test_strip_all_keeps_only_the_orientation(make_app, ext):
     assert record["sha256"] == hashlib.sha256(body).hexdigest()
 
 
-@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "heic", "avif"])
 def test_xmp_naming_a_place_goes(client, ext):
     data = image_bytes(ext, exif_with_gps(gps=False), xmp=XMP_WITH_GPS)
     assert b"GPSLatitude" in data or ext == "png"  # compressed in the PNG
@@ -113,10 +113,11 @@ def test_keep_keeps_the_iptc_location(make_app):
         assert download(client, upload(client, f"photo.{ext}", data).get_json()).data == data
 
 
-def test_keep_stores_as_uploaded(make_app):
+@pytest.mark.parametrize("ext", ["jpg", "avif"])
+def test_keep_stores_as_uploaded(make_app, ext):
     client = make_app(IMAGE_METADATA="keep").test_client()
-    data = with_gps("jpg")
-    record = upload(client, "photo.jpg", data).get_json()
+    data = with_gps(ext)
+    record = upload(client, f"photo.{ext}", data).get_json()
     assert download(client, record).data == data
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -157,6 +158,7 @@ def test_the_thumbnail_service_unreachable_stores_nothing(make_app):
         assert stored.get_json()["sha256"] == hashlib.sha256(plain).hexdigest()
     # One that may carry metadata but whose kind the gateway cannot walk (HEIC) waits for the service.
     assert upload(client, "photo.heic", image_bytes("heic")).status_code == 503
+    assert upload(client, "photo.avif", image_bytes("avif")).status_code == 503
 
 
 @pytest.mark.parametrize("damage", ["truncated exif", "offset outside", "ifd loop"])

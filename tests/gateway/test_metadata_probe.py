@@ -55,6 +55,7 @@ def test_what_cannot_be_walked_counts_as_carrying_metadata(ext):
     assert carries_metadata(pieces(data[:len(data) // 3]), MIME[ext])  # cut short
     assert carries_metadata(pieces(b"\x00" * 64 + data), MIME[ext])  # not the format's start
     assert carries_metadata(pieces(data), "image/heic")  # a kind it does not walk
+    assert carries_metadata(pieces(data), "image/avif")
 
 
 def test_a_file_of_countless_tiny_structures_counts_as_carrying_metadata():

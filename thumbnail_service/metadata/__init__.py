@@ -1,7 +1,7 @@
 """The shipped transform: image metadata stripping (IMAGE_METADATA), lossless.
 
 Only containers are edited, never pixels: JPEG segments (jpeg), PNG chunks (png), WebP
-RIFF chunks (webp), the Exif and XMP items of a HEIC/HEIF file (isobmff). What
+RIFF chunks (webp), the Exif and XMP items of a HEIC/HEIF or AVIF file (isobmff). What
 decodes to pixels is copied as it is, so the stored image decodes to exactly the uploaded
 pixels. EXIF is edited in exif, IPTC-IIM and the Photoshop IRB that carries it in iptc and
 photoshop; common holds what they share. Imports go one way: the containers use exif,
@@ -39,11 +39,14 @@ __all__ = ["DEFAULT_MODE", "MIME_TYPES", "MODES", "STRIPPERS", "edit_exif", "min
 
 MODES = ("strip-location", "strip-all")
 DEFAULT_MODE = "strip-location"
-MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
+MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif", "image/avif")
 
 STRIPPERS = {
     "image/jpeg": strip_jpeg, "image/png": strip_png, "image/webp": strip_webp,
     "image/heic": strip_heif, "image/heif": strip_heif,
+    # AVIF is HEIF too (AV1-coded, brands avif/avis): its Exif and XMP are items of the meta
+    # box as a HEIC's are, so the same in-place edit serves.
+    "image/avif": strip_heif,
 }
 
 
