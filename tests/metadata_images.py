@@ -1,6 +1,6 @@
 """Genuine images with location metadata (EXIF GPS, XMP) and an orientation, in the
-four formats the shipped image_metadata transform handles, made by Pillow and
-pillow-heif; and what tests read back from them."""
+five formats the shipped image_metadata transform handles, made by Pillow and
+pillow-heif (AVIF by Pillow's own libavif plugin); and what tests read back from them."""
 from __future__ import annotations
 
 import io
@@ -15,6 +15,7 @@ FORMATS = {  # extension: (Pillow format, MIME type)
     "png": ("PNG", "image/png"),
     "webp": ("WEBP", "image/webp"),
     "heic": ("HEIF", "image/heic"),
+    "avif": ("AVIF", "image/avif"),
 }
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
@@ -82,3 +83,63 @@ def gps_of(data: bytes) -> dict:
 
 def orientation_of(data: bytes) -> int | None:
     return opened(data).getexif().get(ORIENTATION)
+
+
+# --- IPTC-IIM (in a JPEG's APP13 Photoshop IRB, in a PNG's "Raw profile type iptc") ---
+
+IPTC_LOCATION = {(2, 90): b"Paris", (2, 92): b"Montmartre", (2, 95): b"Ile-de-France", (2, 100): b"FRA",
+                 (2, 101): b"France", (2, 26): b"FR-75", (2, 27): b"Sacre-Coeur"}
+IPTC_OTHER = {(1, 90): b"\x1b%G", (2, 0): b"\x00\x04", (2, 120): b"Sunset over the city",
+              (2, 116): b"(c) A. Photographer", (2, 80): b"A. Photographer"}
+
+
+def iim(datasets: dict) -> bytes:
+    return b"".join(b"\x1c" + bytes([record, number]) + len(value).to_bytes(2, "big") + value
+                    for (record, number), value in datasets.items())
+
+
+def read_iim(block: bytes) -> dict:
+    found, at = {}, 0
+    while at + 5 <= len(block) and block[at] == 0x1C:
+        length = int.from_bytes(block[at + 3:at + 5], "big")
+        found[(block[at + 1], block[at + 2])] = block[at + 5:at + 5 + length]
+        at += 5 + length
+    return found
+
+
+def irb_resource(rid: int, data: bytes) -> bytes:
+    return b"8BIM" + rid.to_bytes(2, "big") + b"\x00\x00" + len(data).to_bytes(4, "big") + data + b"\x00" * (len(data) & 1)
+
+
+# A resource the stripper has no business with (0x03ED: resolution info), kept as it is.
+RESOLUTION = irb_resource(0x03ED, b"\x00H\x00\x00\x00\x01\x00\x01\x00H\x00\x00\x00\x01\x00\x01")
+
+
+def with_iptc(ext: str, datasets: dict | None = None, im: Image.Image | None = None) -> bytes:
+    """A JPEG with an APP13 Photoshop IRB (the IPTC and a resolution resource) after its APP0,
+    or a PNG with ImageMagick's zTXt "Raw profile type iptc"; EXIF with GPS in both."""
+    block = iim(IPTC_LOCATION | IPTC_OTHER if datasets is None else datasets)
+    if ext == "png":
+        from PIL.PngImagePlugin import PngInfo
+        digits = block.hex()
+        text = "\niptc\n%8d\n%s\n" % (len(block), "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72)))
+        info = PngInfo()
+        info.add_text("Raw profile type iptc", text, zip=True)
+        out = io.BytesIO()
+        (im or picture()).save(out, "PNG", exif=exif_with_gps(gps=False), pnginfo=info)
+        return out.getvalue()
+    data = image_bytes("jpg", exif_with_gps(gps=False), im=im)
+    payload = b"Photoshop 3.0\x00" + RESOLUTION + irb_resource(0x0404, block)
+    app0_end = 4 + int.from_bytes(data[4:6], "big")
+    return data[:app0_end] + b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload + data[app0_end:]
+
+
+def iptc_of(data: bytes) -> dict:
+    """The IPTC datasets as a reader finds them: Pillow's for a JPEG, the raw profile for a PNG."""
+    im = opened(data)
+    if im.format == "PNG":
+        text = im.text.get("Raw profile type iptc")
+        return read_iim(bytes.fromhex("".join(text.split()[2:]))) if text else {}
+    from PIL import IptcImagePlugin
+    return {key: (value[0] if isinstance(value, list) else value)
+            for key, value in (IptcImagePlugin.getiptcinfo(im) or {}).items()}

@@ -1,5 +1,5 @@
 """IMAGE_METADATA through the whole gateway (contract, "Post-processing"): location
-goes from stored JPEG, PNG, WebP and HEIC images, orientation and pixels stay; an image
+goes from stored JPEG, PNG, WebP, HEIC and AVIF images, orientation and pixels stay; an image
 with nothing to remove is stored byte for byte; the record's size and sha256, and the
 download's ETag, are the stored bytes'; the audit keeps the upload's sha256 and what
 was removed. Multipart and tus alike; the thumbnail service unreachable stores nothing."""
@@ -12,8 +12,8 @@ import io
 import pytest
 
 from tests.conftest import free_port
-from tests.metadata_images import FORMATS, gps_of, image_bytes, opened, orientation_of, picture, pixels, with_gps, \
-    exif_with_gps, MAKE, XMP_WITH_GPS
+from tests.metadata_images import FORMATS, gps_of, image_bytes, opened, orientation_of, pixels, with_gps, \
+    exif_with_gps, MAKE, XMP_WITH_GPS, IPTC_LOCATION, IPTC_OTHER, iptc_of, with_iptc
 
 
 def upload(client, name, data):
@@ -74,7 +74,7 @@ def test_strip_all_keeps_only_the_orientation(make_app, ext):
     assert record["sha256"] == hashlib.sha256(body).hexdigest()
 
 
-@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp", "heic", "avif"])
 def test_xmp_naming_a_place_goes(client, ext):
     data = image_bytes(ext, exif_with_gps(gps=False), xmp=XMP_WITH_GPS)
     assert b"GPSLatitude" in data or ext == "png"  # compressed in the PNG
@@ -85,10 +85,39 @@ def test_xmp_naming_a_place_goes(client, ext):
     assert "xmp" in client.get(f"/files/{record['id']}/audit").get_json()["transform"]["removed"]
 
 
-def test_keep_stores_as_uploaded(make_app):
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_iptc_location_goes_and_the_rest_of_the_iptc_stays(client, ext):
+    data = with_iptc(ext)
+    assert IPTC_LOCATION.items() <= iptc_of(data).items()  # the sample really says where
+    record = upload(client, f"photo.{ext}", data).get_json()
+    body = download(client, record).data
+    assert iptc_of(body) == IPTC_OTHER  # caption, credit, copyright... stay
+    assert b"Montmartre" not in body and b"Paris" not in body
+    assert pixels(body) == pixels(data) and orientation_of(body) == orientation_of(data) == 6
+    assert record["sha256"] == hashlib.sha256(body).hexdigest()
+    assert client.get(f"/files/{record['id']}/audit").get_json()["transform"]["removed"] == ["iptc.location"]
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_iptc_without_a_location_is_stored_byte_for_byte(client, ext):
+    data = with_iptc(ext, IPTC_OTHER)
+    record = upload(client, f"photo.{ext}", data).get_json()
+    assert download(client, record).data == data
+    assert client.get(f"/files/{record['id']}/audit").get_json()["transform"] is None
+
+
+def test_keep_keeps_the_iptc_location(make_app):
     client = make_app(IMAGE_METADATA="keep").test_client()
-    data = with_gps("jpg")
-    record = upload(client, "photo.jpg", data).get_json()
+    for ext in ("jpg", "png"):
+        data = with_iptc(ext)
+        assert download(client, upload(client, f"photo.{ext}", data).get_json()).data == data
+
+
+@pytest.mark.parametrize("ext", ["jpg", "avif"])
+def test_keep_stores_as_uploaded(make_app, ext):
+    client = make_app(IMAGE_METADATA="keep").test_client()
+    data = with_gps(ext)
+    record = upload(client, f"photo.{ext}", data).get_json()
     assert download(client, record).data == data
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -129,6 +158,7 @@ def test_the_thumbnail_service_unreachable_stores_nothing(make_app):
         assert stored.get_json()["sha256"] == hashlib.sha256(plain).hexdigest()
     # One that may carry metadata but whose kind the gateway cannot walk (HEIC) waits for the service.
     assert upload(client, "photo.heic", image_bytes("heic")).status_code == 503
+    assert upload(client, "photo.avif", image_bytes("avif")).status_code == 503
 
 
 @pytest.mark.parametrize("damage", ["truncated exif", "offset outside", "ifd loop"])

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.ingest.metadata_probe import carries_metadata
 from tests.images import encode
-from tests.metadata_images import exif_with_gps, image_bytes, picture
+from tests.metadata_images import IPTC_OTHER, exif_with_gps, image_bytes, picture, with_iptc
 
 MIME = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -38,12 +38,24 @@ def test_a_jpeg_comment_and_more_images_in_it_count():
     assert carries_metadata(pieces(mpf), "image/jpeg")
 
 
+@pytest.mark.parametrize("ext", ["jpg", "png"])
+def test_iptc_counts_so_that_the_service_cuts_its_location_out(ext):
+    # Only the service tells a location dataset from a caption: any APP13 or raw profile is sent.
+    for datasets in (None, IPTC_OTHER):
+        data = with_iptc(ext, datasets)
+        if ext == "jpg":
+            data = data[:data.index(b"\xff\xe1")] + data[data.index(b"\xff\xdb"):]  # no EXIF: the APP13 alone
+            assert b"\xff\xe1" not in data[:data.index(b"\xff\xda")]
+        assert carries_metadata(pieces(data), MIME[ext])
+
+
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
 def test_what_cannot_be_walked_counts_as_carrying_metadata(ext):
     data = image_bytes(ext)
     assert carries_metadata(pieces(data[:len(data) // 3]), MIME[ext])  # cut short
     assert carries_metadata(pieces(b"\x00" * 64 + data), MIME[ext])  # not the format's start
     assert carries_metadata(pieces(data), "image/heic")  # a kind it does not walk
+    assert carries_metadata(pieces(data), "image/avif")
 
 
 def test_a_file_of_countless_tiny_structures_counts_as_carrying_metadata():

@@ -1,5 +1,5 @@
 """Thumbnail.Transform and the shipped image_metadata transform: location goes from
-JPEG, PNG, WebP and HEIC, orientation and decoded pixels stay, an image with nothing
+JPEG, PNG, WebP, HEIC and AVIF, orientation and decoded pixels stay, an image with nothing
 to remove is answered unchanged; hostile metadata never crashes the transform; a
 plugin's transform runs after the built-in one, in the render child."""
 from __future__ import annotations
@@ -35,7 +35,7 @@ def transform(channel, data: bytes, mime: str, mode: str = "strip-location"):
 def test_the_service_lists_its_transforms(thumbnailer):
     reply = thumbnail_pb2_grpc.ThumbnailStub(thumbnailer.channel).GetTransforms(
         thumbnail_pb2.GetTransformsRequest(), timeout=5)
-    assert list(reply.mime_types) == ["image/heic", "image/heif", "image/jpeg", "image/png", "image/webp"]
+    assert list(reply.mime_types) == ["image/avif", "image/heic", "image/heif", "image/jpeg", "image/png", "image/webp"]
     assert list(reply.names) == ["image_metadata"]
 
 
@@ -52,7 +52,7 @@ def test_location_goes_and_pixels_stay(thumbnailer, ext, mode):
     kept = opened(body).getexif().get(MAKE)
     assert kept == ("Camera Maker" if mode == "strip-location" else None)
     assert list(result.removed) == (["exif.gps"] if mode == "strip-location" else ["exif"])
-    if ext == "heic":
+    if ext in ("heic", "avif"):
         assert len(body) == len(data)  # edited in place: no box moves
 
 
