@@ -6,7 +6,8 @@ Most images carry none (screenshots, exports, images made by programs): then the
 call to the thumbnail service, and with that service down such an image is still stored (the
 uploads degrade as they did before IMAGE_METADATA). Anything this walk cannot vouch for counts as
 carrying metadata: a type it does not know (HEIC, AVIF), a structure it cannot follow, a JPEG with
-more images in it (MPF)."""
+more pictures in it (MPF, or any picture after the first one's scan: the service's stripper edits the
+EXIF of every picture it finds there, so the probe must not vouch for a file it would change)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -62,6 +63,16 @@ class _Reader:
             self._next()
         self._at += n
 
+    def rest_contains(self, pattern: bytes) -> bool:
+        """Whether ``pattern`` occurs in what is left, read to the end."""
+        window = bytes(self._chunk[self._at:])
+        while pattern not in window:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            window = window[-(len(pattern) - 1):] + bytes(chunk)
+        return True
+
     def step(self) -> None:
         """One more structure walked; past MAX_STEPS the file counts as carrying metadata
         (a genuine image has tens of segments or chunks, not tens of thousands)."""
@@ -93,7 +104,9 @@ def _jpeg(reader: _Reader) -> bool:
             reader.step()
             marker = reader.read(1)[0]
         if marker in (0xDA, 0xD9):  # start of scan, end of image: no metadata came before
-            return False
+            # Another picture after it (SOI and a marker: entropy-coded data never holds 0xFF 0xD8)
+            # may carry its own; the walk reads on to the end for one.
+            return reader.rest_contains(b"\xff\xd8\xff")
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
             continue
         length = int.from_bytes(reader.read(2), "big")

@@ -194,3 +194,16 @@ def test_a_damaged_container_is_refused_clearly(client):
     assert response.status_code in (201, 415, 422), response.get_json()
     if response.status_code == 201:
         assert gps_of(download(client, response.get_json()).data) == {}
+
+
+def test_a_picture_appended_after_a_plain_one_loses_its_location(client):
+    # No MPF index and no metadata in the first picture: the gateway's probe once stopped at its
+    # scan and stored the file byte for byte, the appended picture's location with it.
+    plain, appended = image_bytes("jpg"), with_gps("jpg")
+    response = upload(client, "photo.jpg", plain + appended)
+    assert response.status_code == 201, response.get_json()
+    body = download(client, response.get_json()).data
+    assert body[:len(plain)] == plain
+    further = body[len(plain):]
+    assert gps_of(appended) and gps_of(further) == {}
+    assert pixels(further) == pixels(appended)

@@ -38,6 +38,16 @@ def test_a_jpeg_comment_and_more_images_in_it_count():
     assert carries_metadata(pieces(mpf), "image/jpeg")
 
 
+@pytest.mark.parametrize("size", [7, 64 * 1024])
+def test_a_picture_after_the_first_counts_without_an_mpf_index(size):
+    # The service strips the EXIF of every picture it finds after the first one's scan, MPF
+    # index or not; a first picture with no metadata must not vouch for the file.
+    plain = image_bytes("jpg")
+    assert not carries_metadata(pieces(plain + b"\x00" * 100, size), "image/jpeg")
+    assert carries_metadata(pieces(plain + image_bytes("jpg", exif_with_gps()), size), "image/jpeg")
+    assert carries_metadata(pieces(plain + image_bytes("jpg"), size), "image/jpeg")
+
+
 @pytest.mark.parametrize("ext", ["jpg", "png"])
 def test_iptc_counts_so_that_the_service_cuts_its_location_out(ext):
     # Only the service tells a location dataset from a caption: any APP13 or raw profile is sent.
