@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 
 import grpc
 import pytest
@@ -157,6 +158,24 @@ def test_every_picture_of_a_multi_picture_jpeg_loses_its_location():
     assert further[:3] == b"\xff\xd8\xff" and gps_of(second) and gps_of(further) == {}
     assert pixels(further) == pixels(second)
     assert new[:len(new) - len(second)] == strip_jpeg(first[:2] + mpf + first[2:], "strip-location")[0]
+
+
+def test_a_real_cameras_multi_picture_jpeg_keeps_both_pictures_and_its_index(start_thumbnailer):
+    # A stereo camera's MPO (tests/fixtures/README.md): strip-all takes every picture's EXIF,
+    # and the MPF index still finds the second picture, pixels unchanged.
+    running = start_thumbnailer()
+    data = (Path(__file__).parent.parent / "fixtures" / "camera.mpo").read_bytes()
+    result, _ = transform(running.channel, data, "image/jpeg")
+    assert not result.changed  # no location in it: stored byte for byte
+    result, body = transform(running.channel, data, "image/jpeg", mode="strip-all")
+    assert result.changed and len(body) < len(data)
+    before, after = opened(data), opened(body)
+    assert before.n_frames == after.n_frames == 2
+    for frame in range(2):
+        before.seek(frame)
+        after.seek(frame)
+        assert before.getexif() and not after.getexif().get(0x010F)  # its camera make, among the rest
+        assert before.tobytes() == after.tobytes()
 
 
 def test_xmp_naming_a_place_in_any_case_goes():
