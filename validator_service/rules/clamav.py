@@ -27,6 +27,7 @@ import os
 import socket
 import struct
 from collections.abc import Mapping
+from functools import partial
 from urllib.parse import urlsplit
 
 from protos.errors import Internal, Unavailable
@@ -140,7 +141,7 @@ class ClamdScan:
             self.sock = clamav.connect()
             self.sock.sendall(b"zINSTREAM\0")
         except OSError as exc:
-            self._decide(lambda: self._unreachable(exc, may_fail_open=True))
+            self._decide(partial(self._unreachable, exc, may_fail_open=True))
 
     def feed(self, data: bytes) -> None:
         if self.decided:
@@ -151,7 +152,7 @@ class ClamdScan:
         except OSError as exc:
             # clamd may have said why it stopped reading (a file past its StreamMaxLength) before it closed.
             reply = self._reply_if_any()
-            self._decide(lambda: self._judge(reply, exc))
+            self._decide(partial(self._judge, reply, exc))
             return
         self.sent += len(data)
 
