@@ -17,6 +17,7 @@ from validator_service.config import Settings
 from validator_service.policy import build_policy
 from validator_service.rules import DEFAULT_PLUGINS
 from validator_service.rules.clamav import ClamAV
+from validator_service.rules.clamav_health import watch_clamd
 from validator_service.servicer import ValidatorServicer
 
 log = logging.getLogger("upload.validator")
@@ -54,6 +55,8 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
                       settings.stream_idle_timeout, settings.max_call_time),
         tls=settings.tls,
     )
+    # clamd down makes the Validator service NOT_SERVING (not the server's ""), until it answers.
+    server.clamd_watch = watch_clamd(pm.get_plugins(), server, SERVICE_NAME)
     return server, port
 
 

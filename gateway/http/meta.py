@@ -23,10 +23,13 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    status = services().health()
+    report = services().health_report()
+    status = {name: value for name, (value, _) in report.items()}
     metrics.observe_services(status)
     ready = all(value == "SERVING" for value in status.values())
-    return jsonify(ready=ready, services=status), 200 if ready else 503
+    # Which part is down and why, for whoever reads a 503 (the services' states alone say little).
+    reasons = {name: why for name, (_, why) in report.items() if why}
+    return jsonify(ready=ready, services=status, reasons=reasons), 200 if ready else 503
 
 
 @bp.get("/policy")

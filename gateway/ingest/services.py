@@ -63,6 +63,13 @@ SILENT = {
 
 T = TypeVar("T")
 
+# The name each service reports its own health under, beside its server's "" (protos/serving.py).
+SERVICE_NAMES = {"validator": validator_pb2.DESCRIPTOR.services_by_name["Validator"].full_name,
+                 "thumbnail": thumbnail_pb2.DESCRIPTOR.services_by_name["Thumbnail"].full_name}
+# What makes a service that is up say it cannot work (validator_service/rules/clamav_health.py).
+CANNOT_WORK = {"validator": " (with CLAMD_ADDRESS set: clamd does not answer; the validator's log and its "
+                            "upload_validator_clamd_up metric say more)"}
+
 
 def _explain(error: UploadError, call: str | None) -> UploadError:
     """``error`` with a sentence that names what failed, for the calls that have one."""
@@ -475,17 +482,39 @@ class Services:
 
     def health(self) -> dict[str, str]:
         """Each service's grpc.health.v1 status name, or UNREACHABLE."""
-        status = {}
+        return {name: status for name, (status, _) in self.health_report().items()}
+
+    def health_report(self) -> dict[str, tuple[str, str | None]]:
+        """Each service's status name (or UNREACHABLE), with a sentence saying why
+        when it is not SERVING. A service is asked for its own name first: it can be up
+        (its server's "" SERVING, which the kubelet's liveness probe asks) and still not
+        able to do its work (the validator while clamd does not answer); "" is asked only
+        then, to tell that from a server that is stopping."""
+        report = {}
         for name, channel in self.channels.items():
             stub = health_pb2_grpc.HealthStub(channel)
-            try:
+
+            def check(service: str) -> str:
                 reply = call_with_retry(
-                    lambda left: stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=left),
+                    lambda left: stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=left),
                     self.config["HEALTH_TIMEOUT"], f"health check of the {name} service")
-                status[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+            service = SERVICE_NAMES[name]
+            try:
+                status = check(service)
+                server = check("") if status != "SERVING" else "SERVING"
             except UploadError:
-                status[name] = "UNREACHABLE"
-        return status
+                report[name] = ("UNREACHABLE", f"the {name} service cannot be reached")
+                continue
+            if status == "SERVING":
+                report[name] = (status, None)
+            elif server != "SERVING":
+                report[name] = (status, f"the {name} service reports {server}: it is stopping")
+            else:
+                report[name] = (status, f"the {name} service is up but reports {service} {status}: it cannot "
+                                        f"do its work now{CANNOT_WORK.get(name, '')}")
+        return report
 
     def close(self) -> None:
         for channel in self._raw.values():

@@ -262,7 +262,7 @@ def build_spec() -> dict:
                 "tags": ["meta"],
                 "responses": {
                     "200": _json("Ready.", _ref("Readiness")),
-                    "503": _json("Not ready; `services` says which one is not serving.", _ref("Readiness")),
+                    "503": _json("Not ready; `services` says which one is not serving, `reasons` why.", _ref("Readiness")),
                 },
             }
         },

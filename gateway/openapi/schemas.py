@@ -110,7 +110,7 @@ def schemas() -> dict:
         },
         "Readiness": {
             "type": "object",
-            "required": ["ready", "services"],
+            "required": ["ready", "services", "reasons"],
             "properties": {
                 "ready": {"type": "boolean"},
                 "services": {
@@ -120,6 +120,12 @@ def schemas() -> dict:
                         "validator": {"type": "string", "enum": SERVICE_STATES},
                         "thumbnail": {"type": "string", "enum": SERVICE_STATES},
                     },
+                },
+                "reasons": {
+                    "type": "object",
+                    "description": "For each service that is not SERVING, a sentence saying why (e.g. the "
+                                   "validator is up but cannot judge files while clamd does not answer).",
+                    "additionalProperties": {"type": "string"},
                 },
             },
         },

@@ -38,6 +38,9 @@ SERVICES = {
     "thumbnail": ("thumbnail.Dockerfile", 50052, "THUMBNAIL_LISTEN"),
 }
 GRPC_SERVICES = ("validator", "thumbnail")
+# clamd for the validator's ClamAV rule: its image, and the configuration files that image carries.
+CLAMD_DOCKERFILE = "clamd.Dockerfile"
+CLAMD_CONF = DEPLOY / "clamd" / "clamd.conf"
 
 
 def metrics_port(service: str) -> int:
@@ -209,9 +212,10 @@ def test_kustomization_lists_every_manifest_but_the_secret_template():
     assert all((K8S / name).is_file() for name in listed)
     # Applying the template would overwrite the real Secret with its placeholders.
     assert listed == {p.name for p in k8s_files()} - {"secret.template.yaml"}
-    used = {c["image"].split(":")[0] for spec in pod_specs().values() for c in spec["spec"]["containers"]}
+    used = {c["image"].split(":")[0] for spec in pod_specs().values()
+            for c in spec["spec"]["containers"] + spec["spec"].get("initContainers", [])}
     assert used == {image["name"] for image in kustomization["images"]}
-    assert used == {f"upload-{service}" for service in SERVICES}
+    assert used == {f"upload-{service}" for service in SERVICES} | {"upload-clamd"}
 
 
 # --- (b) hadolint ---
@@ -229,7 +233,7 @@ def hadolint(path: Path, tmp_path: Path) -> tuple[int, list[dict]]:
 
 
 def test_there_is_a_dockerfile_per_service():
-    assert {p.name for p in dockerfiles()} == {dockerfile for dockerfile, _, _ in SERVICES.values()}
+    assert {p.name for p in dockerfiles()} == {dockerfile for dockerfile, _, _ in SERVICES.values()} | {CLAMD_DOCKERFILE}
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
@@ -373,7 +377,7 @@ def test_image_code_is_complete(service, tmp_path):
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: p.name)
 def test_image_env_names_are_settings(path):
     env = parse_dockerfile(path)[-1].env()
-    assert env
+    assert env or path.name == CLAMD_DOCKERFILE  # clamd's image has no setting of ours
     assert set(env) - IMAGE_RUNTIME_ENV <= SETTINGS, set(env) - IMAGE_RUNTIME_ENV - SETTINGS
 
 
@@ -563,8 +567,13 @@ def test_grpc_deployments_probe_grpc_health_on_their_port(service):
     for probe in ("livenessProbe", "readinessProbe"):
         assert set(container[probe]) & {"grpc", "httpGet", "exec", "tcpSocket"} == {"grpc"}, probe
         assert container[probe]["grpc"]["port"] == port, probe
-        # service "" (the default): the whole server, which the services set SERVING.
-        assert container[probe]["grpc"].get("service", "") == "", probe
+    # Liveness asks service "" (the default): the whole server, SERVING whatever clamd does, so a
+    # clamd outage never restarts the validator.
+    assert container["livenessProbe"]["grpc"].get("service", "") == ""
+    # Readiness asks the validator's own name, NOT_SERVING while clamd is down (fail-closed).
+    from validator_service.server import SERVICE_NAME
+
+    assert container["readinessProbe"]["grpc"].get("service", "") == (SERVICE_NAME if service == "validator" else "")
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -788,3 +797,146 @@ def test_env_example_names_every_required_variable():
     example = {line.split("=", 1)[0] for line in (DEPLOY / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")}
     assert required and required <= example
+
+
+# --- clamd: the ClamAV rule's sidecar (k8s) and optional service (compose) ---
+
+def clamd_conf() -> dict[str, str]:
+    conf = {}
+    for line in CLAMD_CONF.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            assert name not in conf, f"{name} twice"
+            conf[name] = value.strip()
+    return conf
+
+
+def conf_bytes(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KM]?)", value).groups()
+    return int(number) * {"": 1, "K": 2**10, "M": 2**20}[unit]
+
+
+def test_clamd_conf_scans_every_file_the_service_takes_and_listens_on_the_socket_only():
+    """README "ClamAV": StreamMaxLength, MaxFileSize and MaxScanSize at least MAX_FILE_SIZE with
+    AlertExceedsMax yes, or a file past them is refused (500) or passed unscanned."""
+    from validator_service.config import Settings as ValidatorSettings
+
+    conf = clamd_conf()
+    config = k8s_kind("ConfigMap")["upload-config"]["data"]
+    max_file_size = max(int(config["MAX_FILE_SIZE"]), ValidatorSettings().max_file_size)
+    for name in ("StreamMaxLength", "MaxFileSize", "MaxScanSize"):
+        assert conf_bytes(conf[name]) >= max_file_size, name
+    assert conf["AlertExceedsMax"] == "yes"
+    # Above CLIENT_IDLE_TIMEOUT and the 30 s a tus stream is kept between PATCHes.
+    assert int(conf["ReadTimeout"]) >= 120
+    # No network port: clamd has no authentication and obeys SHUTDOWN.
+    assert "TCPSocket" not in conf and conf["LocalSocket"] == config["CLAMD_ADDRESS"]
+    assert conf["Foreground"] == "yes" and "LogFile" not in conf and "User" not in conf
+
+
+def test_the_shipped_clamd_conf_starts_a_real_clamd_that_scans_past_its_default_limits(tmp_path):
+    """clamd refuses to start on an option it does not know: the file, its paths moved here,
+    runs Debian's clamd (the image's), which answers PING and scans a 30 MiB stream whole."""
+    import hashlib
+    import struct
+    import tempfile
+    import time
+
+    from tests.clamd import EICAR, MISSING, find_clamd
+    from validator_service.rules.clamav import ClamAV, read_reply
+
+    binary = find_clamd()
+    assert binary, MISSING
+    database = tmp_path / "db"
+    database.mkdir()
+    (database / "test.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Test.EICAR\n")
+    # A short path: a unix socket's may not pass 107 bytes (tmp_path's can).
+    socket_dir = tempfile.mkdtemp(prefix="clamd-")
+    sock = Path(socket_dir) / "clamd.sock"
+    conf = clamd_conf()
+    text = CLAMD_CONF.read_text().replace(conf["LocalSocket"], str(sock)) \
+        .replace(conf["DatabaseDirectory"], str(database)).replace(f"TemporaryDirectory {conf['TemporaryDirectory']}",
+                                                                    f"TemporaryDirectory {tmp_path}")
+    if os.geteuid() == 0:
+        text += "User root\n"  # else clamd drops to the `clamav` user, who cannot read tmp_path
+    (tmp_path / "clamd.conf").write_text(text)
+    proc = subprocess.Popen([binary, "-c", str(tmp_path / "clamd.conf")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        clamav = ClamAV(str(sock), timeout=30)
+        deadline = time.monotonic() + 60
+        while not clamav.ping():
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "clamd did not answer PING"
+            time.sleep(0.05)
+        with clamav.connect() as conn:
+            conn.sendall(b"zINSTREAM\0")
+            chunk = b"plain words, nothing to see here\n" * 32768  # 1 MiB
+            for _ in range(30):
+                conn.sendall(struct.pack(">I", len(chunk)) + chunk)
+            conn.sendall(struct.pack(">I", 0))
+            assert read_reply(conn) == "stream: OK"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_the_validator_pod_runs_clamd_and_freshclam_as_sidecars_on_a_shared_socket():
+    from validator_service.rules.clamav import ClamAV
+
+    pod = k8s_kind("Deployment")["validator"]["spec"]["template"]["spec"]
+    config = k8s_kind("ConfigMap")["upload-config"]["data"]
+    init = {c["name"]: c for c in pod["initContainers"]}
+    # In order: the first download, then clamd and freshclam as native sidecars (restartPolicy
+    # Always): started before the validator, stopped after it has drained.
+    assert list(init) == ["freshclam-init", "clamd", "freshclam"]
+    assert "restartPolicy" not in init["freshclam-init"]
+    assert init["clamd"]["restartPolicy"] == init["freshclam"]["restartPolicy"] == "Always"
+    assert all(c["image"].split(":")[0] == "upload-clamd" for c in init.values())
+    assert init["clamd"]["command"] == ["clamd", "--foreground"]
+    assert init["freshclam"]["command"][:2] == ["freshclam", "--daemon"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert init["clamd"][probe]["exec"]["command"] == ["clamdscan", "--ping", "1"], probe
+    # The full signature database, and two of it while a reload swaps engines.
+    limit = init["clamd"]["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and int(limit[:-2]) >= 3
+
+    def mounts(container):
+        return {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+    (validator,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    socket_dir = os.path.dirname(config["CLAMD_ADDRESS"])
+    assert mounts(validator)[socket_dir] == mounts(init["clamd"])[socket_dir]
+    assert "emptyDir" in volumes[mounts(validator)[socket_dir]]
+    database = clamd_conf()["DatabaseDirectory"]
+    assert mounts(init["clamd"])[database] == mounts(init["freshclam"])[database] == \
+        mounts(init["freshclam-init"])[database]
+    # The validator reads CLAMD_* from the ConfigMap, and they make a valid rule.
+    refs = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in validator["env"] if "valueFrom" in e}
+    assert {"CLAMD_ADDRESS", "CLAMD_TIMEOUT", "CLAMAV_FAIL_OPEN"} <= set(refs)
+    rule = ClamAV.from_env({name: config[key] for name, key in refs.items()})
+    assert rule is not None and rule.target == clamd_conf()["LocalSocket"] and rule.fail_open is False
+
+
+def test_compose_clamd_is_optional_and_shares_its_socket_with_the_validator():
+    services = compose()["services"]
+    for name in ("clamd", "freshclam"):
+        assert services[name]["profiles"] == ["clamav"], name
+        assert services[name]["build"]["dockerfile"] == f"deploy/{CLAMD_DOCKERFILE}", name
+        assert services[name]["read_only"] is True and services[name]["cap_drop"] == ["ALL"], name
+    assert services["clamd"]["depends_on"]["freshclam"]["condition"] == "service_healthy"
+    # The image's HEALTHCHECK is clamd's PING.
+    assert healthcheck_command(parse_dockerfile(DEPLOY / CLAMD_DOCKERFILE)[-1]) == ["clamdscan", "--ping", "1"]
+    # Off unless deploy/.env turns it on, with the socket clamd listens on.
+    env = services["validator"]["environment"]
+    assert interpolate(env["CLAMD_ADDRESS"], {}) == ""
+    assert interpolate(env["CLAMD_ADDRESS"], {"CLAMD_ADDRESS": "/x"}) == "/x"
+    example = (DEPLOY / ".env.example").read_text()
+    assert f"# CLAMD_ADDRESS={clamd_conf()['LocalSocket']}" in example and "# COMPOSE_PROFILES=clamav" in example
+    socket_dir = os.path.dirname(clamd_conf()["LocalSocket"])
+    for name in ("validator", "clamd"):
+        (volume,) = [v.split(":")[0] for v in services[name]["volumes"] if v.split(":")[1] == socket_dir]
+        assert volume == "clamd-socket", name
+    assert compose()["volumes"]["clamd-socket"]["driver_opts"]["type"] == "tmpfs"

@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 
 import pytest
 
@@ -29,6 +30,14 @@ def stored_files(app) -> list[str]:
 
 def post(client, name: str, data: bytes):
     return client.post("/upload", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def wait_for(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s"
+        time.sleep(0.1)
+    return value
 
 
 def scanning_validator(start_validator, address: str, **env):
@@ -142,6 +151,38 @@ def test_clamd_unreachable_is_503_and_nothing_is_stored(make_app, start_validato
         response = post(client, "notes.txt", data)
         assert response.status_code == 503
     assert_nothing_kept(app, client)
+
+
+def test_readyz_is_503_naming_the_validator_and_clamd_while_clamd_is_down(make_app, start_validator, own_clamd):
+    """The validator stays up (its server's "" SERVING) but reports its service NOT_SERVING
+    while clamd does not answer: every upload would get 503, so the gateway is not ready,
+    and /readyz says which part is down."""
+    clamd = own_clamd()
+    client = make_app(VALIDATOR_ADDR=scanning_validator(start_validator, clamd.unix).address).test_client()
+    wait_for(lambda: client.get("/readyz").status_code == 200, "ready with clamd up")
+    assert client.get("/readyz").get_json()["reasons"] == {}
+
+    clamd.kill()
+    ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 503 and r, "503 with clamd down")
+    body = ready.get_json()
+    assert body["ready"] is False
+    assert body["services"] == {"validator": "NOT_SERVING", "thumbnail": "SERVING"}
+    assert set(body["reasons"]) == {"validator"}
+    assert "upload.v1.Validator NOT_SERVING" in body["reasons"]["validator"]
+    assert "clamd does not answer" in body["reasons"]["validator"]
+    assert 'upload_service_up{service="validator"} 0.0' in client.get("/metrics").get_data(as_text=True)
+
+    clamd.start()
+    wait_for(lambda: client.get("/readyz").status_code == 200, "ready again once clamd answers")
+
+
+def test_readyz_stays_200_with_clamd_down_when_failing_open(make_app, start_validator, own_clamd):
+    clamd = own_clamd()
+    running = scanning_validator(start_validator, clamd.unix, CLAMAV_FAIL_OPEN="on")
+    client = make_app(VALIDATOR_ADDR=running.address).test_client()
+    clamd.kill()
+    wait_for(lambda: running.server.clamd_watch.up is False, "clamd seen down")
+    assert client.get("/readyz").status_code == 200
 
 
 def test_fail_open_stores_the_file_and_logs_it(make_app, start_validator, caplog):
