@@ -54,8 +54,10 @@ class Admission:
         self._slots = threading.BoundedSemaphore(limits.slots) if limits.slots else None
         self._calls: set[_Call] = set()
         self._lock = threading.Lock()
-        if limits.idle_timeout > 0 or limits.max_call_time > 0:
-            threading.Thread(target=self._watch, name="rpc-watchdog", daemon=True).start()
+        # The watchdog runs while there are calls to watch, and ends with the last one: a thread
+        # for the server's whole life would outlive it too (nothing tells it the server stopped).
+        self._watched = limits.idle_timeout > 0 or limits.max_call_time > 0
+        self._watching = False
 
     def covers(self, method: str) -> bool:
         return method in self.limits.methods
@@ -70,6 +72,9 @@ class Admission:
         call = _Call(context, method)
         with self._lock:
             self._calls.add(call)
+            if self._watched and not self._watching:
+                self._watching = True
+                threading.Thread(target=self._watch, name="rpc-watchdog", daemon=True).start()
         try:
             yield call
         finally:
@@ -96,6 +101,9 @@ class Admission:
             time.sleep(tick)
             now = time.monotonic()
             with self._lock:
+                if not self._calls:
+                    self._watching = False
+                    return
                 calls = list(self._calls)
             for call in calls:
                 if limits.idle_timeout > 0 and call.waiting and now - call.last > limits.idle_timeout:

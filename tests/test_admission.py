@@ -234,3 +234,19 @@ def test_render_streams_that_send_nothing_cannot_starve_health(start_thumbnailer
         release.set()
         for call in calls:
             call.cancel()
+
+
+def test_the_watchdog_runs_only_while_there_are_calls_to_watch(start_validator):
+    """A watchdog thread for the server's whole life outlived the server too: one per server
+    ever started, for as long as the process ran (hundreds in a test run)."""
+    def watchdogs() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "rpc-watchdog")
+
+    before = watchdogs()
+    servers = [start_validator(settings=ValidatorSettings(stream_idle_timeout=5)) for _ in range(5)]
+    for running in servers:
+        assert validate(running.channel, "notes.txt", b"plain words\n").accepted
+    deadline = time.monotonic() + WAIT
+    while watchdogs() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watchdogs() <= before
