@@ -10,8 +10,8 @@ transform could make of harmless bytes a file a rule refuses.
 Fail closed: with IMAGE_METADATA other than ``keep`` an image that may carry metadata
 is never stored as uploaded when it could not be sent through: the thumbnail service
 unreachable or busy is 503 (nothing stored, try again), a file whose metadata cannot
-be removed safely (a damaged container, or processing that failed on it) is refused
-(422). An image whose container
+be removed safely (a damaged container) is refused (422), as is one the processing
+failed on (a transform that broke on it, ``transform_failed``). An image whose container
 holds no metadata at all (most do not) is stored as uploaded, service or not.
 
 Called from one place in each way in (``Upload.finish``, ``Ingest.adopt`` and
@@ -127,8 +127,8 @@ class Transformer:
             # The service failed on this file (a transform that broke on it, or its process
             # killed): never stored as uploaded, and nothing the user could retry into success.
             log.error("transform of %s failed in the thumbnail service: %s", filename, exc.message)
-            raise Refused("image_metadata_unreadable",
-                          "The image's metadata could not be removed: processing failed on this file; "
+            raise Refused("transform_failed",
+                          "This file could not be processed before it was stored (processing failed on it); "
                           "nothing was stored.", original_name) from None
         except TooLarge as exc:
             raise Refused("image_metadata_too_large",

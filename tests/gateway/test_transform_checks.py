@@ -109,7 +109,7 @@ def test_a_transform_failing_in_the_thumbnail_service_is_a_clear_refusal(make_ap
     response = upload(client, "photo.jpg", with_gps("jpg"))
     assert response.status_code == 422, response.get_json()
     body = response.get_json()
-    assert body["code"] == "image_metadata_unreadable"
+    assert body["code"] == "transform_failed"
     assert "processing failed" in body["error"]
     assert_nothing_kept(app, client)
     # Other files still go in.
