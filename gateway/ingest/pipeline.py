@@ -141,8 +141,6 @@ class Upload:
         try:
             if self._validation is not None:
                 verdict = self._validation.finish(self.size, self.pipeline.validator_timeout)
-                if verdict.head_incomplete:
-                    self.pipeline.services.forget_policy()
             else:
                 verdict = self.pipeline.services.check(self.original_name, self._declared_type,
                                                        self._whole or b"", self.size)

@@ -147,13 +147,15 @@ class ValidationStream:
     """
 
     def __init__(self, validate, original_name: str, declared_type: str, head_bytes: int, timeout: float,
-                 declared_size: int | None = None, whole: bool = False):
+                 declared_size: int | None = None, whole: bool = False,
+                 noted: Callable[[validator_pb2.Verdict], object] = lambda verdict: None):
         self._cond = threading.Condition()
         self._outbox: deque = deque()
         self._queued = 0
         self._closed = False
         self._head_left = head_bytes
         self.whole = whole
+        self._noted = noted  # sees every verdict that comes back (Services._note)
         self._sent_end = False
         # Set while a tus upload keeps the stream between PATCHes: silent this long, it is given up.
         self.idle_limit: float | None = None
@@ -244,7 +246,7 @@ class ValidationStream:
 
     def _result(self, wait: float) -> validator_pb2.Verdict:
         try:
-            return self._future.result(timeout=wait)
+            verdict = self._future.result(timeout=wait)
         except grpc.FutureTimeoutError:
             self.cancel()
             raise _explain(error_for_code(grpc.StatusCode.DEADLINE_EXCEEDED), "validate") from None
@@ -253,6 +255,8 @@ class ValidationStream:
             raise _explain(Unavailable(), "validate") from None
         except grpc.RpcError as exc:
             raise _explain(from_rpc_error(exc), "validate") from None
+        self._noted(verdict)
+        return verdict
 
     def cancel(self) -> None:
         """Stop the call; always lets the request iterator end (no stuck thread)."""
@@ -315,7 +319,7 @@ class Services:
                          declared_size: int | None = None, whole: bool = False) -> ValidationStream:
         # Not retried: the stream is fed with body bytes as they arrive.
         return ValidationStream(self.validate_raw, original_name, declared_type, head_bytes,
-                                self.config["UPLOAD_TIMEOUT"], declared_size, whole)
+                                self.config["UPLOAD_TIMEOUT"], declared_size, whole, noted=self._note)
 
     def validate_stored(self, original_name: str, declared_type: str, open_chunks: Callable[[], Iterator[bytes]],
                         size: int) -> validator_pb2.Verdict:
@@ -330,8 +334,8 @@ class Services:
             yield validator_pb2.ValidateRequest(end=validator_pb2.FileEnd(size=size))
 
         timeout = self.config["VALIDATOR_TIMEOUT"] + size / (8 * 1024 * 1024)
-        return call_with_retry(lambda left: self.validator.Validate(requests(), timeout=left),
-                               timeout, "Validate", explain="validate")
+        return self._note(call_with_retry(lambda left: self.validator.Validate(requests(), timeout=left),
+                                          timeout, "Validate", explain="validate"))
 
     def check(self, original_name: str, declared_type: str, head: bytes, size: int,
               declared_size: int | None = None) -> validator_pb2.Verdict:
@@ -339,8 +343,12 @@ class Services:
         call (safe to repeat, so retried while the validator restarts)."""
         request = validator_pb2.CheckRequest(info=file_info(original_name, declared_size, declared_type),
                                              head=head, size=size)
-        verdict = call_with_retry(lambda left: self.validator.Check(request, timeout=left),
-                                  self.config["VALIDATOR_TIMEOUT"], "Check", explain="validate")
+        return self._note(call_with_retry(lambda left: self.validator.Check(request, timeout=left),
+                                          self.config["VALIDATOR_TIMEOUT"], "Check", explain="validate"))
+
+    def _note(self, verdict: validator_pb2.Verdict) -> validator_pb2.Verdict:
+        """Every verdict passes here: one whose rules wanted more than was sent means the
+        validator's rules changed since the policy was read, so it is read again."""
         if verdict.head_incomplete:
             self.forget_policy()
         return verdict
