@@ -15,7 +15,7 @@ from PIL import Image
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ingest import services as gateway_services
+from gateway.ingest import validation_stream
 from protos.streaming import file_info
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from tests.conftest import validate
@@ -173,7 +173,7 @@ def test_the_gateway_keeps_a_validate_stream_alive_while_its_upload_pauses(
     # The validator cuts streams silent for 1 s; this upload pauses 2.5 s between its head and
     # its end. The gateway's keepalive (every 15 s by default, 0.2 s here) keeps the stream open.
     validator = start_validator(settings=ValidatorSettings(stream_idle_timeout=1))
-    monkeypatch.setattr(gateway_services, "KEEPALIVE", 0.2)
+    monkeypatch.setattr(validation_stream, "KEEPALIVE", 0.2)
     app = make_app(VALIDATOR_ADDR=validator.address)
     boundary = "xyzzy"
     text = b"a line of text\n" * 20_000  # 300 KB: the head goes first, the end after the pause

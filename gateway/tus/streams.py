@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from gateway.ingest.services import ValidationStream
+from gateway.ingest.validation_stream import ValidationStream
 
 # Seconds a stream waits for its upload's next PATCH before it is given up (within
 # one keepalive, 15 s, of it); the upload is then judged whole when it is finished.

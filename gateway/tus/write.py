@@ -19,7 +19,8 @@ from gateway.auth.quotas import Budget, quota
 from gateway.ingest.body import BodyReader
 from gateway.ingest.pipeline import ingest
 from gateway.ingest.verdicts import refusal, too_large
-from gateway.ingest.services import ValidationStream, services
+from gateway.ingest.services import services
+from gateway.ingest.validation_stream import ValidationStream
 from gateway.storage.expiry import expires_at
 from gateway.tus.hashes import RunningHashes
 from gateway.tus.protocol import ChecksumMismatch, parse_checksum, parse_size

@@ -213,7 +213,7 @@ def test_on_s3_a_hit_leaves_nothing_in_the_bucket_and_a_clean_file_is_stored(mak
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, MiB, MiB + 5, 3 * 2**21])
 def test_chunks_framed_by_hand_are_what_protobuf_sends(size):
-    from gateway.ingest.services import chunk_message
+    from gateway.ingest.validation_stream import chunk_message
     from protos.upload.v1 import validator_pb2
 
     data = (bytes(range(256)) * (size // 256 + 1))[:size]

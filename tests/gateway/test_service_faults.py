@@ -19,8 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from gateway.ingest import services as services_module
-from gateway.ingest.services import call_with_retry
+from gateway.ingest import calls as calls_module
+from gateway.ingest.calls import call_with_retry
 from protos.errors import InvalidInput, Unavailable
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2, validator_pb2_grpc
 from tests.conftest import free_port, start_gateway_process
@@ -225,7 +225,7 @@ def rpc_error(code: grpc.StatusCode) -> grpc.RpcError:
 
 def test_unavailable_is_retried_with_short_pauses_within_the_deadline(monkeypatch):
     pauses = []
-    monkeypatch.setattr(services_module.time, "sleep", pauses.append)
+    monkeypatch.setattr(calls_module.time, "sleep", pauses.append)
     attempts = []
 
     def flaky(left):
@@ -251,7 +251,7 @@ def test_unavailable_is_retried_with_short_pauses_within_the_deadline(monkeypatc
 
 
 def test_a_retry_never_outlives_the_deadline_and_other_errors_are_not_retried(monkeypatch):
-    monkeypatch.setattr(services_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(calls_module.time, "sleep", lambda s: None)
     attempts = []
 
     def down(left):

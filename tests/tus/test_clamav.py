@@ -227,8 +227,8 @@ def test_a_stream_left_idle_between_patches_is_given_up_and_the_file_judged_whol
         make_app, scanning, monkeypatch):
     """A paused upload does not hold a validator slot (and a clamd connection) for long: its
     stream is given up, the later PATCHes feed none, and the finished file is sent whole."""
-    from gateway.ingest import services as services_module
-    monkeypatch.setattr(services_module, "KEEPALIVE", 0.1)
+    from gateway.ingest import validation_stream
+    monkeypatch.setattr(validation_stream, "KEEPALIVE", 0.1)
     app = make_app(VALIDATOR_ADDR=scanning.address)
     app.extensions["tus_streams"]._keep_idle = 0.3
     client = app.test_client()
