@@ -87,4 +87,5 @@ if __name__ == "__main__":
     config.check_exposure(settings)
     if settings["STORAGE"] == "s3":
         S3Storage.from_config(settings)  # a missing bucket stops us here, in one sentence, before any worker
+    events.plugin_manager(settings)  # so does a plugin that cannot be loaded (a worker would be restarted for ever)
     GatewayServer(settings).run()

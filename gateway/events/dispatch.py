@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import pluggy
+
 from gateway import metrics
 from gateway.background import Periodic
 from gateway.events.webhooks import Webhook, WebhookFailed
@@ -208,15 +210,22 @@ def _callers(pm) -> tuple[dict[str, tuple[str, ...]], dict[str, Callable[[Event]
     return subscribers, {name: caller(name) for name in names}
 
 
-def init_app(app) -> None:
-    config = app.config
+def plugin_manager(config) -> pluggy.PluginManager:
+    """The gateway's plugins (UPLOAD_PLUGINS, entry points, the webhooks); one that cannot be
+    loaded stops the gateway with its sentence. ``python -m gateway`` calls this once before
+    gunicorn forks: raised in a worker, it would be restarted for ever, never serving."""
     webhooks = [Webhook(url, config["WEBHOOK_SECRET"], config["WEBHOOK_TIMEOUT"]) for url in config["WEBHOOK_URLS"]]
     try:
         # EXTRA_PLUGINS: plugin objects handed to create_app (tests, embedding); not a setting.
-        pm = create_plugin_manager(DEFAULT_PLUGINS, env={"UPLOAD_PLUGINS": config["UPLOAD_PLUGINS"]},
-                                   extra_plugins=[*webhooks, *config.get("EXTRA_PLUGINS", ())])
+        return create_plugin_manager(DEFAULT_PLUGINS, env={"UPLOAD_PLUGINS": config["UPLOAD_PLUGINS"]},
+                                     extra_plugins=[*webhooks, *config.get("EXTRA_PLUGINS", ())])
     except PluginLoadError as error:
         raise SystemExit(str(error)) from error
+
+
+def init_app(app) -> None:
+    config = app.config
+    pm = plugin_manager(config)
     app.extensions["plugins"] = pm
     subscribers, consumers = _callers(pm)
     outbox: Outbox = app.extensions["outbox"]

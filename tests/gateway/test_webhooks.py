@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -361,6 +362,26 @@ def test_a_plugin_that_raises_fails_no_upload_and_is_offered_the_event_again(mak
 def test_a_broken_plugin_module_stops_the_gateway_with_a_sentence(make_app):
     with pytest.raises(SystemExit, match="upload_chek"):
         make_app(UPLOAD_PLUGINS="tests.plugin_modules.misspelt")
+
+
+@pytest.mark.parametrize("plugins, named", [("tests.plugin_modules.misspelt", "upload_chek"),
+                                            ("no_such_plugin_module", "no_such_plugin_module")])
+def test_python_m_gateway_with_a_broken_plugin_stops_before_serving(tmp_path, plugins, named):
+    """Found in a worker, gunicorn restarted it for ever (27 times in 12 s), the port open
+    and nothing answering; the gateway must stop, as the validator and thumbnail service do."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+    from tests.processes import ROOT
+
+    env = {**os.environ, "GATEWAY_PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"),
+           "UPLOAD_PLUGINS": plugins, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert named in done.stderr
+    assert "Booting worker" not in done.stderr
 
 
 def upload_file_stored(record):
