@@ -154,8 +154,13 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers))
 
     def GetTransforms(self, request, context):
-        names = {t.name for ts in self.transforms.values() for t in ts}
-        return thumbnail_pb2.Transforms(mime_types=sorted(self.transforms), names=sorted(names))
+        types: dict[str, set[str]] = {}  # name -> MIME types, in the order the transforms run
+        for mime, transforms in self.transforms.items():
+            for registered in transforms:
+                types.setdefault(registered.name, set()).add(mime)
+        return thumbnail_pb2.Transforms(
+            mime_types=sorted(self.transforms), names=sorted(types),
+            transforms=[thumbnail_pb2.TransformInfo(name=name, mime_types=sorted(mimes)) for name, mimes in types.items()])
 
     def Transform(self, request_iterator, context):
         """All the work happens before the reply stream is returned (so the call is

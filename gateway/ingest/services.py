@@ -68,7 +68,7 @@ class Services:
         self._renderable_at = float("-inf")  # when it was read
         self._renderers_tried = float("-inf")  # when reading it was last tried
         self._transformable: frozenset[str] | None = None
-        self._transform_names: frozenset[str] | None = None
+        self._transform_names: dict[str, frozenset[str]] | None = None  # by MIME type
         self._transformable_at = float("-inf")
         self._transforms_tried = float("-inf")
         self._lock = threading.Lock()
@@ -226,15 +226,24 @@ class Services:
                 raise
             return known
         transformable = frozenset(reply.mime_types)
+        by_type: dict[str, set[str]] = {mime: set() for mime in transformable}
+        for info in reply.transforms:
+            for mime in info.mime_types:
+                by_type.setdefault(mime, set()).add(info.name)
+        if not reply.transforms:  # a service from before TransformInfo: every name may apply to every type
+            by_type = {mime: set(reply.names) for mime in transformable}
         with self._lock:
             self._transformable, self._transformable_at = transformable, time.monotonic()
-            self._transform_names = frozenset(reply.names)
+            self._transform_names = {mime: frozenset(names) for mime, names in by_type.items()}
         return transformable
 
-    def transform_names(self) -> frozenset[str] | None:
-        """The names of the transforms the thumbnail service last listed; None before it answered."""
+    def transform_names(self, mime_type: str) -> frozenset[str] | None:
+        """The names of the transforms the thumbnail service last listed for ``mime_type``;
+        None before it answered."""
         with self._lock:
-            return self._transform_names
+            if self._transform_names is None:
+                return None
+            return self._transform_names.get(mime_type, frozenset())
 
     def forget_transforms(self) -> None:
         with self._lock:

@@ -60,22 +60,27 @@ class Transformer:
         self.validator_timeout = config.get("VALIDATOR_TIMEOUT", 10.0)
 
     def covers(self, mime_type: str) -> bool | None:
-        """Whether some transform handles ``mime_type``; None when the thumbnail service has
-        never listed them (it has not answered since this gateway started)."""
-        if self.mode == "keep" or not mime_type:
+        """Whether some transform would run on ``mime_type``; None when the thumbnail service
+        has never listed them (it has not answered since this gateway started). With
+        IMAGE_METADATA=keep the shipped one would change nothing: only the others count."""
+        if not mime_type:
             return False
         try:
-            return mime_type in self.services.transformable(mime_type)
+            if mime_type not in self.services.transformable(mime_type):
+                return False
         except UploadError as exc:
+            if self.mode == "keep":
+                return False  # nothing of ours to do; a plugin's transform cannot be told from here
             log.warning("no list of transforms from the thumbnail service: %s", exc.message)
             return None
+        return self.mode != "keep" or bool(self._names(mime_type) - SHIPPED)
 
     def wanted(self, mime_type: str, is_image: bool, open_chunks: Callable[[], Iterator[bytes]]) -> bool:
         """Whether a file of ``mime_type`` goes through the transforms. An image without any
-        metadata does not when the shipped transform is the only one (it would be stored byte
-        for byte anyway). With no list of transforms from the thumbnail service an image that
-        may carry metadata is taken to need them: Unavailable (fail closed); anything else is
-        stored as it is."""
+        metadata does not when the shipped transform is the only one for its type (it would
+        be stored byte for byte anyway). With no list of transforms from the thumbnail service
+        an image that may carry metadata is taken to need them: Unavailable (fail closed);
+        anything else is stored as it is."""
         covered = self.covers(mime_type)
         if covered is None:
             if is_image and carries_metadata(open_chunks(), mime_type):
@@ -83,8 +88,12 @@ class Transformer:
             return False
         if not covered:
             return False
-        names = self.services.transform_names()
-        return not (names is not None and names <= SHIPPED and not carries_metadata(open_chunks(), mime_type))
+        if self.mode == "keep" or self._names(mime_type) - SHIPPED:
+            return True  # a plugin's transform: it has its own reasons to see the file
+        return carries_metadata(open_chunks(), mime_type)
+
+    def _names(self, mime_type: str) -> frozenset[str]:
+        return self.services.transform_names(mime_type) or frozenset()
 
     def apply(self, open_chunks: Callable[[], Iterator[bytes]], filename: str, original_name: str,
               mime_type: str, size: int, uploaded_sha256: str) -> Transformed | None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 
 from protos.plugins import hookimpl
+from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from tests.clamd import MARKER, MARKER_NAME
-from tests.metadata_images import with_gps
+from tests.metadata_images import gps_of, with_gps
 from tests.samples import MZ_HEADER
 from thumbnail_service import server as thumbnail_server
 from thumbnail_service.hookspecs import Transform, TransformResult
@@ -114,3 +116,44 @@ def test_a_transform_failing_in_the_thumbnail_service_is_a_clear_refusal(make_ap
     assert_nothing_kept(app, client)
     # Other files still go in.
     assert upload(client, "notes.txt", b"hello\n").status_code == 201
+
+
+def adds_a_png_text_chunk(source, mime_type, parameters):
+    """A tEXt chunk before IEND (a plugin's own reason to change a file: not metadata removal)."""
+    data = source.read()
+    body = b"tEXt" + b"Software\x00plugin"
+    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    end = data.rindex(b"IEND") - 4
+    return TransformResult(data[:end] + chunk + data[end:], ("nothing",))
+
+
+class PngPlugin:
+    @hookimpl
+    def upload_transforms(self):
+        yield Transform("software_text", ("image/png",), adds_a_png_text_chunk)
+
+
+def test_image_metadata_keep_does_not_turn_off_a_plugins_transform(make_app, start_thumbnailer):
+    # IMAGE_METADATA is the shipped transform's setting: with it at keep, a plugin's transform
+    # (a watermark, a text chunk) was never called, the gateway skipping every transform.
+    running = start_thumbnailer(pm=thumbnail_server.create_plugins(env={}, extra_plugins=[PngPlugin()]))
+    app = make_app(THUMBNAIL_ADDR=running.address, IMAGE_METADATA="keep")
+    client = app.test_client()
+    png = with_gps("png")
+    stored = client.get(upload(client, "photo.png", png).get_json()["download_url"]).data
+    assert b"Software\x00plugin" in stored and gps_of(stored) == gps_of(png) != {}  # the plugin's; location kept
+    jpeg = with_gps("jpg")  # no plugin's transform for JPEG: stored as uploaded
+    response = upload(client, "photo.jpg", jpeg)
+    assert client.get(response.get_json()["download_url"]).data == jpeg
+    audit = client.get(f"/files/{response.get_json()['id']}/audit").get_json()
+    assert audit.get("transform") is None
+
+
+def test_the_thumbnail_service_lists_each_transform_with_its_types(start_thumbnailer):
+    running = start_thumbnailer(pm=thumbnail_server.create_plugins(env={}, extra_plugins=[PngPlugin()]))
+    listed = thumbnail_pb2_grpc.ThumbnailStub(running.channel).GetTransforms(thumbnail_pb2.GetTransformsRequest(),
+                                                                               timeout=5)
+    by_name = {info.name: list(info.mime_types) for info in listed.transforms}
+    assert by_name["software_text"] == ["image/png"]
+    assert {"image/jpeg", "image/png", "image/webp"} <= set(by_name["image_metadata"])
+    assert [info.name for info in listed.transforms] == ["image_metadata", "software_text"]  # the order they run
