@@ -43,6 +43,7 @@ def policy():
         max_file_size=p.max_file_size,
         max_file_size_formatted=human_size(p.max_file_size),
         max_image_dimension=p.max_image_dimension,
+        whole_file=p.whole_file,
         tus={"endpoint": "/tus/", "chunk_size": TUS_CHUNK_SIZE},
     )
 

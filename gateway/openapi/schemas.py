@@ -79,7 +79,7 @@ def schemas() -> dict:
             "type": "object",
             "description": "The rules in force; the upload page configures its own checks from it.",
             "required": ["allowed", "extensions", "accept", "max_file_size", "max_file_size_formatted",
-                         "max_image_dimension", "tus"],
+                         "max_image_dimension", "whole_file", "tus"],
             "properties": {
                 "allowed": {
                     "type": "array",
@@ -98,6 +98,9 @@ def schemas() -> dict:
                 "max_file_size": {"type": "integer", "minimum": 0, "description": "Bytes."},
                 "max_file_size_formatted": {"type": "string"},
                 "max_image_dimension": {"type": "integer", "minimum": 0, "description": "Pixels, per side."},
+                "whole_file": {"type": "boolean",
+                               "description": "A rule reads every byte of each file (e.g. the ClamAV rule): "
+                                              "the verdict comes after the last one."},
                 "tus": {
                     "type": "object",
                     "required": ["endpoint", "chunk_size"],

@@ -92,8 +92,12 @@ def test_without_a_whole_file_rule_only_the_head_goes_to_the_validator(app):
     client = app.test_client()
     data = text(3 * MiB)
     record = post(client, "notes.txt", data).get_json()
-    assert client.get("/policy").status_code == 200
+    assert client.get("/policy").get_json()["whole_file"] is False
     assert client.get(f"/files/{record['id']}/audit").get_json()["bytes_read"] <= MiB
+
+
+def test_the_policy_says_when_a_rule_reads_every_byte(scanned):
+    assert scanned.test_client().get("/policy").get_json()["whole_file"] is True
 
 
 class KillsClamd(io.RawIOBase):
