@@ -7,32 +7,9 @@ from __future__ import annotations
 import io
 import time
 
-from protos.plugins import hookimpl
 from tests.conftest import Running, free_port
+from tests.plugin_modules.counts_every_byte import CountingRule
 from validator_service import server as validator_server
-from validator_service.hookspecs import WholeFileRule
-
-
-class _Counts:
-    """Sees every byte of every file; refuses nothing."""
-
-    def __init__(self, file):
-        self.seen = 0
-
-    def feed(self, data):
-        self.seen += len(data)
-
-    def finish(self):
-        return None
-
-    def close(self):
-        pass
-
-
-class EveryByte:
-    @hookimpl
-    def upload_whole_file_rules(self):
-        yield WholeFileRule("every_byte", _Counts)
 
 
 def upload(client, data):
@@ -47,7 +24,7 @@ def test_a_whole_file_rule_turned_on_after_the_policy_was_read_loses_nothing(mak
     assert upload(client, b"hello\n").status_code == 201  # the policy (no whole-file rule) is read
     plain.close()
     plain.server.stop(None).wait()
-    pm = validator_server.create_plugins(extra_plugins=[EveryByte()])
+    pm = validator_server.create_plugins(extra_plugins=[CountingRule()])
     scanning = Running(*validator_server.create_server(f"127.0.0.1:{port}", pm=pm))
     try:
         deadline = time.monotonic() + 10

@@ -13,12 +13,11 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.exceptions import TusUploadFailed
 
-from protos.plugins import hookimpl
 from tests.clamd import EICAR, EICAR_NAME, MARKER, MARKER_NAME
+from tests.plugin_modules.counts_every_byte import CountingRule, CountsEveryByte
 from tests.samples import MZ_HEADER
 from tests.tus.conftest import MiB, Tus, leftover_files, sha256, stop_gateway, text_bytes
 from validator_service import metrics as validator_metrics
-from validator_service.hookspecs import WholeFileRule
 from validator_service.server import create_plugins
 
 TXT = {"filename": "notes.txt", "filetype": "text/plain"}
@@ -249,29 +248,6 @@ def test_a_stream_left_idle_between_patches_is_given_up_and_the_file_judged_whol
     assert validator_calls("Validate") - validates == 1
 
 
-class _CountsEveryByte:
-    """A whole-file rule that refuses nothing and counts what it is fed, over every file."""
-    seen = 0
-
-    def __init__(self, file):
-        pass
-
-    def feed(self, data):
-        type(self).seen += len(data)
-
-    def finish(self):
-        return None
-
-    def close(self):
-        pass
-
-
-class CountingRule:
-    @hookimpl
-    def upload_whole_file_rules(self):
-        yield WholeFileRule("counts_every_byte", _CountsEveryByte)
-
-
 def test_tiny_patches_with_a_wrong_checksum_do_not_make_the_stored_bytes_scanned_again(make_app, start_validator):
     """A PATCH with a wrong checksum loses the upload's stream (it was fed bytes that are not
     kept). Feeding a new stream what is stored, at each PATCH, let a client make the gateway
@@ -281,18 +257,18 @@ def test_tiny_patches_with_a_wrong_checksum_do_not_make_the_stored_bytes_scanned
     data = text_bytes(6 * MiB, seed=14)
     url = create(client, len(data))
     send(client, url, data, 0, 4 * MiB)
-    before = _CountsEveryByte.seen
+    before = CountsEveryByte.seen
     wrong = "sha1 " + base64.b64encode(bytes(20)).decode()
     for _ in range(20):
         response = client.patch(url, data=data[4 * MiB:4 * MiB + 1], headers={
             **TUS, "Upload-Offset": str(4 * MiB), "Upload-Checksum": wrong,
             "Content-Type": "application/offset+octet-stream"})
         assert response.status_code == 460
-    assert _CountsEveryByte.seen - before <= 1  # the first bad byte reached the kept stream
+    assert CountsEveryByte.seen - before <= 1  # the first bad byte reached the kept stream
     last = patch(client, url, 4 * MiB, data[4 * MiB:])
     assert last.status_code == 204, last.get_json()
     # Judged whole, once, when finished.
-    assert _CountsEveryByte.seen - before <= 1 + len(data)
+    assert CountsEveryByte.seen - before <= 1 + len(data)
     record = client.get(f"/files/{last.headers['Upload-File-Id']}").get_json()
     assert record["sha256"] == sha256(data)
 
