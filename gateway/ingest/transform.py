@@ -40,6 +40,8 @@ SHIPPED = frozenset({"image_metadata"})
 
 UNREACHABLE = ("The processing service cannot be reached, so the image's metadata (its location) could not "
                "be removed; nothing was stored. Please try again shortly.")
+UNREACHABLE_PLUGIN = ("The processing service cannot be reached, so this file could not be processed before it "
+                      "was stored; nothing was stored. Please try again shortly.")
 
 
 @dataclass
@@ -148,6 +150,8 @@ class Transformer:
             raise Unavailable(UNREACHABLE) from None
         except (Unavailable, TimedOut) as exc:
             log.warning("transform of %s failed: %s", filename, exc.message)
+            if self._names(mime_type) - SHIPPED:
+                raise Unavailable(UNREACHABLE_PLUGIN) from None  # a plugin's transform is never skipped
             if not carries_metadata(open_chunks(), mime_type):
                 return None  # nothing that must go: stored as uploaded, as without the service
             raise Unavailable(UNREACHABLE) from None

@@ -12,7 +12,7 @@ import zlib
 from protos.plugins import hookimpl
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
 from tests.clamd import MARKER, MARKER_NAME
-from tests.metadata_images import gps_of, with_gps
+from tests.metadata_images import gps_of, image_bytes, with_gps
 from tests.samples import MZ_HEADER
 from thumbnail_service import server as thumbnail_server
 from thumbnail_service.hookspecs import Transform, TransformResult
@@ -157,3 +157,19 @@ def test_the_thumbnail_service_lists_each_transform_with_its_types(start_thumbna
     assert by_name["software_text"] == ["image/png"]
     assert {"image/jpeg", "image/png", "image/webp"} <= set(by_name["image_metadata"])
     assert [info.name for info in listed.transforms] == ["image_metadata", "software_text"]  # the order they run
+
+
+def test_a_plugins_transform_is_never_skipped_when_the_service_is_down(make_app, start_thumbnailer):
+    # A plain image (no metadata) was stored untransformed when the thumbnail service failed: right
+    # for metadata removal (there was nothing to remove), wrong for a plugin's own transform.
+    running = start_thumbnailer(pm=thumbnail_server.create_plugins(env={}, extra_plugins=[PngPlugin()]))
+    app = make_app(THUMBNAIL_ADDR=running.address, THUMBNAIL_TIMEOUT=0.5, HEALTH_TIMEOUT=0.2)
+    client = app.test_client()
+    plain = image_bytes("png")
+    assert upload(client, "first.png", plain).status_code == 201  # the list of transforms is read
+    running.close()
+    response = upload(client, "second.png", plain)
+    assert response.status_code == 503, response.get_json()
+    assert "could not be processed" in response.get_json()["error"]
+    assert [f["original_name"] for f in client.get("/files").get_json()["files"]] == ["first.png"]
+    assert upload(client, "notes.txt", b"hello\n").status_code == 201  # no transform for text: stored
