@@ -133,9 +133,10 @@ def test_a_file_over_clamds_stream_limit_is_never_let_through(start_validator, o
     clamd = own_clamd(stream_max="1M")
     running = scanning(start_validator, clamd.unix, CLAMAV_FAIL_OPEN=fail_open)
     with caplog.at_level(logging.ERROR, logger="upload.validator.clamav"):
-        with pytest.raises(grpc.RpcError) as raised:
-            validate(running.channel, "notes.txt", text(3 * MiB))
-    assert raised.value.code() == grpc.StatusCode.INTERNAL
+        verdict = validate(running.channel, "notes.txt", text(3 * MiB))
+    # Refused (413 at the gateway, never a 500), and the log says what the operator must change.
+    assert not verdict.accepted and verdict.reasons[0].code == "file_too_large"
+    assert "virus scanner" in verdict.reasons[0].message
     assert any("StreamMaxLength" in record.getMessage() for record in caplog.records)
 
 

@@ -17,7 +17,8 @@ big-endian length and that many bytes, then a zero length; clamd answers
   file made slow to scan (an archive bomb) could otherwise choose to pass.
 - clamd refusing to scan a file ("INSTREAM size limit exceeded": clamd's
   StreamMaxLength, 25 MiB by default, is below MAX_FILE_SIZE) is never a pass,
-  fail-open or not: INTERNAL, and an error in the log saying what to change.
+  fail-open or not: a refusal, ``file_too_large`` (413 at the gateway), and an
+  error in the log saying what to change.
   Anything else clamd calls an ERROR counts as unreachable.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Mapping
 from functools import partial
 from urllib.parse import urlsplit
 
-from protos.errors import Internal, Unavailable
+from protos.errors import Unavailable
 from protos.plugins import hookimpl
 from protos.serving import env_int
 from validator_service.hookspecs import Rejection, WholeFileRule
@@ -202,8 +203,10 @@ class ClamdScan:
             CLAMAV_SCANS.labels(outcome="error").inc()
             log.error("clamd would not scan %r (%d bytes sent): %r. Raise clamd's StreamMaxLength to at least "
                       "MAX_FILE_SIZE.", self.name, self.sent, reply)
-            raise Internal("The virus scanner would not take a file this large (its StreamMaxLength is below "
-                           "MAX_FILE_SIZE), so it was not accepted.")
+            # A refusal, not a failure: the person uploading can do something (send a smaller file),
+            # and the operator has the log line above.
+            return Rejection("file_too_large", "This file is larger than the virus scanner is set to take, so it "
+                                               "was not stored.")
         return self._unreachable(failure or reply or "no answer")
 
     def _unreachable(self, why, may_fail_open: bool = False) -> None:
