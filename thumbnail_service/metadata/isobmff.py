@@ -78,7 +78,10 @@ def _heif_items(data) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, list[tu
             count_size = 4 if version == 2 else 2
             count = _read_uint(data, at, count_size)
             at += count_size
+            per_extent = index_size + offset_size + length_size
             for _ in range(count):
+                if at > e:  # each item takes bytes: a count past what the box holds is not followed
+                    raise InvalidInput("The HEIF item locations are truncated.")
                 item_id = _read_uint(data, at, 4 if version == 2 else 2)
                 at += 4 if version == 2 else 2
                 method = 0
@@ -90,6 +93,10 @@ def _heif_items(data) -> tuple[dict[int, tuple[bytes, bytes]], dict[int, list[tu
                 at += base_size
                 extent_count = _read_uint(data, at, 2)
                 at += 2
+                # Extents that take no bytes, or more of them than the box holds, would have the loop
+                # below make 65535 spans per item (each may claim the whole file) from a few bytes.
+                if extent_count > 1 and (per_extent == 0 or at + extent_count * per_extent > e):
+                    raise InvalidInput("The HEIF item locations are damaged.")
                 spans = []
                 for _ in range(extent_count):
                     at += index_size
@@ -126,7 +133,8 @@ def strip_heif(data: bytes, mode: str) -> tuple[bytes | None, list[str]]:
         if not (is_exif or is_xmp):
             continue
         spans = extents.get(item_id)
-        if not spans or any(length == 0 or offset + length > len(buffer) for offset, length in spans):
+        if not spans or any(length == 0 or offset + length > len(buffer) for offset, length in spans) \
+                or sum(length for _, length in spans) > len(buffer):
             raise InvalidInput("A HEIF metadata item lies outside the file.")
         item = b"".join(bytes(buffer[o:o + n]) for o, n in spans)
         if is_exif:
