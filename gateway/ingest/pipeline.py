@@ -188,13 +188,8 @@ class Ingest:
         """IMAGE_METADATA before commit (gateway.ingest.transform). When the upload
         changes, its temp is discarded and ``upload._temp`` becomes the new bytes'."""
         source = self.storage.read_temp(upload._temp)
-        if source is None and self.transformer.covers(verdict.detected_type) is not False and verdict.is_image:
-            # STORAGE=s3, and the file outgrew one part: its bytes are parts of an unfinished
-            # multipart upload, which cannot be read back. Never stored unstripped: refused.
-            raise Refused("image_metadata_too_large",
-                          f"On this server's S3 storage an image larger than {human_size(self.s3_part_size)} "
-                          "(S3_PART_SIZE) cannot have its metadata removed before it is stored, so it was not "
-                          "stored. Upload it with tus, or remove its metadata first.", upload.original_name)
+        if source is None:
+            self._cannot_transform(upload, verdict)
         if source is None or not self.transformer.wanted(verdict.detected_type, verdict.is_image, source):
             return None
         transformed = self.transformer.apply(source, upload.filename, upload.original_name, verdict.detected_type,
@@ -203,6 +198,24 @@ class Ingest:
             self.storage.discard(upload._temp)
             upload._temp = transformed.temp
         return transformed
+
+    def _cannot_transform(self, upload: Upload, verdict) -> None:
+        """STORAGE=s3, and the file outgrew one part: its bytes are parts of an unfinished
+        multipart upload, which cannot be read back. A file a transform would act on is never
+        stored without it: refused."""
+        covered = self.transformer.covers(verdict.detected_type)
+        if covered is False or (covered is None and not verdict.is_image):
+            return
+        limit = human_size(self.s3_part_size)
+        if self.transformer.acts_for_a_plugin(verdict.detected_type):
+            raise Refused("transform_too_large",
+                          f"On this server's S3 storage a file of this type larger than {limit} (S3_PART_SIZE) "
+                          "cannot be processed before it is stored, so it was not stored. Upload it with tus.",
+                          upload.original_name)
+        raise Refused("image_metadata_too_large",
+                      f"On this server's S3 storage an image larger than {limit} (S3_PART_SIZE) cannot have its "
+                      "metadata removed before it is stored, so it was not stored. Upload it with tus, or remove "
+                      "its metadata first.", upload.original_name)
 
     def _transform_file(self, open_chunks, filename: str, original_name: str, verdict, size: int,
                         sha256: str) -> Transformed | None:

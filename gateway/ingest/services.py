@@ -101,10 +101,12 @@ class Services:
             VALIDATE, request_serializer=None, response_deserializer=validator_pb2.Verdict.FromString)
 
     def start_validation(self, original_name: str, declared_type: str, head_bytes: int,
-                         declared_size: int | None = None, whole: bool = False) -> ValidationStream:
-        # Not retried: the stream is fed with body bytes as they arrive.
+                         declared_size: int | None = None, whole: bool = False,
+                         timeout: float | None = None) -> ValidationStream:
+        """A Validate stream to feed (not retried: it is fed with bytes as they arrive); its
+        deadline is an upload's (UPLOAD_TIMEOUT) unless ``timeout`` is given."""
         return ValidationStream(self.validate_raw, original_name, declared_type, head_bytes,
-                                self.config["UPLOAD_TIMEOUT"], declared_size, whole, noted=self._note)
+                                timeout or self.config["UPLOAD_TIMEOUT"], declared_size, whole, noted=self._note)
 
     def validate_stored(self, original_name: str, declared_type: str, open_chunks: Callable[[], Iterator[bytes]],
                         size: int) -> validator_pb2.Verdict:

@@ -60,6 +60,7 @@ class Transformer:
         self.write_temp = write_temp
         self.mode = config.get("IMAGE_METADATA", "strip-location")
         self.validator_timeout = config.get("VALIDATOR_TIMEOUT", 10.0)
+        self.thumbnail_timeout = config.get("THUMBNAIL_TIMEOUT", 10.0)
 
     def covers(self, mime_type: str) -> bool | None:
         """Whether some transform would run on ``mime_type``; None when the thumbnail service
@@ -75,7 +76,7 @@ class Transformer:
                 return False  # nothing of ours to do; a plugin's transform cannot be told from here
             log.warning("no list of transforms from the thumbnail service: %s", exc.message)
             return None
-        return self.mode != "keep" or bool(self._names(mime_type) - SHIPPED)
+        return self.mode != "keep" or self.acts_for_a_plugin(mime_type)
 
     def wanted(self, mime_type: str, is_image: bool, open_chunks: Callable[[], Iterator[bytes]]) -> bool:
         """Whether a file of ``mime_type`` goes through the transforms. An image without any
@@ -90,9 +91,13 @@ class Transformer:
             return False
         if not covered:
             return False
-        if self.mode == "keep" or self._names(mime_type) - SHIPPED:
+        if self.mode == "keep" or self.acts_for_a_plugin(mime_type):
             return True  # a plugin's transform: it has its own reasons to see the file
         return carries_metadata(open_chunks(), mime_type)
+
+    def acts_for_a_plugin(self, mime_type: str) -> bool:
+        """Whether a transform other than the shipped one handles ``mime_type``."""
+        return bool(self._names(mime_type) - SHIPPED)
 
     def _names(self, mime_type: str) -> frozenset[str]:
         return self.services.transform_names(mime_type) or frozenset()
@@ -103,6 +108,9 @@ class Transformer:
         new bytes in a temp beside ``filename``'s place (the caller commits or discards it),
         judged by the validator as they were written. Raises Refused (cannot be done
         safely, or the new bytes refused) or Unavailable/TimedOut (try again)."""
+        # Read before the call: a validator that cannot be reached is its own failure, not one
+        # to be told as the thumbnail service's below.
+        policy = self.services.policy()
         try:
             result, chunks = self.services.transform(open_chunks, original_name, mime_type, size,
                                                      {"image_metadata": self.mode})
@@ -115,7 +123,7 @@ class Transformer:
             # byte of them when a rule reads every byte: no second read.
             check = None
             try:
-                check = self._start_check(original_name, mime_type, result.size)
+                check = self._start_check(policy, original_name, mime_type, result.size)
                 digest, written = hashlib.sha256(), 0
                 for chunk in chunks:
                     digest.update(chunk)
@@ -150,7 +158,7 @@ class Transformer:
             raise Unavailable(UNREACHABLE) from None
         except (Unavailable, TimedOut) as exc:
             log.warning("transform of %s failed: %s", filename, exc.message)
-            if self._names(mime_type) - SHIPPED:
+            if self.acts_for_a_plugin(mime_type):
                 raise Unavailable(UNREACHABLE_PLUGIN) from None  # a plugin's transform is never skipped
             if not carries_metadata(open_chunks(), mime_type):
                 return None  # nothing that must go: stored as uploaded, as without the service
@@ -177,7 +185,10 @@ class Transformer:
                         "decisions": [MessageToDict(d, preserving_proto_field_name=True) for d in verdict.decisions]},
         })
 
-    def _start_check(self, original_name: str, mime_type: str, size: int):
-        policy = self.services.policy()
+    def _start_check(self, policy, original_name: str, mime_type: str, size: int):
+        # The stream lives while the new bytes arrive from the thumbnail service (its deadline,
+        # Services.transform's) and then while the validator judges them (validate_stored's).
+        timeout = (self.thumbnail_timeout + 30.0 + size / (20 * 1024 * 1024)
+                   + self.validator_timeout + size / (8 * 1024 * 1024))
         return self.services.start_validation(original_name, mime_type, policy.head_bytes, declared_size=size,
-                                              whole=policy.whole_file)
+                                              whole=policy.whole_file, timeout=timeout)

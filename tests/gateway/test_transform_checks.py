@@ -173,3 +173,29 @@ def test_a_plugins_transform_is_never_skipped_when_the_service_is_down(make_app,
     assert "could not be processed" in response.get_json()["error"]
     assert [f["original_name"] for f in client.get("/files").get_json()["files"]] == ["first.png"]
     assert upload(client, "notes.txt", b"hello\n").status_code == 201  # no transform for text: stored
+
+
+def upper_text(source, mime_type, parameters):
+    return TransformResult(source.read().upper(), ("case",))
+
+
+class TextPlugin:
+    @hookimpl
+    def upload_transforms(self):
+        yield Transform("upper_text", ("text/plain",), upper_text)
+
+
+def test_on_s3_a_file_a_plugins_transform_handles_is_never_stored_untransformed(make_app, start_thumbnailer,
+                                                                               s3_bucket):
+    # Past one part its bytes cannot be read back before the multipart upload completes, so the
+    # transform cannot run: it was stored as uploaded (only images were refused).
+    running = start_thumbnailer(pm=thumbnail_server.create_plugins(env={}, extra_plugins=[TextPlugin()]))
+    app = make_app(THUMBNAIL_ADDR=running.address, **s3_bucket.settings(S3_PART_SIZE=5 * 1024 * 1024))
+    client = app.test_client()
+    small = upload(client, "small.txt", b"plain words\n")
+    assert client.get(small.get_json()["download_url"]).data == b"PLAIN WORDS\n"
+    response = upload(client, "big.txt", b"plain words\n" * (6 * 1024 * 1024 // 12))
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["code"] == "transform_too_large" and "tus" in response.get_json()["error"]
+    assert [f["original_name"] for f in client.get("/files").get_json()["files"]] == ["small.txt"]
+    assert s3_bucket.uploads() == []
