@@ -86,16 +86,20 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _resending(call, attempts: int = _RETRY["maxAttempts"]):
-    """``call()``, a stream sent from its start, again while the service is UNAVAILABLE (busy,
-    restarting, not reachable yet): safe, since judging or rendering a file changes nothing."""
+def _resending(call, timeout: float, attempts: int = _RETRY["maxAttempts"]):
+    """``call(seconds_left)``, a stream sent from its start, again while the service is
+    UNAVAILABLE (busy, restarting, not reachable yet): safe, since judging or rendering a file
+    changes nothing. All attempts together keep to ``timeout``, the caller's deadline."""
+    deadline = time.monotonic() + timeout
     for attempt in range(1, attempts + 1):
         try:
-            return call()
+            return call(max(deadline - time.monotonic(), 0.001))
         except grpc.RpcError as error:
-            if attempt == attempts or error.code() != grpc.StatusCode.UNAVAILABLE:
+            pause = min(2.0, 0.2 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+            if (attempt == attempts or error.code() != grpc.StatusCode.UNAVAILABLE
+                    or time.monotonic() + pause >= deadline):
                 raise
-            time.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2))
+            time.sleep(pause)
     raise AssertionError("unreachable")
 
 
@@ -134,7 +138,7 @@ class ValidatorClient:
                 yield validator_pb2.ValidateRequest(chunk=chunk)
             yield validator_pb2.ValidateRequest(end=validator_pb2.FileEnd(size=info.declared_size))
 
-        return _resending(lambda: self.stub.Validate(requests(), timeout=timeout))
+        return _resending(lambda left: self.stub.Validate(requests(), timeout=left), timeout)
 
 
 class ThumbnailClient:
@@ -158,4 +162,4 @@ class ThumbnailClient:
             for chunk in _chunks(path):
                 yield thumbnail_pb2.RenderRequest(chunk=chunk)
 
-        return _resending(lambda: self.stub.Render(requests(), timeout=timeout))
+        return _resending(lambda left: self.stub.Render(requests(), timeout=left), timeout)

@@ -2,6 +2,7 @@
 streamed from disk, busy answers retried through the service config, reasons read."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -93,3 +94,21 @@ def test_busy_for_longer_than_the_retries_last_is_unavailable(start_validator):
     finally:
         release.set()
         holding.result()
+
+
+def test_streams_sent_again_keep_to_the_callers_deadline(start_validator, tmp_path):
+    # A scanner that takes the bytes and never answers: each Validate is UNAVAILABLE after
+    # CLAMD_TIMEOUT (1 s). Each re-send once had a fresh deadline: 5 x the caller's in all.
+    from validator_service.rules.clamav import ClamAV
+    from validator_service.server import create_plugins
+
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        rule = ClamAV(f"tcp://127.0.0.1:{silent.getsockname()[1]}", timeout=1)
+        running = start_validator(pm=create_plugins(env={}, extra_plugins=[rule]))
+        path = tmp_path / "notes.txt"
+        path.write_bytes(b"plain words\n" * 10)
+        started = time.monotonic()
+        with connect(running.address) as channel, pytest.raises(grpc.RpcError) as raised:
+            ValidatorClient(channel).validate_file(path, timeout=2.5)
+        assert raised.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert time.monotonic() - started < 4.5
