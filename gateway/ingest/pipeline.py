@@ -311,6 +311,13 @@ class Ingest:
         original_name = sanitize(original_name)
         if filename != stored_name(file_id, original_name):
             raise ValueError(f"{filename!r} is not the stored name of {file_id} ({original_name!r})")
+        # A transform's bytes are stored under an id derived from the upload's, not drawn, so
+        # that finishing it again (a HEAD after a crash that came between the record and the
+        # upload's own state) finds the file stored then instead of storing it a second time.
+        transformed_id = hashlib.sha256(f"transformed:{file_id}".encode()).hexdigest()[:32]
+        if (done := self.repo.get(transformed_id)) is not None:
+            self._forget_upload_object(filename)
+            return done
         policy = self.services.policy()
         stat = self.storage.stat("files", filename)
         if stat is None:
@@ -343,11 +350,10 @@ class Ingest:
             raise refusal(verdict, original_name)
 
         # The upload's bytes are already the object, under the file's name. New bytes from a
-        # transform go under a name of their own (a new file id): written over the upload's,
+        # transform go under a name of their own (a file id of their own): written over the upload's,
         # a failure before the row would leave an upload whose bytes are gone, never to be
         # finished. The upload's object goes once the row is written (a crash before that
         # leaves it to reconcile, as an orphan of an ended upload).
-        transformed_id = new_id()
         transformed_name = stored_name(transformed_id, original_name)
         transformed = self._transform_file(from_the_start, transformed_name, original_name, verdict, size, sha256)
         if transformed is not None:
@@ -358,13 +364,17 @@ class Ingest:
                 raise
             row = self._accept(transformed_id, transformed_name, original_name, transformed.size,
                                transformed.sha256, verdict, expires_at, owner_id, transformed=transformed)
-            try:
-                self.storage.delete("files", filename)
-            except Exception as exc:  # the file is stored: the upload's copy is reconcile's to remove
-                log.warning("could not delete %s after storing its transformed bytes: %s", filename, exc)
+            self._forget_upload_object(filename)
             return row
         return self._accept(file_id, filename, original_name, size, sha256, verdict, expires_at,
                             owner_id, keep_on_failure=True)
+
+    def _forget_upload_object(self, filename: str) -> None:
+        """The upload's own object, once its transformed bytes are a stored file."""
+        try:
+            self.storage.delete("files", filename)
+        except Exception as exc:  # the file is stored: the upload's copy is reconcile's to remove
+            log.warning("could not delete %s after storing its transformed bytes: %s", filename, exc)
 
     def _accept(self, file_id: str, filename: str, original_name: str, size: int, sha256: str,
                 verdict, expires_at: datetime | None, owner_id: str | None,

@@ -117,3 +117,21 @@ def test_a_stripped_tus_upload_whose_record_failed_is_finished_by_the_next_head(
     assert record["sha256"] == hashlib.sha256(stored).hexdigest()
     # Only the stored file is left: neither the upload's own object nor the failed attempt's.
     assert [k for k in s3_bucket.keys() if k.startswith("files/")] == [f"files/{record['filename']}"]
+
+
+def test_a_tus_upload_finished_again_after_a_crash_stores_its_transformed_file_once(s3_app, s3_bucket):
+    """A crash after the record was written but before the upload's own object was deleted and
+    its state saved: the next HEAD finishes it again. A drawn id stored the file a second time."""
+    ingest = s3_app.extensions["ingest"]
+    upload_id = "a" * 32
+    filename = f"{upload_id}.jpg"
+    data = with_gps("jpg")
+    with s3_app.app_context():
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"files/{filename}", Body=data)
+        first = ingest.adopt_stored(upload_id, filename, "photo.jpg", "image/jpeg")
+        assert f"files/{filename}" not in s3_bucket.keys()
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"files/{filename}", Body=data)  # the crash
+        again = ingest.adopt_stored(upload_id, filename, "photo.jpg", "image/jpeg")
+    assert again.id == first.id
+    assert [f["id"] for f in s3_app.test_client().get("/files").get_json()["files"]] == [first.id]
+    assert [k for k in s3_bucket.keys() if k.startswith("files/")] == [f"files/{first.filename}"]
