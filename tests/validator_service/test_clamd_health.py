@@ -84,6 +84,22 @@ def test_the_watch_stops_with_the_server(start_validator, clamd):
     assert not watch.thread.is_alive()
 
 
+def test_the_watch_ends_with_a_server_that_was_never_started(clamd):
+    # stop() on a server never started does not end wait_for_termination: the watch held the
+    # server and pinged clamd every 2 s for the life of the process.
+    import gc
+
+    from validator_service.server import create_server
+
+    server, _ = create_server("127.0.0.1:0", pm=create_plugins(env={"CLAMD_ADDRESS": clamd.unix}))
+    watch = server.clamd_watch
+    server.stop(None)
+    del server
+    gc.collect()
+    watch.thread.join(timeout=WITHIN)
+    assert not watch.thread.is_alive()
+
+
 def test_without_clamd_address_nothing_is_watched(validator):
     assert validator.server.clamd_watch is None
     assert status(validator.channel) == "SERVING"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -36,7 +37,9 @@ class ClamdWatch:
 
     def __init__(self, clamav: ClamAV, server: grpc.Server, service: str, interval: float = CHECK_INTERVAL):
         self.clamav = clamav
-        self.server = server
+        # Weakly: a server created and never started (its stop() never ends wait_for_termination)
+        # is let go, and the watch ends with it.
+        self._server = weakref.ref(server)
         self.service = service
         self.interval = interval
         self.up: bool | None = None
@@ -46,6 +49,10 @@ class ClamdWatch:
         show_clamd_up()
         self.thread.start()
         return self
+
+    @property
+    def server(self) -> grpc.Server | None:
+        return self._server()
 
     def check(self) -> bool:
         up = self.clamav.ping()
@@ -59,7 +66,8 @@ class ClamdWatch:
                 log.info("clamd answers PING again at %s", self.clamav.address)
             self.up = up
         # After a graceful stop began, the servicer ignores this: NOT_SERVING stays.
-        self.server.health_servicer.set(self.service, SERVING if up or self.clamav.fail_open else NOT_SERVING)
+        if (server := self.server) is not None:
+            server.health_servicer.set(self.service, SERVING if up or self.clamav.fail_open else NOT_SERVING)
         return up
 
     def _run(self) -> None:
@@ -70,8 +78,10 @@ class ClamdWatch:
                 self.check()
             except Exception:  # the watch must outlive a surprise; the next round tries again
                 log.exception("checking clamd failed")
-            if not self.server.wait_for_termination(self.interval):
+            server = self.server
+            if server is None or not server.wait_for_termination(self.interval):
                 return
+            del server  # not held between rounds
 
 
 def watch_clamd(plugins, server: grpc.Server, service: str) -> ClamdWatch | None:
