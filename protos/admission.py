@@ -72,9 +72,15 @@ class Admission:
         call = _Call(context, method)
         with self._lock:
             self._calls.add(call)
-            if self._watched and not self._watching:
-                self._watching = True
+            start_watch = self._watched and not self._watching
+            self._watching = self._watching or start_watch
+        if start_watch:
+            try:
                 threading.Thread(target=self._watch, name="rpc-watchdog", daemon=True).start()
+            except RuntimeError:  # no thread to be had now: the next call tries again
+                log.exception("the call watchdog could not start")
+                with self._lock:
+                    self._watching = False
         try:
             yield call
         finally:
