@@ -76,7 +76,7 @@ class Admission:
             self._watching = self._watching or start_watch
         if start_watch:
             try:
-                threading.Thread(target=self._watch, name="rpc-watchdog", daemon=True).start()
+                self._start_watch()
             except RuntimeError:  # no thread to be had now: the next call tries again
                 log.exception("the call watchdog could not start")
                 with self._lock:
@@ -99,6 +99,9 @@ class Admission:
                 call.waiting, call.last = True, time.monotonic()
         finally:
             call.waiting = False
+
+    def _start_watch(self) -> None:
+        threading.Thread(target=self._watch, name="rpc-watchdog", daemon=True).start()
 
     def _watch(self) -> None:
         limits = self.limits

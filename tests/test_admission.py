@@ -250,3 +250,19 @@ def test_the_watchdog_runs_only_while_there_are_calls_to_watch(start_validator):
     while watchdogs() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert watchdogs() <= before
+
+
+def test_a_watchdog_that_cannot_start_costs_no_slot(start_validator, monkeypatch):
+    """No thread to be had (a fault a test cannot cause on demand, hence the stand-in): the call
+    is still served and its slot given back; before, it escaped admit and held its slot for good."""
+    from protos import admission
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    running = start_validator(settings=ValidatorSettings(workers=1, stream_idle_timeout=5))
+    monkeypatch.setattr(admission.Admission, "_start_watch", no_thread)
+    assert validate(running.channel, "notes.txt", b"plain words\n").accepted
+    monkeypatch.undo()
+    for _ in range(2):  # one slot: both get it, one after the other
+        assert validate(running.channel, "notes.txt", b"plain words\n").accepted
