@@ -115,10 +115,13 @@ def irb_resource(rid: int, data: bytes) -> bytes:
 RESOLUTION = irb_resource(0x03ED, b"\x00H\x00\x00\x00\x01\x00\x01\x00H\x00\x00\x00\x01\x00\x01")
 
 
-def with_iptc(ext: str, datasets: dict | None = None, im: Image.Image | None = None) -> bytes:
+def with_iptc(ext: str, datasets: dict | None = None, im: Image.Image | None = None,
+              block: bytes | None = None) -> bytes:
     """A JPEG with an APP13 Photoshop IRB (the IPTC and a resolution resource) after its APP0,
-    or a PNG with ImageMagick's zTXt "Raw profile type iptc"; EXIF with GPS in both."""
-    block = iim(IPTC_LOCATION | IPTC_OTHER if datasets is None else datasets)
+    or a PNG with ImageMagick's zTXt "Raw profile type iptc"; EXIF with GPS in both. ``block``:
+    the IPTC's own bytes (damaged ones, say) instead of ``datasets``'."""
+    if block is None:
+        block = iim(IPTC_LOCATION | IPTC_OTHER if datasets is None else datasets)
     if ext == "png":
         from PIL.PngImagePlugin import PngInfo
         digits = block.hex()
