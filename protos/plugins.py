@@ -80,6 +80,8 @@ def create_plugin_manager(
             raise PluginLoadError(
                 f"UPLOAD_PLUGINS names the module {name!r}, which cannot be imported: {exc}"
             ) from exc
+        if pm.is_registered(module):
+            continue  # installed too (its entry point's name differs): loaded once
         pm.register(module, name=name)
     for plugin in extra_plugins:
         # Named by class so verdicts can say which rule decided (pluggy would use id()).

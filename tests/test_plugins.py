@@ -233,6 +233,13 @@ def test_installing_the_example_plugin_changes_verdicts(installed_example, tmp_p
     }
 
 
+def test_a_plugin_installed_and_named_in_upload_plugins_loads_once(installed_example, tmp_path):
+    # Its entry point's name (textfiles) is not its module's (upload_textfiles): pluggy's
+    # "Plugin already registered under a different name" stopped the service.
+    twice = {**installed_example, "UPLOAD_PLUGINS": "upload_textfiles"}
+    assert verdicts(twice, tmp_path) == verdicts(installed_example, tmp_path)
+
+
 def test_installed_example_plugin_renders_text_thumbnails(installed_example):
     port = free_port()
     with service_process("thumbnail_service", "THUMBNAIL_ADDR", port, installed_example):
