@@ -87,6 +87,7 @@ def create_plugin_manager(
         # Named by class so verdicts can say which rule decided (pluggy would use id()).
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__}"
         pm.register(plugin, name=name)
+    _refuse_wrappers(pm)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -95,6 +96,21 @@ def create_plugin_manager(
         log.warning("%s; it may be a hook of a service not installed here (%s), so it is not refused",
                     exc, ", ".join(absent))
     return pm
+
+
+def _refuse_wrappers(pm: pluggy.PluginManager) -> None:
+    """The services call their rules, renderers and events one implementation at a time (so
+    that a verdict can say which rule decided, and one failing plugin cannot fail another):
+    a wrapper (``hookwrapper=True`` or ``wrapper=True``) would be accepted and never called."""
+    for name in dir(pm.hook):
+        if not name.startswith("upload_"):
+            continue
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                raise PluginLoadError(
+                    f"The plugin {impl.plugin_name!r} implements {name} as a wrapper, which this project's hooks "
+                    "do not support (they are called one implementation at a time): make it a plain "
+                    "implementation.")
 
 
 def notify(hook, log, **kwargs) -> None:

@@ -135,6 +135,18 @@ def test_unknown_plugin_module_stops_start_up():
         validator_plugins(env={"UPLOAD_PLUGINS": "no_such_plugin"})
 
 
+@pytest.mark.parametrize("kind", ["hookwrapper", "wrapper"])
+def test_a_wrapper_on_a_hook_stops_start_up_naming_the_plugin(kind):
+    # Accepted, it was never called: the pipeline calls the rules one by one.
+    class Wrapping:
+        @hookimpl(**{kind: True})
+        def upload_check(self, file, policy):
+            yield
+
+    with pytest.raises(PluginLoadError, match="Wrapping.*upload_check.*wrapper"):
+        validator_plugins(env={}, extra_plugins=[Wrapping()])
+
+
 def test_misspelt_hook_stops_start_up():
     with pytest.raises(PluginLoadError, match="upload_chek"):
         validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.misspelt"})
