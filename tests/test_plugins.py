@@ -104,6 +104,36 @@ def test_crashing_rule_fails_closed_with_internal(start_validator):
     assert "not accepted" in info.value.details()
 
 
+class AnswersBadly:
+    def __init__(self, answer):
+        self.answer = answer
+
+    @hookimpl
+    def upload_check(self, file, policy):
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [False, "no", 0, {"code": "x"}])
+def test_a_rule_answering_neither_a_rejection_nor_none_fails_closed_and_is_named(start_validator, caplog, answer):
+    # False or a string went on into the pipeline: AttributeError, and a traceback naming no plugin.
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[AnswersBadly(answer)]))
+    with caplog.at_level(logging.ERROR, logger="upload.validator"):
+        with pytest.raises(grpc.RpcError) as info:
+            validate(running.channel, "a.txt", b"hello\n")
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "AnswersBadly" in info.value.details() and "not accepted" in info.value.details()
+    [line] = [r for r in caplog.records if "AnswersBadly" in r.getMessage()]
+    assert "neither a Rejection nor None" in line.getMessage() and line.exc_info is None
+
+
+def test_a_crashing_rule_is_named_in_the_log(start_validator, caplog):
+    running = start_validator(pm=validator_plugins(env={}, extra_plugins=[Crashes()]))
+    with caplog.at_level(logging.ERROR, logger="upload.validator"):
+        with pytest.raises(grpc.RpcError):
+            validate(running.channel, "a.txt", b"hello\n")
+    assert any("Crashes" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
 def test_notification_hook_sees_every_verdict(start_validator):
     watcher = Watches()
     running = start_validator(pm=validator_plugins(env={}, extra_plugins=[watcher]))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 
+import grpc
 import pluggy
 
+from protos.errors import Internal, UploadError
 from protos.plugins import notify
 from protos.upload.v1 import validator_pb2
 from validator_service.fileview import FileView
@@ -108,6 +110,25 @@ class WholeFile:
                 log.exception("whole-file rule %s failed to close; ignored", name)
 
 
+def _run_rule(impl, args: dict, file: FileView) -> Rejection | None:
+    """One rule's answer. A rule that raises, or answers anything but a Rejection or None,
+    fails the call INTERNAL (never a pass), with a log line that names it; an UploadError it
+    raises on purpose (Unavailable: its service is down) goes up as it is."""
+    try:
+        result = impl.function(**{name: args[name] for name in impl.argnames})
+    except (UploadError, grpc.RpcError):
+        raise  # an UploadError on purpose; a caller gone while the rule read its stream
+    except Exception:
+        log.exception("rule %s failed on %r", impl.plugin_name, file.original_name)
+        raise Internal(f"The rule {impl.plugin_name} failed while checking this file; it was not accepted.") \
+            from None
+    if result is None or isinstance(result, Rejection):
+        return result
+    log.error("rule %s answered %r on %r, neither a Rejection nor None: the file is not accepted",
+              impl.plugin_name, result, file.original_name)
+    raise Internal(f"The rule {impl.plugin_name} gave no verdict on this file; it was not accepted.")
+
+
 def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView,
           whole: WholeFile | None = None) -> validator_pb2.Verdict:
     """Ask each rule in turn until one refuses; record what each decided.
@@ -122,10 +143,14 @@ def judge(pm: pluggy.PluginManager, policy: Policy, file: FileView,
     rejection: Rejection | None = None
     rejected_by = ""
     for impl in _rules_in_call_order(pm.hook.upload_check):
-        result = impl.function(**{name: args[name] for name in impl.argnames})
+        result = _run_rule(impl, args, file)
         if result is None:
-            decisions.append(validator_pb2.RuleDecision(rule=impl.plugin_name, outcome="pass"))
+            # A plugin with several upload_check functions (the size rule checks the declared size
+            # first and the counted one last) is one rule: one decision, under its name.
+            if not any(d.rule == impl.plugin_name for d in decisions):
+                decisions.append(validator_pb2.RuleDecision(rule=impl.plugin_name, outcome="pass"))
             continue
+        decisions[:] = [d for d in decisions if d.rule != impl.plugin_name]
         decisions.append(validator_pb2.RuleDecision(
             rule=impl.plugin_name, outcome="reject", code=result.code[:MAX_CODE]))
         rejection, rejected_by = result, impl.plugin_name

@@ -35,6 +35,7 @@ def test_the_audit_lists_every_rule_and_its_decision(client, tmp_path):
     assert 0 < body["bytes_read"] <= len(data)
     rules = [d["rule"] for d in body["decisions"]]
     assert set(BUILT_IN) <= set(rules)
+    assert len(rules) == len(set(rules))  # each rule once (the size rule has two checks)
     assert all(d["outcome"] == "pass" for d in body["decisions"])
     assert body["reasons"] == []
 
