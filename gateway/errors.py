@@ -41,6 +41,8 @@ def _json_error(error: UploadError) -> Response:
         body["code"] = error.code
         if error.original_name:
             body["filename"] = error.original_name
+        if error.rule:
+            body["rule"] = error.rule
     response = jsonify(body)
     response.status_code = error.http_status
     if error.http_status == 401:

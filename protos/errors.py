@@ -172,10 +172,11 @@ class Refused(UploadError):
         "empty_file": 400,
     }
 
-    def __init__(self, code: str, message: str, original_name: str | None = None):
+    def __init__(self, code: str, message: str, original_name: str | None = None, rule: str | None = None):
         super().__init__(message)
         self.code = code
         self.original_name = original_name
+        self.rule = rule  # the validator's rule that refused the file, when it was one
         self.http_status = self.STATUS_BY_CODE.get(code, 422)
 
 

@@ -126,6 +126,15 @@ def test_a_rule_answering_neither_a_rejection_nor_none_fails_closed_and_is_named
     assert "neither a Rejection nor None" in line.getMessage() and line.exc_info is None
 
 
+def test_a_refusal_is_logged_with_its_code_and_rule(start_validator, caplog):
+    running = start_validator()
+    with caplog.at_level(logging.INFO, logger="upload.validator"):
+        verdict = validate(running.channel, "photo.jpg", b"MZ\x90\x00" + bytes(100))
+    assert verdict.reasons[0].code == "executable_content"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused 'photo.jpg'")]
+    assert "executable_content" in line and "validator_service.rules.content" in line
+
+
 def test_a_crashing_rule_is_named_in_the_log(start_validator, caplog):
     running = start_validator(pm=validator_plugins(env={}, extra_plugins=[Crashes()]))
     with caplog.at_level(logging.ERROR, logger="upload.validator"):

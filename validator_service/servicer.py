@@ -58,6 +58,11 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServicer):
                 if whole is not None:
                     whole.close()
             metrics.count_verdict(verdict)
+            if not verdict.accepted and not verdict.head_incomplete:
+                # What a person looking up a refusal needs: which file, why, and which rule.
+                reason = verdict.reasons[0]
+                log.info("refused %r (%d bytes read): %s, by rule %s", info.original_name, verdict.bytes_read,
+                         reason.code, reason.rule)
             return verdict
         except UploadError as exc:
             error = exc

@@ -15,7 +15,7 @@ def refusal(verdict, original_name: str) -> UploadError:
         return Unavailable("The validator's rules changed while this file was on its way; "
                            "nothing was stored. Please try again.")
     reason = verdict.reasons[0]
-    return Refused(reason.code, reason.message, original_name)
+    return Refused(reason.code, reason.message, original_name, rule=reason.rule or None)
 
 
 def too_large(limit: int, original_name: str | None = None) -> Refused:

@@ -31,6 +31,10 @@ def schemas() -> dict:
                                    "plugins may add their own codes.",
                 },
                 "filename": {"type": "string", "description": "The refused file's (sanitized) name."},
+                "rule": {"type": "string",
+                         "description": "The validator's rule that refused the file (a plugin's name, or a "
+                                        "built-in rule's), when a rule did.",
+                         "examples": ["validator_service.rules.content"]},
             },
         },
         "Record": {

@@ -372,7 +372,8 @@ def _refuse(upload: TusUpload, refused: Refused) -> None:
     streams().drop(upload.id)
     store().drop_bytes(upload)
     upload.state = "refused"
-    upload.error = json.dumps({"error": refused.message, "code": refused.code})
+    upload.error = json.dumps({"error": refused.message, "code": refused.code,
+                               **({"rule": refused.rule} if refused.rule else {})})
     upload.expires_at = store().expiry()
     store().save(upload, "state", "error", "expires_at")
     metrics.count_failure(refused)

@@ -60,6 +60,21 @@ def test_a_plugin_rule_appears_in_the_audit(make_app, start_validator, tmp_path)
     assert "tests.plugin_modules.eicar" in rules
     refused = client.post("/upload", data={"file": (io.BytesIO(EICAR), "virus.txt")})
     assert refused.status_code == 422 and refused.get_json()["code"] == "malware"
+    assert refused.get_json()["rule"] == "tests.plugin_modules.eicar"  # whose refusal it was
+
+
+def test_a_refusal_names_its_rule_for_multipart_and_tus(client):
+    program = b"MZ\x90\x00" + bytes(200)
+    refused = client.post("/upload", data={"file": (io.BytesIO(program), "photo.jpg")})
+    assert refused.status_code == 415
+    assert refused.get_json()["rule"] == "validator_service.rules.content"
+    created = client.post("/tus/", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(len(program)),
+        "Upload-Metadata": "filename " + base64.b64encode(b"photo.jpg").decode()})
+    patched = client.patch(created.headers["Location"], data=program, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert patched.status_code == 415
+    assert patched.get_json()["rule"] == "validator_service.rules.content"
 
 
 def test_unknown_ids_are_404(client):
