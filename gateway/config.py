@@ -228,6 +228,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "DISK_RESERVE": number("DISK_RESERVE", 32 * 1024 * 1024),
         # Plugin modules to load (comma-separated), as the services do.
         "UPLOAD_PLUGINS": env.get("UPLOAD_PLUGINS", ""),
+        "UPLOAD_PLUGINS_DISABLED": env.get("UPLOAD_PLUGINS_DISABLED", ""),
         # Where every event about files (stored, deleted, expired) is POSTed, signed with
         # WEBHOOK_SECRET; each within WEBHOOK_TIMEOUT seconds per step (connect, send, answer).
         "WEBHOOK_URLS": webhooks,

@@ -41,8 +41,8 @@ class PluginLoadError(RuntimeError):
     """A plugin named in the environment cannot be loaded; the service refuses to start."""
 
 
-def _env_plugin_names(env: Mapping[str, str]) -> list[str]:
-    return [n.strip() for n in env.get("UPLOAD_PLUGINS", "").split(",") if n.strip()]
+def _env_plugin_names(env: Mapping[str, str], key: str = "UPLOAD_PLUGINS") -> list[str]:
+    return [n.strip() for n in env.get(key, "").split(",") if n.strip()]
 
 
 def create_plugin_manager(
@@ -62,6 +62,10 @@ def create_plugin_manager(
     """
     env = os.environ if env is None else env
     pm = pluggy.PluginManager(PROJECT)
+    # UPLOAD_PLUGINS_DISABLED: names (an entry point's, a module's, a built-in's) never loaded.
+    disabled = _env_plugin_names(env, "UPLOAD_PLUGINS_DISABLED")
+    for name in disabled:
+        pm.set_blocked(name)
     absent = []
     for spec in SPEC_MODULES:
         if importlib.util.find_spec(spec.partition(".")[0]) is None:
@@ -69,10 +73,11 @@ def create_plugin_manager(
             continue
         pm.add_hookspecs(importlib.import_module(spec))
     for name in reversed(tuple(default_plugins)):
-        pm.register(importlib.import_module(name), name=name)
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(name), name=name)
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for name in _env_plugin_names(env):
-        if pm.has_plugin(name):
+        if pm.has_plugin(name) or pm.is_blocked(name):
             continue
         try:
             module = importlib.import_module(name)
@@ -88,6 +93,7 @@ def create_plugin_manager(
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__}"
         pm.register(plugin, name=name)
     _refuse_wrappers(pm)
+    _log_loaded(pm, set(default_plugins), disabled)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -96,6 +102,28 @@ def create_plugin_manager(
         log.warning("%s; it may be a hook of a service not installed here (%s), so it is not refused",
                     exc, ", ".join(absent))
     return pm
+
+
+def loaded_plugins(pm: pluggy.PluginManager, built_in: set[str] = frozenset()) -> list[dict]:
+    """Each plugin loaded: its name, where it came from (``built-in``, the distribution and
+    version that installed it, or ``UPLOAD_PLUGINS``) and the hooks it implements."""
+    installed = {id(plugin): f"{dist.project_name} {dist.version}" for plugin, dist in pm.list_plugin_distinfo()}
+    found = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda pair: str(pair[0])):
+        if plugin is None:
+            continue  # blocked
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
+        source = "built-in" if name in built_in else installed.get(id(plugin), "UPLOAD_PLUGINS or in-process")
+        found.append({"name": name, "from": source, "hooks": hooks})
+    return found
+
+
+def _log_loaded(pm: pluggy.PluginManager, built_in: set[str], disabled: list[str]) -> None:
+    plugins = loaded_plugins(pm, built_in)
+    log.info("plugins loaded: %s", "; ".join(f"{p['name']} ({p['from']}: {', '.join(p['hooks']) or 'no hooks'})"
+                                             for p in plugins) or "none")
+    if disabled:
+        log.info("plugins disabled (UPLOAD_PLUGINS_DISABLED): %s", ", ".join(disabled))
 
 
 def _refuse_wrappers(pm: pluggy.PluginManager) -> None:

@@ -291,6 +291,29 @@ def test_a_plugin_installed_and_named_in_upload_plugins_loads_once(installed_exa
     assert verdicts(twice, tmp_path) == verdicts(installed_example, tmp_path)
 
 
+def test_upload_plugins_disabled_keeps_an_installed_plugin_out(installed_example, tmp_path):
+    disabled = {**installed_example, "UPLOAD_PLUGINS_DISABLED": "textfiles"}
+    assert verdicts(disabled, tmp_path) == verdicts({"PYTHONPATH": str(ROOT)}, tmp_path)
+
+
+def test_upload_plugins_disabled_takes_built_in_rules_too(start_validator, caplog):
+    with caplog.at_level(logging.INFO, logger="upload.plugins"):
+        pm = validator_plugins(env={"UPLOAD_PLUGINS_DISABLED": "validator_service.rules.ooxml"})
+    running = start_validator(pm=pm)
+    rules = {d.rule for d in validate(running.channel, "a.txt", b"hello\n").decisions}
+    assert "validator_service.rules.content" in rules and "validator_service.rules.ooxml" not in rules
+    assert any("disabled" in r.getMessage() and "validator_service.rules.ooxml" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_each_service_logs_the_plugins_it_loaded_with_their_hooks(caplog):
+    with caplog.at_level(logging.INFO, logger="upload.plugins"):
+        validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.eicar"})
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plugins loaded: ")]
+    assert "tests.plugin_modules.eicar (UPLOAD_PLUGINS or in-process: upload_check)" in line
+    assert "validator_service.rules.size (built-in: upload_check)" in line
+
+
 def test_installed_example_plugin_renders_text_thumbnails(installed_example):
     port = free_port()
     with service_process("thumbnail_service", "THUMBNAIL_ADDR", port, installed_example):
