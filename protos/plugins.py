@@ -89,6 +89,8 @@ def create_plugin_manager(
             continue  # installed too (its entry point's name differs): loaded once
         pm.register(module, name=name)
     for plugin in extra_plugins:
+        if pm.is_registered(plugin):
+            continue  # a module both installed and handed in (a plugin's own tests): loaded once
         # Named by class so verdicts can say which rule decided (pluggy would use id()).
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__}"
         pm.register(plugin, name=name)
