@@ -31,6 +31,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 SPEC_MODULES = (
+    "protos.plugin_settings",
     "validator_service.hookspecs",
     "thumbnail_service.hookspecs",
     "gateway.hookspecs",
@@ -96,6 +97,14 @@ def create_plugin_manager(
         pm.register(plugin, name=name)
     _refuse_wrappers(pm)
     _log_loaded(pm, set(default_plugins), disabled)
+    from protos.plugin_settings import SettingError, read_settings  # it imports this module's hookspec
+
+    try:
+        read = read_settings(pm, env)
+    except SettingError as exc:
+        raise PluginLoadError(str(exc)) from None
+    if read:
+        log.info("plugin settings read: %s", ", ".join(read))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -217,7 +217,8 @@ def plugin_manager(config) -> pluggy.PluginManager:
     webhooks = [Webhook(url, config["WEBHOOK_SECRET"], config["WEBHOOK_TIMEOUT"]) for url in config["WEBHOOK_URLS"]]
     try:
         # EXTRA_PLUGINS: plugin objects handed to create_app (tests, embedding); not a setting.
-        env = {key: config.get(key, "") for key in ("UPLOAD_PLUGINS", "UPLOAD_PLUGINS_DISABLED")}
+        env = {**config.get("PLUGIN_SETTINGS", {}),
+               **{key: config.get(key, "") for key in ("UPLOAD_PLUGINS", "UPLOAD_PLUGINS_DISABLED")}}
         return create_plugin_manager(DEFAULT_PLUGINS, env=env,
                                      extra_plugins=[*webhooks, *config.get("EXTRA_PLUGINS", ())])
     except PluginLoadError as error:

@@ -1,0 +1,55 @@
+"""Plugin settings (protos/plugin_settings.py): declared by a plugin, read from
+UPLOAD_PLUGIN_<NAME>_<KEY> by each service at start-up, a bad value or an unknown key a sentence
+that stops it."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from protos.plugins import PluginLoadError
+from tests.conftest import validate
+from validator_service.server import create_plugins
+
+NAMED = {"UPLOAD_PLUGINS": "tests.plugin_modules.word_rule"}
+PREFIX = "UPLOAD_PLUGIN_TESTS_PLUGIN_MODULES_WORD_RULE_"
+
+
+def test_defaults_hold_until_the_environment_says_otherwise(start_validator):
+    running = start_validator(pm=create_plugins(env=NAMED))
+    assert validate(running.channel, "a.txt", b"a forbidden word\n").reasons[0].code == "word"
+    running = start_validator(pm=create_plugins(env={**NAMED, PREFIX + "WORD": "secret", PREFIX + "LIMIT": "2"}))
+    assert validate(running.channel, "a.txt", b"a forbidden word\n").accepted
+    assert validate(running.channel, "a.txt", b"the secret\n").reasons[0].code == "word"
+    assert validate(running.channel, "a.txt", b"1\n2\n3\n").reasons[0].code == "too_many_lines"
+
+
+def test_a_value_that_does_not_parse_stops_the_service_with_a_sentence():
+    with pytest.raises(PluginLoadError, match=f"{PREFIX}LIMIT = 'lots' will not do.*most lines"):
+        create_plugins(env={**NAMED, PREFIX + "LIMIT": "lots"})
+
+
+def test_a_variable_naming_no_setting_stops_the_service_and_lists_the_settings():
+    with pytest.raises(PluginLoadError, match=f"{PREFIX}WROD names no setting.*{PREFIX}LIMIT, {PREFIX}WORD"):
+        create_plugins(env={**NAMED, PREFIX + "WROD": "typo"})
+
+
+def test_a_variable_for_a_plugin_not_loaded_is_left_alone():
+    create_plugins(env={"UPLOAD_PLUGIN_SOMETHING_ELSE_KEY": "1"})
+
+
+def test_the_gateway_reads_them_too(make_app, start_validator, monkeypatch):
+    # The gateway passes its plugins their settings from its own environment (config.from_env).
+    from gateway import config
+
+    monkeypatch.setenv(PREFIX + "LIMIT", "nope")
+    monkeypatch.setenv("UPLOAD_PLUGINS", "tests.plugin_modules.word_rule")
+    settings = config.from_env()
+    with pytest.raises(SystemExit, match="will not do"):
+        make_app(UPLOAD_PLUGINS=settings["UPLOAD_PLUGINS"], PLUGIN_SETTINGS=settings["PLUGIN_SETTINGS"])
+    monkeypatch.setenv(PREFIX + "LIMIT", "5")
+    settings = config.from_env()
+    client = make_app(UPLOAD_PLUGINS=settings["UPLOAD_PLUGINS"], PLUGIN_SETTINGS=settings["PLUGIN_SETTINGS"]) \
+        .test_client()
+    stored = client.post("/upload", data={"file": (io.BytesIO(b"1\n" * 3), "a.txt")})
+    assert stored.status_code == 201
