@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from protos.plugins import hookspec
+from protos.markers import hookspec
 
 PREFIX = "UPLOAD_PLUGIN_"
 

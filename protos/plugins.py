@@ -22,13 +22,13 @@ from collections.abc import Iterable, Mapping
 
 import pluggy
 
+from protos.markers import PROJECT, hookimpl, hookspec  # re-exported: what plugins import
+from protos.plugin_settings import SettingError, read_settings
+
 log = logging.getLogger("upload.plugins")
 
-PROJECT = "upload_service"
 ENTRY_POINT_GROUP = "upload_service"
-
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+__all__ = ["PROJECT", "hookimpl", "hookspec", "PluginLoadError", "create_plugin_manager", "notify"]
 
 SPEC_MODULES = (
     "protos.plugin_settings",
@@ -97,8 +97,6 @@ def create_plugin_manager(
         pm.register(plugin, name=name)
     _refuse_wrappers(pm)
     _log_loaded(pm, set(default_plugins), disabled)
-    from protos.plugin_settings import SettingError, read_settings  # it imports this module's hookspec
-
     try:
         read = read_settings(pm, env)
     except SettingError as exc:
