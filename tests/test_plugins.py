@@ -321,3 +321,14 @@ def test_installed_example_plugin_renders_text_thumbnails(installed_example):
             reply = render(channel, b"line one\nline two\n", "text/plain")
     assert (reply.width, reply.height) == (200, 200)
     assert reply.mime_type == "image/jpeg"
+
+
+def test_get_policy_lists_the_plugins_loaded(make_app, start_validator):
+    plugged = start_validator(pm=validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.eicar"}))
+    client = make_app(VALIDATOR_ADDR=plugged.address, UPLOAD_PLUGINS="tests.plugin_modules.eicar").test_client()
+    plugins = client.get("/policy").get_json()["plugins"]
+    validator = {p["name"]: p for p in plugins["validator"]}
+    assert validator["tests.plugin_modules.eicar"] == {
+        "name": "tests.plugin_modules.eicar", "from": "UPLOAD_PLUGINS or in-process", "hooks": ["upload_check"]}
+    assert validator["validator_service.rules.size"]["from"] == "built-in"
+    assert [p["name"] for p in plugins["gateway"]] == ["tests.plugin_modules.eicar"]

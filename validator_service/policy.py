@@ -1,10 +1,12 @@
 """The rules in force, assembled once at start-up from the registration hooks."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import pluggy
 
+from protos.plugins import loaded_plugins
 from protos.upload.v1 import validator_pb2
 from validator_service.config import Settings
 from validator_service.types import FileType, WholeFileRule
@@ -18,6 +20,8 @@ class Policy:
     head_bytes: int = Settings.max_head
     # Rules that read every byte (upload_whole_file_rules), in pluggy's call order.
     whole_file_rules: tuple[WholeFileRule, ...] = ()
+    # The plugins loaded (protos.plugins.loaded_plugins), for GetPolicy.
+    plugins: tuple[dict, ...] = ()
 
     def type_for(self, extension: str) -> FileType | None:
         return self.types.get(extension)
@@ -32,6 +36,8 @@ class Policy:
             max_image_dimension=self.max_image_dimension,
             head_bytes=self.head_bytes,
             whole_file=bool(self.whole_file_rules),
+            plugins=[validator_pb2.PluginInfo(name=p["name"], source=p["from"], hooks=p["hooks"])
+                     for p in self.plugins],
         )
 
 
@@ -44,7 +50,8 @@ def _flatten(results) -> list:
     return items
 
 
-def build_policy(pm: pluggy.PluginManager, settings: Settings) -> Policy:
+def build_policy(pm: pluggy.PluginManager, settings: Settings, built_in: Iterable[str] = ()) -> Policy:
+    """The policy the plugins and settings make; ``built_in``: the names of the built-in rules."""
     types: dict[str, FileType] = {}
     # pluggy returns later registrations first; apply in registration order so
     # a plugin's entry replaces the built-in one.
@@ -60,6 +67,7 @@ def build_policy(pm: pluggy.PluginManager, settings: Settings) -> Policy:
         max_image_dimension=settings.max_image_dimension,
         head_bytes=settings.max_head,
         whole_file_rules=whole_file_rules(pm),
+        plugins=tuple(loaded_plugins(pm, set(built_in))),
     )
 
 

@@ -43,7 +43,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
     """A validator server bound to ``address`` (port 0 picks a free port), not yet started."""
     settings = settings or Settings.from_env()
     pm = pm or create_plugins()
-    servicer = ValidatorServicer(pm, build_policy(pm, settings), settings)
+    servicer = ValidatorServicer(pm, build_policy(pm, settings, DEFAULT_PLUGINS), settings)
     server, port = build_server(
         address,
         lambda s: validator_pb2_grpc.add_ValidatorServicer_to_server(servicer, s),

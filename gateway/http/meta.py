@@ -1,13 +1,14 @@
 """What the gateway says about itself: health, readiness, policy, metrics."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
 from gateway.ingest.services import services
 from gateway.metadata.files import repository
 from gateway.metadata.outbox import outbox
+from protos.plugins import loaded_plugins
 from protos.text import human_size
 
 bp = Blueprint("meta", __name__)
@@ -44,6 +45,11 @@ def policy():
         max_file_size_formatted=human_size(p.max_file_size),
         max_image_dimension=p.max_image_dimension,
         whole_file=p.whole_file,
+        # Which plugins decide here: the validator's (its rules) and the gateway's own (events).
+        plugins={
+            "validator": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)} for i in p.plugins],
+            "gateway": loaded_plugins(current_app.extensions["plugins"]),
+        },
         tus={"endpoint": "/tus/", "chunk_size": TUS_CHUNK_SIZE},
     )
 

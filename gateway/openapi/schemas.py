@@ -83,7 +83,7 @@ def schemas() -> dict:
             "type": "object",
             "description": "The rules in force; the upload page configures its own checks from it.",
             "required": ["allowed", "extensions", "accept", "max_file_size", "max_file_size_formatted",
-                         "max_image_dimension", "whole_file", "tus"],
+                         "max_image_dimension", "whole_file", "plugins", "tus"],
             "properties": {
                 "allowed": {
                     "type": "array",
@@ -102,6 +102,19 @@ def schemas() -> dict:
                 "max_file_size": {"type": "integer", "minimum": 0, "description": "Bytes."},
                 "max_file_size_formatted": {"type": "string"},
                 "max_image_dimension": {"type": "integer", "minimum": 0, "description": "Pixels, per side."},
+                "plugins": {
+                    "type": "object",
+                    "description": "The plugins loaded, built-in rules included: the validator's and the gateway's.",
+                    "properties": {
+                        service: {"type": "array", "items": {
+                            "type": "object", "required": ["name", "from", "hooks"],
+                            "properties": {"name": {"type": "string"},
+                                           "from": {"type": "string",
+                                                    "description": "built-in, the distribution and version, "
+                                                                   "or UPLOAD_PLUGINS or in-process"},
+                                           "hooks": {"type": "array", "items": {"type": "string"}}}}}
+                        for service in ("validator", "gateway")},
+                },
                 "whole_file": {"type": "boolean",
                                "description": "A rule reads every byte of each file (e.g. the ClamAV rule): "
                                               "the verdict comes after the last one."},
