@@ -89,6 +89,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     retry_max_delay = number("EVENT_RETRY_MAX_DELAY", 600.0, float)
     if not 1 <= retry_max_delay <= 86400:
         raise SystemExit(f"EVENT_RETRY_MAX_DELAY must be from 1 to 86400 seconds, got {retry_max_delay}.")
+    refusals_keep = number("REFUSALS_KEEP_DAYS", 30.0, float)
+    if not 0 <= refusals_keep <= 3650:
+        raise SystemExit(f"REFUSALS_KEEP_DAYS must be from 0 (record none) to 3650 days, got {refusals_keep}.")
     give_up_after = number("EVENT_GIVE_UP_AFTER", 3 * 86400.0, float)
     if give_up_after < 0:
         raise SystemExit(f"EVENT_GIVE_UP_AFTER must be 0 (never) or a number of seconds, got {give_up_after}.")
@@ -229,6 +232,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # Plugin modules to load (comma-separated), as the services do.
         "UPLOAD_PLUGINS": env.get("UPLOAD_PLUGINS", ""),
         "UPLOAD_PLUGINS_DISABLED": env.get("UPLOAD_PLUGINS_DISABLED", ""),
+        "REFUSALS_KEEP_DAYS": refusals_keep,
         # UPLOAD_PLUGIN_<NAME>_<KEY>: the plugins' own settings (protos/plugin_settings.py).
         "PLUGIN_SETTINGS": {key: value for key, value in env.items() if key.startswith("UPLOAD_PLUGIN_")},
         # Where every event about files (stored, deleted, expired) is POSTed, signed with

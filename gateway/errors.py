@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, make_response, render_template, request
+from flask import Flask, Response, g, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from gateway.metadata.refusals import record
 from gateway.storage.s3 import is_storage_error
 from protos.errors import Gone, InsufficientStorage, NotFound, Refused, Unavailable, UploadError, is_out_of_space
 
@@ -38,6 +39,7 @@ def _gone_page(error: Gone) -> Response:
 def _json_error(error: UploadError) -> Response:
     body = {"error": error.message}
     if isinstance(error, Refused):
+        _record(error)
         body["code"] = error.code
         if error.original_name:
             body["filename"] = error.original_name
@@ -48,6 +50,14 @@ def _json_error(error: UploadError) -> Response:
     if error.http_status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="upload-service"'
     return response
+
+
+def _record(refused: Refused) -> None:
+    """Every refusal the gateway answers is recorded here, once: POST /upload's and tus'."""
+    user = g.get("user")  # set by gateway.auth before any view (a sibling layer: not imported)
+    via = "tus" if request.path.startswith("/tus") else "upload"
+    record(refused.original_name or "", refused.code, refused.rule or "", refused.size,
+           user.id if user is not None else None, via)
 
 
 def _http_error(exc: HTTPException) -> Response:

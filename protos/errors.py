@@ -177,6 +177,7 @@ class Refused(UploadError):
         self.code = code
         self.original_name = original_name
         self.rule = rule  # the validator's rule that refused the file, when it was one
+        self.size: int | None = None  # the file's size, where the refusing code knows it
         self.http_status = self.STATUS_BY_CODE.get(code, 422)
 
 

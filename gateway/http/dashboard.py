@@ -20,7 +20,9 @@ from gateway.auth.identity import auth_enabled, current_user
 from gateway.http.html import render_page
 from gateway.http.records import iso
 from gateway.ingest.services import services
+from gateway.http.paging import paged
 from gateway.metadata.files import repository
+from gateway.metadata.refusals import refusal_log
 from protos.errors import Forbidden, Unauthenticated
 
 bp = Blueprint("dashboard", __name__)
@@ -118,6 +120,25 @@ def data():
         refusals=[{"reason": reason, "count": count} for reason, count in refusals],
         services=status,
         thumbnails_pending=pending,
+        recent_refusals=[refusal_json(r) for r in refusal_log().page(RECENT_REFUSALS)[0]],
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# Shown on the dashboard; GET /refusals pages through all that are kept.
+RECENT_REFUSALS = 20
+
+
+def refusal_json(refusal) -> dict:
+    return {"id": refusal.id, "refused_at": iso(refusal.refused_at), "user_id": refusal.owner_id,
+            "original_name": refusal.original_name, "size": refusal.size, "rule": refusal.rule,
+            "code": refusal.code, "via": refusal.via}
+
+
+@bp.get("/refusals")
+def list_refusals():
+    """The files refused lately, newest first (admins; kept REFUSALS_KEEP_DAYS): who, when, which
+    file, which rule and why, so that a refusal someone reports can be looked up."""
+    found, next_cursor = paged(lambda limit, cursor: refusal_log().page(limit, cursor))
+    return jsonify(refusals=[refusal_json(r) for r in found], next_cursor=next_cursor)

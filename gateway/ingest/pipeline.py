@@ -129,7 +129,7 @@ class Upload:
         self._validation.feed(chunk)
         verdict = self._validation.early_verdict()
         if verdict is not None and not verdict.accepted:
-            raise refusal(verdict, self.original_name)
+            raise refusal(verdict, self.original_name)  # its size is not known yet
 
     def release(self, buffer) -> None:
         """``buffer`` is about to be reused: wait if its bytes are still being hashed."""
@@ -147,7 +147,7 @@ class Upload:
             judged = time.perf_counter()
             metrics.VALIDATE.observe(judged - received)
             if not verdict.accepted:
-                raise refusal(verdict, self.original_name)
+                raise refusal(verdict, self.original_name, self.size)
             transformed = self.pipeline.transform_temp(self, verdict)
             self.pipeline.storage.commit(self._temp)
             metrics.STORE.observe(time.perf_counter() - judged)
@@ -233,7 +233,7 @@ class Ingest:
         original_name = sanitize(original_name)
         verdict = self.services.check(original_name, declared_type, head, size, declared_size=size)
         if not verdict.accepted and not verdict.head_incomplete:
-            raise refusal(verdict, original_name)
+            raise refusal(verdict, original_name, size)
         return not verdict.head_incomplete
 
     def _judge_stored(self, policy, original_name: str, declared_type: str, head: bytes, size: int,
@@ -273,7 +273,7 @@ class Ingest:
             verdict = self._judge_stored(policy, original_name, declared_type, head, size, lambda: _file_chunks(path))
         sha256 = sha256 or digest.hexdigest()
         if not verdict.accepted:
-            raise refusal(verdict, original_name)
+            raise refusal(verdict, original_name, size)
         transformed = self._transform_file(lambda: _file_chunks(path), filename, original_name, verdict, size,
                                            sha256)
         if transformed is not None:
@@ -347,7 +347,7 @@ class Ingest:
         if verdict is None:
             verdict = self._judge_stored(policy, original_name, declared_type, head, size, from_the_start)
         if not verdict.accepted:
-            raise refusal(verdict, original_name)
+            raise refusal(verdict, original_name, size)
 
         # The upload's bytes are already the object, under the file's name. New bytes from a
         # transform go under a name of their own (a file id of their own): written over the upload's,

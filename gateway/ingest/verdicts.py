@@ -6,7 +6,8 @@ from protos.errors import Refused, Unavailable, UploadError
 from protos.text import human_size
 
 
-def refusal(verdict, original_name: str) -> UploadError:
+def refusal(verdict, original_name: str, size: int | None = None) -> UploadError:
+    """The refusal a verdict stands for (``size``: the file's, when known, for the record)."""
     if verdict.head_incomplete:
         # Not a verdict to act on: a rule wanted more of the file than was sent, because the
         # validator's rules changed since this gateway read its policy (a whole-file rule
@@ -15,7 +16,9 @@ def refusal(verdict, original_name: str) -> UploadError:
         return Unavailable("The validator's rules changed while this file was on its way; "
                            "nothing was stored. Please try again.")
     reason = verdict.reasons[0]
-    return Refused(reason.code, reason.message, original_name, rule=reason.rule or None)
+    refused = Refused(reason.code, reason.message, original_name, rule=reason.rule or None)
+    refused.size = size
+    return refused
 
 
 def too_large(limit: int, original_name: str | None = None) -> Refused:

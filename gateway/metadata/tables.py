@@ -196,3 +196,22 @@ event_outbox = sa.Table(
     sa.Index("ix_event_outbox_state_since", "state", "pending_since"),
     sa.Index("ix_event_outbox_file_id", "file_id"),
 )
+
+# Files refused (gateway/metadata/refusals.py): who, when, which file, which rule and why, so
+# that a person can look a refusal up (GET /refusals, the dashboard); kept REFUSALS_KEEP_DAYS.
+refusals = sa.Table(
+    "refusals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("refused_at", UTCDateTime(), nullable=False),
+    sa.Column("owner_id", sa.String(32), nullable=True),
+    sa.Column("original_name", sa.String(255), nullable=False),
+    # Bytes, when known (a file refused before its size was known has none).
+    sa.Column("size", sa.BigInteger, nullable=True),
+    # The validator's rule that refused it; "" for the gateway's own refusals (a size limit).
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    # upload (POST /upload) | tus
+    sa.Column("via", sa.String(8), nullable=False),
+    sa.Index("ix_refusals_refused_at", "refused_at", "id"),
+)

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify
 
 from gateway.http.paging import MAX_PAGE
 from gateway.openapi import schemas as openapi_schemas
-from gateway.openapi.accounts import accounts_paths, add_authentication
+from gateway.openapi.accounts import BAD_PAGE, accounts_paths, add_authentication, page_of, page_parameters
 from gateway.openapi.schemas import ID_PATTERN
 from gateway.openapi.sharing import sharing_paths
 from gateway.openapi.tus import tus_paths
@@ -293,6 +293,16 @@ def build_spec() -> dict:
                 "tags": ["meta"],
                 "responses": {"200": _json("The numbers.", _ref("Dashboard")),
                               "403": _error("The caller is not an admin (AUTH=token).")},
+            }
+        },
+        "/refusals": {
+            "get": {
+                "operationId": "listRefusals",
+                "summary": "The files refused lately, newest first, in pages (kept REFUSALS_KEEP_DAYS): who, "
+                           "when, which file, which rule and why. AUTH=token: admins only.",
+                "tags": ["meta"], "parameters": page_parameters(),
+                "responses": {"200": _json("One page of refusals.", page_of("refusals", _ref("Refusal"))),
+                              "400": BAD_PAGE, "403": _error("The caller is not an admin (AUTH=token).")},
             }
         },
         "/openapi.json": {

@@ -196,7 +196,7 @@ def schemas() -> dict:
                            "(files that still exist); `outcomes` and `refusals` from this gateway's metrics, "
                            "counted since `since`.",
             "required": ["generated_at", "since", "window_minutes", "per_minute", "window", "stored", "outcomes",
-                         "refusals", "services", "thumbnails_pending"],
+                         "refusals", "services", "thumbnails_pending", "recent_refusals"],
             "properties": {
                 "generated_at": {"type": "string", "format": "date-time"},
                 "since": {"type": "string", "format": "date-time", "description": "When this gateway started."},
@@ -218,6 +218,25 @@ def schemas() -> dict:
                              "properties": {"validator": {"type": "string", "enum": SERVICE_STATES},
                                             "thumbnail": {"type": "string", "enum": SERVICE_STATES}}},
                 "thumbnails_pending": count,
+                "recent_refusals": {"type": "array", "description": "The latest refusals, newest first "
+                                                                    "(GET /refusals has them all).",
+                                    "items": {"$ref": "#/components/schemas/Refusal"}},
+            },
+        },
+        "Refusal": {
+            "type": "object",
+            "description": "One refused file, as recorded when the gateway answered the refusal.",
+            "required": ["id", "refused_at", "user_id", "original_name", "size", "rule", "code", "via"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "refused_at": {"type": "string", "format": "date-time"},
+                "user_id": {"type": ["string", "null"], "description": "Who sent it (null with AUTH=off)."},
+                "original_name": {"type": "string"},
+                "size": {"type": ["integer", "null"], "minimum": 0, "description": "Bytes, when known."},
+                "rule": {"type": "string", "description": "The validator's rule that refused it; empty for the "
+                                                          "gateway's own refusals (a size limit)."},
+                "code": {"type": "string"},
+                "via": {"type": "string", "enum": ["upload", "tus"]},
             },
         },
         "Health": {

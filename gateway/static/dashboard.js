@@ -80,6 +80,23 @@
     }));
   }
 
+  function drawRecentRefusals(refusals) {
+    $("recent-refusals-empty").hidden = refusals.length > 0;
+    $("recent-refusals-table").hidden = refusals.length === 0;
+    $("recent-refusals").replaceChildren(...refusals.map((r) => {
+      const row = document.createElement("tr");
+      row.dataset.code = r.code;
+      const cells = [new Date(r.refused_at).toLocaleString(), r.original_name,
+        r.size === null ? "–" : humanSize(r.size), r.code, r.rule || "gateway", r.user_id || "–"];
+      row.append(...cells.map((value) => {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        return cell;
+      }));
+      return row;
+    }));
+  }
+
   function drawServices(services) {
     $("services").replaceChildren(...Object.entries(services).map(([name, state]) => {
       const item = document.createElement("li");
@@ -110,6 +127,7 @@
       (v) => `${number(v)} upload${v === 1 ? "" : "s"}`);
     drawBars($("bytes-chart"), "bytes-max", data.per_minute, (m) => m.bytes, humanSize);
     drawRefusals(data.refusals);
+    drawRecentRefusals(data.recent_refusals);
     drawServices(data.services);
     text("updated", `Updated ${new Date(data.generated_at).toLocaleTimeString()}`);
   }

@@ -369,6 +369,8 @@ def complete(upload: TusUpload, stream: ValidationStream | None = None) -> None:
 
 
 def _refuse(upload: TusUpload, refused: Refused) -> None:
+    if refused.size is None:
+        refused.size = upload.length  # for the record of the refusal
     streams().drop(upload.id)
     store().drop_bytes(upload)
     upload.state = "refused"

@@ -111,14 +111,14 @@ def sign_in(client, username: str, password: str) -> str:
     return response.get_json()["csrf_token"]
 
 
-@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/data"])
+@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/data", "/refusals"])
 def test_without_credentials_it_is_401(token_client, path):
     response = token_client.get(path)
     assert response.status_code == 401 and response.get_json()["error"]
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/data"])
+@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/data", "/refusals"])
 def test_a_user_who_is_not_an_admin_gets_403(token_client, make_app, path):
     alice = create_user(token_client, "alice", password="alice password 1")
     response = token_client.get(path, headers=alice["headers"])
@@ -128,7 +128,7 @@ def test_a_user_who_is_not_an_admin_gets_403(token_client, make_app, path):
     assert browser.get(path).status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/data"])
+@pytest.mark.parametrize("path", ["/dashboard", "/dashboard/data", "/refusals"])
 def test_an_admin_sees_it_with_a_token_or_signed_in(token_client, path):
     assert token_client.get(path, headers=ADMIN).status_code == 200
     create_user(token_client, "root", admin=True, password="root password 1")
@@ -165,6 +165,7 @@ def test_the_page_redraws_itself_after_uploads(live_gateway, page, context, csp_
     expect(page.locator("#services li[data-service=validator] .badge")).to_have_text("up")
     expect(page.locator("#services li[data-service=thumbnail] .badge")).to_have_text("up")
     expect(page.locator("#refusals-empty")).to_be_visible()
+    expect(page.locator("#recent-refusals-empty")).to_be_visible()
     assert page.locator("#per-minute-chart rect").count() == WINDOW_MINUTES
     requests_seen = []
     page.on("request", lambda request: requests_seen.append(request.url) if "/dashboard/data" in request.url else None)
@@ -184,6 +185,10 @@ def test_the_page_redraws_itself_after_uploads(live_gateway, page, context, csp_
     reason = page.locator("#refusals li[data-reason=extension_not_allowed]")
     expect(reason.locator(".count")).to_have_text("1")
     expect(page.locator("#refusals-empty")).to_be_hidden()
+    recent = page.locator("#recent-refusals tr[data-code=extension_not_allowed] td")
+    expect(recent.nth(1)).to_have_text("setup.exe")  # who, when, what, which rule: looked up
+    expect(recent.nth(4)).to_have_text("validator_service.rules.filetypes")
+    expect(page.locator("#recent-refusals-empty")).to_be_hidden()
     expect(page.locator("#per-minute-chart rect[data-value='1']")).to_have_count(1)
     assert requests_seen, "the page did not poll"
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded

@@ -44,7 +44,7 @@ def test_migrated_schema_is_the_metadata(empty_database):
     assert migrate.current(engine) is None
     migrate.upgrade(engine)
     assert differences(engine) == []
-    assert migrate.current(engine) == migrate.head() == "0004"
+    assert migrate.current(engine) == migrate.head() == "0005"
     assert set(sa.inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
     migrate.upgrade(engine)  # a second start changes nothing
     assert version_rows(engine) == [(migrate.head(),)]
@@ -138,7 +138,7 @@ def test_0003_adds_share_links_and_keeps_files_users_and_tokens(empty_database):
     files.add(other)
 
     migrate.upgrade(engine)
-    assert migrate.current(engine) == migrate.head() == "0004"
+    assert migrate.current(engine) == migrate.head() == "0005"
     assert differences(engine) == []
     assert files.get(kept.id) == kept and files.get(other.id) == other
     assert accounts.user_for_token(secret) == alice
@@ -179,7 +179,7 @@ def test_0004_adds_the_event_outbox_and_keeps_files_and_share_links(empty_databa
     link = ShareLinks(engine).create(kept.id, None, None, datetime.now(timezone.utc) + timedelta(hours=1))
 
     migrate.upgrade(engine)
-    assert migrate.current(engine) == migrate.head() == "0004"
+    assert migrate.current(engine) == migrate.head() == "0005"
     assert differences(engine) == []
     assert files.get(kept.id) == kept and ShareLinks(engine).get(link.id) == link
     outbox = Outbox(engine)
