@@ -33,6 +33,15 @@ def test_the_validator_fixture_judges_every_byte_and_keeps_the_tests_environment
     assert validator.check("notes.txt", data * 2).reasons[0].code == "file_too_large"
 
 
+def test_a_genuine_sample_of_every_allowed_type_is_accepted(upload_validator, upload_sample):
+    from validator_service.samples import ALLOWED_EXTENSIONS
+
+    validator = upload_validator()
+    for ext in ALLOWED_EXTENSIONS:
+        verdict = validator.check(f"sample.{ext}", upload_sample(ext))
+        assert verdict.accepted, (ext, verdict.reasons)
+
+
 def test_the_thumbnail_fixture_renders_through_the_service(upload_thumbnailer):
     thumbnail = upload_thumbnailer(text_cards).render(b"line one\n", "text/plain", box=(100, 100))
     assert thumbnail.mime_type == "image/jpeg" and (thumbnail.width, thumbnail.height) == (100, 80)

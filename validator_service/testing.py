@@ -7,6 +7,7 @@ import or configure.
         verdict = validator.check("a.txt", b"X5O!P%@AP[4\\\\PZX54(P^)7CC)7}$EICAR")
         assert verdict.reasons[0].code == "malware"
 
+``upload_sample(ext)`` gives a genuine file of each type allowed by default (bytes).
 ``upload_validator(*plugins, env=None)`` starts a real validator (gRPC, on a free port of
 127.0.0.1) with the built-in rules, the installed plugins and ``plugins`` (modules or objects);
 ``env`` is its environment (settings such as MAX_FILE_SIZE, CLAMD_ADDRESS; none of the test
@@ -77,3 +78,16 @@ def upload_validator():
     yield start
     for running in started:
         running.close()
+
+
+@pytest.fixture
+def upload_sample(tmp_path):
+    """Genuine files of every type the validator allows by default, as bytes:
+    ``upload_sample("docx")`` (jpg, jpeg, png, gif, webp, heic, heif, avif, svg, pdf, doc, docx,
+    txt, csv, zip, rar, 7z, tar, gz, mp4, webm, mov; heic and heif need pillow-heif, 7z py7zr)."""
+    from validator_service.samples import make_sample
+
+    def sample(ext: str) -> bytes:
+        return make_sample(ext, tmp_path / "upload-samples").read_bytes()
+
+    return sample

@@ -18,7 +18,7 @@ from tempfile import TemporaryDirectory
 from PIL import Image, PngImagePlugin
 
 from tests.images import encode, png_header_only
-from tests.samples import ELF_HEADER, FIXTURES_DIR, MZ_HEADER, TEXT, make_sample
+from tests.samples import ELF_HEADER, MZ_HEADER, SAMPLES_DIR, TEXT, make_sample
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -101,7 +101,7 @@ def html_in_png() -> bytes:
 
 def docx_parts() -> list[tuple[str, bytes]]:
     """The parts of the genuine docx (LibreOffice's order: [Content_Types].xml last)."""
-    with zipfile.ZipFile(FIXTURES_DIR / "sample.docx") as zf:
+    with zipfile.ZipFile(SAMPLES_DIR / "sample.docx") as zf:
         return [(name, zf.read(name)) for name in zf.namelist()]
 
 

@@ -12,7 +12,7 @@ from protos.streaming import file_info, validate_requests
 from protos.upload.v1 import validator_pb2, validator_pb2_grpc
 from tests.conftest import validate
 from tests.plugin_modules.pdf_javascript import FindJavaScript
-from tests.samples import FIXTURES_DIR, MZ_HEADER
+from tests.samples import MZ_HEADER, SAMPLES_DIR
 from validator_service.hookspecs import WholeFileRule
 from validator_service.server import create_plugins
 
@@ -22,7 +22,7 @@ PDF_RULE = {"UPLOAD_PLUGINS": "tests.plugin_modules.pdf_javascript"}
 
 def pdf(tail: bytes = b"", pad: int = 3 * MiB // 2) -> bytes:
     """The sample PDF, `pad` bytes of a comment, then `tail`: past the first MiB by default."""
-    return (FIXTURES_DIR / "sample.pdf").read_bytes() + b"\n%" + b"x" * pad + b"\n" + tail + b"\n%%EOF\n"
+    return (SAMPLES_DIR / "sample.pdf").read_bytes() + b"\n%" + b"x" * pad + b"\n" + tail + b"\n%%EOF\n"
 
 
 @pytest.fixture
