@@ -233,7 +233,7 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         "UPLOAD_PLUGINS": env.get("UPLOAD_PLUGINS", ""),
         "UPLOAD_PLUGINS_DISABLED": env.get("UPLOAD_PLUGINS_DISABLED", ""),
         "REFUSALS_KEEP_DAYS": refusals_keep,
-        # UPLOAD_PLUGIN_<NAME>_<KEY>: the plugins' own settings (protos/plugin_settings.py).
+        # UPLOAD_PLUGIN_<NAME>__<KEY>: the plugins' own settings (protos/plugin_settings.py).
         "PLUGIN_SETTINGS": {key: value for key, value in env.items() if key.startswith("UPLOAD_PLUGIN_")},
         # Where every event about files (stored, deleted, expired) is POSTed, signed with
         # WEBHOOK_SECRET; each within WEBHOOK_TIMEOUT seconds per step (connect, send, answer).

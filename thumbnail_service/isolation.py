@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from protos import errors
+from protos import errors, plugin_settings
 from protos.errors import InvalidInput, TimedOut, TooLarge, Unavailable, UploadError
 from protos.plugins import PluginLoadError
 from thumbnail_service.incoming import IncomingFile
@@ -131,7 +131,8 @@ class RenderChild:
         data_r, self._data = _CONTEXT.Pipe(duplex=False)
         self._result, result_w = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(target=_child,
-                                         args=(render, box, budget, data_r, result_w, job or _render),
+                                         args=(render, box, budget, data_r, result_w, job or _render,
+                                               plugin_settings.values()),
                                          name="render", daemon=True)
         try:
             self._process.start()
@@ -251,9 +252,11 @@ def current_budget() -> Budget | None:
     return _budget
 
 
-def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result, job) -> None:
+def _child(render: RenderFunction, box: tuple[int, int], budget: Budget, data, result, job,
+           settings: dict) -> None:
     global _budget
     _budget = budget
+    plugin_settings.install(settings)  # the fork server's interpreter never read them
     os.setpgid(0, 0)  # a group of its own: stopping the render stops what it started
     Image.MAX_IMAGE_PIXELS = budget.max_pixels
     source = IncomingFile(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
