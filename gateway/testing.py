@@ -10,8 +10,9 @@ folder, and returns that app's Flask test client. Its event hooks
         client.post("/upload", data={"file": (io.BytesIO(b"hello\\n"), "a.txt")})
         ...  # what my_plugin.upload_file_stored did
 
-``settings`` are the gateway's (``MAX_FILE_SIZE``, ``IMAGE_METADATA``...); ``env`` the
-services'. Imports are made when the fixture is used.
+``settings`` are the gateway's (``MAX_FILE_SIZE``, ``IMAGE_METADATA``...), over those ``env``
+gives all three (none of the test process's environment: not its DATABASE_URL, not its bucket).
+Imports are made when the fixture is used.
 """
 from __future__ import annotations
 
@@ -24,14 +25,19 @@ def upload_gateway(upload_validator, upload_thumbnailer, tmp_path):
     apps = []
 
     def start(*plugins, env: dict | None = None, **settings):
-        from gateway import create_app
+        from gateway import config, create_app
         from gateway.events import dispatch
 
         validator = upload_validator(*plugins, env=env)
         thumbnailer = upload_thumbnailer(*plugins, env=env)
+        data_dir = tmp_path / f"upload-gateway-{len(apps)}"
+        # Every setting from ``env`` (none of the test process's: not its DATABASE_URL, not its
+        # bucket), then the fixture's own: a data folder (and so, unless ``env`` names another
+        # database, a SQLite database) of its own.
         app = create_app({
+            **config.from_env(dict(env or {})),
             "TESTING": True,
-            "DATA_DIR": str(tmp_path / f"upload-gateway-{len(apps)}"),
+            "DATA_DIR": str(data_dir),
             "VALIDATOR_ADDR": validator.address,
             "THUMBNAIL_ADDR": thumbnailer.address,
             "EXTRA_PLUGINS": plugins,

@@ -70,6 +70,15 @@ def test_the_gateway_fixture_stores_and_delivers_events(upload_gateway):
     assert plugin.stored == ["a.txt"]
 
 
+def test_the_gateway_fixture_keeps_the_tests_environment_out(upload_gateway, monkeypatch, tmp_path):
+    # A plugin author's shell may name a real database, a bucket, accounts: none of it is used.
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'production.db'}")
+    monkeypatch.setenv("AUTH", "token")
+    client = upload_gateway()
+    assert client.post("/upload", data={"file": (io.BytesIO(b"hello\n"), "a.txt")}).status_code == 201
+    assert not (tmp_path / "production.db").exists()
+
+
 def test_a_plugin_project_outside_this_repository_finds_the_fixtures(tmp_path):
     (tmp_path / "no_pdfs.py").write_text(textwrap.dedent('''
         from protos.plugins import hookimpl
