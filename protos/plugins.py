@@ -15,6 +15,7 @@ since it may belong to a service that is not there.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -77,8 +78,11 @@ def create_plugin_manager(
         if not pm.is_blocked(name):
             pm.register(importlib.import_module(name), name=name)
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    # A module an installed plugin's entry point names is disabled with it, whichever name it is given.
+    blocked_modules = {ep.value.partition(":")[0] for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+                       if ep.name in disabled}
     for name in _env_plugin_names(env):
-        if pm.has_plugin(name) or pm.is_blocked(name):
+        if pm.has_plugin(name) or pm.is_blocked(name) or name in blocked_modules:
             continue
         try:
             module = importlib.import_module(name)

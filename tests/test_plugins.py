@@ -296,6 +296,13 @@ def test_upload_plugins_disabled_keeps_an_installed_plugin_out(installed_example
     assert verdicts(disabled, tmp_path) == verdicts({"PYTHONPATH": str(ROOT)}, tmp_path)
 
 
+def test_upload_plugins_disabled_holds_for_an_installed_plugin_named_in_upload_plugins_too(installed_example,
+                                                                                            tmp_path):
+    # Disabled by its entry point's name (textfiles), named by its module's (upload_textfiles).
+    both = {**installed_example, "UPLOAD_PLUGINS_DISABLED": "textfiles", "UPLOAD_PLUGINS": "upload_textfiles"}
+    assert verdicts(both, tmp_path) == verdicts({"PYTHONPATH": str(ROOT)}, tmp_path)
+
+
 def test_upload_plugins_disabled_takes_built_in_rules_too(start_validator, caplog):
     with caplog.at_level(logging.INFO, logger="upload.plugins"):
         pm = validator_plugins(env={"UPLOAD_PLUGINS_DISABLED": "validator_service.rules.ooxml"})
