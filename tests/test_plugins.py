@@ -339,3 +339,14 @@ def test_get_policy_lists_the_plugins_loaded(make_app, start_validator):
         "name": "tests.plugin_modules.eicar", "from": "UPLOAD_PLUGINS or in-process", "hooks": ["upload_check"]}
     assert validator["validator_service.rules.size"]["from"] == "built-in"
     assert [p["name"] for p in plugins["gateway"]] == ["tests.plugin_modules.eicar"]
+
+
+def test_with_accounts_only_admins_see_the_plugins_in_the_policy(make_app):
+    # Distributions and versions (and webhook hosts) are for operators, not for an open endpoint.
+    from tests.accounts import ADMIN, TOKEN_SETTINGS
+
+    client = make_app(**TOKEN_SETTINGS).test_client()
+    anonymous = client.get("/policy").get_json()
+    assert "plugins" not in anonymous and anonymous["allowed"]
+    assert "validator_service.rules.size" in {p["name"] for p in
+                                              client.get("/policy", headers=ADMIN).get_json()["plugins"]["validator"]}

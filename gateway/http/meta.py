@@ -5,6 +5,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
+from gateway.auth.identity import auth_enabled, current_user
 from gateway.ingest.services import services
 from gateway.metadata.files import repository
 from gateway.metadata.outbox import outbox
@@ -37,7 +38,17 @@ def readyz():
 def policy():
     p = services().policy()
     allowed = [{"extension": t.extension, "mime_types": list(t.mime_types)} for t in p.allowed]
+    extra = {}
+    user = current_user()
+    if not auth_enabled() or (user is not None and user.admin):
+        # Which plugins decide here (the validator's rules, the gateway's events), with their
+        # versions: for operators, not for anyone who can reach an open endpoint.
+        extra["plugins"] = {
+            "validator": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)} for i in p.plugins],
+            "gateway": loaded_plugins(current_app.extensions["plugins"]),
+        }
     return jsonify(
+        **extra,
         allowed=allowed,
         extensions=[t["extension"] for t in allowed],
         accept=",".join(f".{t['extension']}" for t in allowed),
@@ -45,11 +56,6 @@ def policy():
         max_file_size_formatted=human_size(p.max_file_size),
         max_image_dimension=p.max_image_dimension,
         whole_file=p.whole_file,
-        # Which plugins decide here: the validator's (its rules) and the gateway's own (events).
-        plugins={
-            "validator": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)} for i in p.plugins],
-            "gateway": loaded_plugins(current_app.extensions["plugins"]),
-        },
         tus={"endpoint": "/tus/", "chunk_size": TUS_CHUNK_SIZE},
     )
 

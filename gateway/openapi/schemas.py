@@ -83,7 +83,7 @@ def schemas() -> dict:
             "type": "object",
             "description": "The rules in force; the upload page configures its own checks from it.",
             "required": ["allowed", "extensions", "accept", "max_file_size", "max_file_size_formatted",
-                         "max_image_dimension", "whole_file", "plugins", "tus"],
+                         "max_image_dimension", "whole_file", "tus"],
             "properties": {
                 "allowed": {
                     "type": "array",
@@ -104,7 +104,8 @@ def schemas() -> dict:
                 "max_image_dimension": {"type": "integer", "minimum": 0, "description": "Pixels, per side."},
                 "plugins": {
                     "type": "object",
-                    "description": "The plugins loaded, built-in rules included: the validator's and the gateway's.",
+                    "description": "The plugins loaded, built-in rules included: the validator's and the gateway's. "
+                                   "With AUTH=token, for admins only.",
                     "properties": {
                         service: {"type": "array", "items": {
                             "type": "object", "required": ["name", "from", "hooks"],
