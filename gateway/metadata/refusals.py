@@ -37,9 +37,10 @@ class RefusalLog:
 
     def add(self, original_name: str, code: str, rule: str = "", size: int | None = None,
             owner_id: str | None = None, via: str = "upload", now: datetime | None = None) -> Refusal | None:
-        if self.keep <= timedelta(0):
-            return None
         now = now or datetime.now(timezone.utc)
+        if self.keep <= timedelta(0):
+            self.forget_old(now)  # recorded before REFUSALS_KEEP_DAYS became 0
+            return None
         refusal = Refusal(id=secrets.token_hex(16), refused_at=now, owner_id=owner_id,
                           original_name=original_name[:255], size=size, rule=rule[:200], code=code[:64], via=via)
         with self.engine.begin() as conn:
@@ -47,10 +48,17 @@ class RefusalLog:
             conn.execute(refusals.delete().where(refusals.c.refused_at < now - self.keep))
         return refusal
 
+    def forget_old(self, now: datetime | None = None) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(refusals.delete().where(
+                refusals.c.refused_at < (now or datetime.now(timezone.utc)) - self.keep)).rowcount
+
     def page(self, limit: int, cursor: str | None = None) -> tuple[list[Refusal], str | None]:
-        """Newest first. Raises ValueError for a cursor that is not one of ours."""
+        """Newest first, those kept (none older than REFUSALS_KEEP_DAYS, even with no new
+        refusal since to forget them). Raises ValueError for a cursor that is not one of ours."""
+        kept = refusals.select().where(refusals.c.refused_at >= datetime.now(timezone.utc) - self.keep)
         with self.engine.connect() as conn:
-            rows, next_cursor = cursors.page(conn, refusals.select(), [refusals.c.refused_at, refusals.c.id], limit,
+            rows, next_cursor = cursors.page(conn, kept, [refusals.c.refused_at, refusals.c.id], limit,
                                              cursor, descending=True)
         return [Refusal(**row) for row in rows], next_cursor
 

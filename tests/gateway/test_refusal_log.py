@@ -76,6 +76,13 @@ def test_old_refusals_are_forgotten_and_none_kept_with_keep_days_0(make_app):
     assert off.get("/refusals").get_json()["refusals"] == []
 
 
+def test_refusals_past_keep_days_are_not_listed_even_with_none_since(make_app):
+    # Forgotten at the next refusal; until then they are still in the table, not in the listing.
+    app = make_app(REFUSALS_KEEP_DAYS=1)
+    app.extensions["refusals"].add("old.jpg", "content_mismatch", now=datetime.now(timezone.utc) - timedelta(days=2))
+    assert app.test_client().get("/refusals").get_json()["refusals"] == []
+
+
 @pytest.fixture
 def token_client(make_app):
     return make_app(**TOKEN_SETTINGS).test_client()
