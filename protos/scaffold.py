@@ -6,6 +6,7 @@ services: they load it. Nothing is overwritten."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import keyword
 import re
 import sys
@@ -69,13 +70,21 @@ Then install it where the services run and restart them; each logs the plugins i
 '''
 
 
+# Its rule's code is "<module>_word", and a rule's code is cut at 64 characters.
+MAX_NAME = 40
+
+
 def names(name: str) -> tuple[str, str]:
     """(distribution name, module name) for ``name``; SystemExit with a sentence if it will not do."""
     dist = name.strip().lower()
     module = re.sub(r"[^0-9a-z]+", "_", dist).strip("_")
-    if not re.fullmatch(r"[a-z][0-9a-z_-]*", dist) or not module or keyword.iskeyword(module):
-        raise SystemExit(f"{name!r} will not do as a plugin's name: use letters, digits, - and _, "
-                         "starting with a letter (e.g. my-rules).")
+    if (not re.fullmatch(r"[a-z]([0-9a-z_-]*[0-9a-z])?", dist) or len(dist) > MAX_NAME
+            or keyword.iskeyword(module)):
+        raise SystemExit(f"{name!r} will not do as a plugin's name: use letters, digits, - and _, starting with "
+                         f"a letter and ending with a letter or digit, at most {MAX_NAME} (e.g. my-rules).")
+    if importlib.util.find_spec(module) is not None:
+        raise SystemExit(f"{name!r} will not do as a plugin's name: its module, {module}, would be confused with "
+                         "one that exists already. Choose another name.")
     return dist, module
 
 

@@ -35,7 +35,7 @@ def test_a_scaffolded_plugin_installs_loads_and_passes_its_test(tmp_path):
     assert len(code) < 20 and len(test) <= 3
 
 
-@pytest.mark.parametrize("name", ["1st", "my rules", "class", "", "-x"])
+@pytest.mark.parametrize("name", ["1st", "my rules", "class", "", "-x", "my-rules-", "json", "gateway", "a" * 41])
 def test_a_name_that_will_not_do_is_refused_with_a_sentence(name):
     with pytest.raises(SystemExit, match="will not do"):
         names(name)
