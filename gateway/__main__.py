@@ -17,6 +17,7 @@ from gateway.events import dispatch as events
 from gateway.serving.worker import GatewayWorker
 from gateway.storage import reconcile
 from gateway.storage.s3 import S3Storage
+from protos.serving import configure_logging
 
 # mallopt's parameter number for the arena cap (glibc's malloc.h).
 M_ARENA_MAX = -8
@@ -81,6 +82,9 @@ def raise_open_files_limit(connections: int) -> int:
 
 
 if __name__ == "__main__":
+    # The gateway's own lines (its plugins at start-up, stored and refused files...) beside
+    # gunicorn's: the same format and LOG_LEVEL as the gRPC services'.
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     settings = config.from_env()
     limit_malloc_arenas()
     raise_open_files_limit(settings["GATEWAY_CONNECTIONS"])

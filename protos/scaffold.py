@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path.cwd(), help="where to make it (default: here)")
     args = parser.parse_args(argv)
     root = scaffold(args.name, args.dir)
-    print(f"Made {root}: cd {root} && pip install -e . && python -m pytest")
+    # This interpreter's pip and pytest: the environment upload-service is installed in.
+    print(f"Made {root}: cd {root} && {sys.executable} -m pip install -e . && {sys.executable} -m pytest")
     return 0
 
 

@@ -350,3 +350,31 @@ def test_with_accounts_only_admins_see_the_plugins_in_the_policy(make_app):
     assert "plugins" not in anonymous and anonymous["allowed"]
     assert "validator_service.rules.size" in {p["name"] for p in
                                               client.get("/policy", headers=ADMIN).get_json()["plugins"]["validator"]}
+
+
+def test_python_m_gateway_logs_the_plugins_it_loaded(tmp_path):
+    # Under gunicorn nothing showed the gateway's own INFO lines: no "plugins loaded" at all.
+    import os
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "GATEWAY_PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
+           "UPLOAD_PLUGINS": "tests.plugin_modules.eicar", "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "gateway.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "plugins loaded: tests.plugin_modules.eicar (UPLOAD_PLUGINS or in-process: upload_check)" in log.read_text()
