@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, g, jsonify, make_response, render_template, request
+from flask import Flask, Response, g, has_request_context, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.metadata.refusals import record
@@ -54,6 +54,8 @@ def _json_error(error: UploadError) -> Response:
 
 def _record(refused: Refused) -> None:
     """Every refusal the gateway answers is recorded here, once: POST /upload's and tus'."""
+    if not has_request_context():
+        return
     user = g.get("user")  # set by gateway.auth before any view (a sibling layer: not imported)
     via = "tus" if request.path.startswith("/tus") else "upload"
     record(refused.original_name or "", refused.code, refused.rule or "", refused.size,
