@@ -24,6 +24,7 @@ from gateway.ingest.names import extension
 from gateway.ingest.pipeline import stored_name
 from gateway.ingest.verdicts import too_large
 from gateway.ingest.services import services
+from gateway.metadata.refusals import record
 from gateway.storage.expiry import parse_expires_in
 from gateway.tus.concat import join
 from gateway.tus.hashes import RunningHashes
@@ -195,9 +196,13 @@ def _refused(refusal: Refused) -> Refused:
 def resource(upload_id: str):
     # A client that HEADs after a failed last PATCH must not see a finished
     # upload that was never stored: finishing it is retried here.
+    upload = live(upload_id)
     try:
-        upload = finish_stalled(live(upload_id))
-    except Refused:
+        upload = finish_stalled(upload)
+    except Refused as refused:
+        # Answered 410 (a HEAD has no body to carry the refusal), and recorded as any refusal is.
+        record(refused.original_name or upload.original_name, refused.code, refused.rule or "", refused.size,
+               upload.owner_id, "tus")
         raise Gone("This upload was refused.") from None
     return _upload_headers(upload, _empty(200))
 

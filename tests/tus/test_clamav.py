@@ -296,3 +296,20 @@ def test_clamd_killed_mid_upload_the_last_patch_is_503_and_a_head_finishes_it_la
     assert head.status_code == 200 and head.headers.get("Upload-File-Id"), head.get_json()
     record = client.get(f"/files/{head.headers['Upload-File-Id']}").get_json()
     assert record["sha256"] == sha256(data)
+
+
+def test_a_refusal_met_by_the_head_that_finishes_an_upload_is_recorded(make_app, start_validator, own_clamd):
+    clamd = own_clamd()
+    running = start_validator(pm=create_plugins(env={"CLAMD_ADDRESS": clamd.unix}))
+    app = make_app(VALIDATOR_ADDR=running.address)
+    client = app.test_client()
+    data = text_bytes(2 * MiB, seed=15) + MARKER
+    url = create(client, len(data), "late.txt")
+    send(client, url, data, 0, MiB)
+    clamd.kill()
+    assert patch(client, url, MiB, data[MiB:]).status_code == 503  # no verdict: the bytes stay
+    clamd.start()
+    assert client.head(url, headers=TUS).status_code == 410  # finished by the HEAD: refused
+    [refusal] = client.get("/refusals").get_json()["refusals"]
+    assert (refusal["original_name"], refusal["code"], refusal["rule"], refusal["via"]) == \
+        ("late.txt", "malware", "clamav", "tus")
