@@ -339,6 +339,9 @@ def test_get_policy_lists_the_plugins_loaded(make_app, start_validator):
         "name": "tests.plugin_modules.eicar", "from": "UPLOAD_PLUGINS or in-process", "hooks": ["upload_check"]}
     assert validator["validator_service.rules.size"]["from"] == "built-in"
     assert [p["name"] for p in plugins["gateway"]] == ["tests.plugin_modules.eicar"]
+    thumbnail = {p["name"]: p for p in plugins["thumbnail"]}
+    assert "upload_thumbnail_renderers" in thumbnail["thumbnail_service.renderers"]["hooks"]
+    assert thumbnail["thumbnail_service.metadata"]["from"] == "built-in"
 
 
 def test_with_accounts_only_admins_see_the_plugins_in_the_policy(make_app):

@@ -29,7 +29,7 @@ def create_server(address: str, pm: pluggy.PluginManager | None = None,
                   settings: Settings | None = None) -> tuple[grpc.Server, int]:
     """A thumbnail server bound to ``address`` (port 0 picks a free port), not yet started."""
     settings = settings or Settings.from_env()
-    servicer = ThumbnailServicer(pm or create_plugins(), settings)
+    servicer = ThumbnailServicer(pm or create_plugins(), settings, DEFAULT_PLUGINS)
     return build_server(
         address,
         lambda s: thumbnail_pb2_grpc.add_ThumbnailServicer_to_server(servicer, s),

@@ -10,7 +10,8 @@ import grpc
 import pluggy
 
 from protos.errors import Busy, Cancelled, Internal, InvalidInput, TooLarge, UnsupportedType, UploadError, abort
-from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
+from protos.plugins import loaded_plugins
+from protos.upload.v1 import common_pb2, thumbnail_pb2, thumbnail_pb2_grpc
 from thumbnail_service import metrics
 from thumbnail_service.config import Settings
 from thumbnail_service.isolation import Budget, RenderChild, check_picklable, start_fork_server, transform
@@ -54,7 +55,7 @@ def collect_transforms(pm: pluggy.PluginManager) -> dict[str, list[Transform]]:
 
 
 class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
-    def __init__(self, pm: pluggy.PluginManager, settings: Settings):
+    def __init__(self, pm: pluggy.PluginManager, settings: Settings, built_in: tuple[str, ...] = ()):
         self.renderers = collect_renderers(pm)
         self.transforms = collect_transforms(pm)
         everything = {t.name: t for ts in self.transforms.values() for t in ts}
@@ -63,6 +64,9 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         self.settings = settings
         self.budget = Budget(settings.render_cpu, settings.render_memory, settings.max_pixels)
         self._slots = threading.BoundedSemaphore(settings.workers)
+        # For GetRenderers: what a gateway's GET /policy lists as the thumbnail service's plugins.
+        self.plugins = [common_pb2.PluginInfo(name=p["name"], source=p["from"], hooks=p["hooks"])
+                        for p in loaded_plugins(pm, set(built_in))]
 
     def _receive(self, requests, context, sink: RenderChild) -> None:
         """Append the stream to ``sink`` and end it; on any failure abort it
@@ -151,7 +155,7 @@ class ThumbnailServicer(thumbnail_pb2_grpc.ThumbnailServicer):
         return thumbnail_pb2.ThumbnailImage(data=data, mime_type=out_mime, width=width, height=height)
 
     def GetRenderers(self, request, context):
-        return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers))
+        return thumbnail_pb2.Renderers(mime_types=sorted(self.renderers), plugins=self.plugins)
 
     def GetTransforms(self, request, context):
         types: dict[str, set[str]] = {}  # name -> MIME types, in the order the transforms run

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import pluggy
 
 from protos.plugins import loaded_plugins
-from protos.upload.v1 import validator_pb2
+from protos.upload.v1 import common_pb2, validator_pb2
 from validator_service.config import Settings
 from validator_service.types import FileType, WholeFileRule
 
@@ -36,7 +36,7 @@ class Policy:
             max_image_dimension=self.max_image_dimension,
             head_bytes=self.head_bytes,
             whole_file=bool(self.whole_file_rules),
-            plugins=[validator_pb2.PluginInfo(name=p["name"], source=p["from"], hooks=p["hooks"])
+            plugins=[common_pb2.PluginInfo(name=p["name"], source=p["from"], hooks=p["hooks"])
                      for p in self.plugins],
         )
 

@@ -45,6 +45,8 @@ def policy():
         # versions: for operators, not for anyone who can reach an open endpoint.
         extra["plugins"] = {
             "validator": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)} for i in p.plugins],
+            "thumbnail": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)}
+                          for i in services().thumbnail_plugins()],
             "gateway": loaded_plugins(current_app.extensions["plugins"]),
         }
     return jsonify(

@@ -67,6 +67,7 @@ class Services:
         self._renderable: frozenset[str] | None = None
         self._renderable_at = float("-inf")  # when it was read
         self._renderers_tried = float("-inf")  # when reading it was last tried
+        self._thumbnail_plugins: list = []
         self._transformable: frozenset[str] | None = None
         self._transform_names: dict[str, frozenset[str]] | None = None  # by MIME type
         self._transformable_at = float("-inf")
@@ -178,7 +179,18 @@ class Services:
             if self._renderable is not None and renderable != self._renderable:
                 log.info("the thumbnail service now renders %s", ", ".join(sorted(renderable)) or "nothing")
             self._renderable, self._renderable_at = renderable, time.monotonic()
+            self._thumbnail_plugins = list(reply.plugins)
         return renderable
+
+    def thumbnail_plugins(self) -> list:
+        """The plugins the thumbnail service listed with its renderers (PluginInfo); empty before
+        it answered, or from a service older than that list."""
+        try:
+            self.renderable()
+        except UploadError:
+            pass
+        with self._lock:
+            return list(self._thumbnail_plugins)
 
     def forget_renderers(self) -> None:
         """The thumbnail service has no renderer for a type (it was restarted with fewer, or

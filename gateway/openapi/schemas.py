@@ -104,7 +104,7 @@ def schemas() -> dict:
                 "max_image_dimension": {"type": "integer", "minimum": 0, "description": "Pixels, per side."},
                 "plugins": {
                     "type": "object",
-                    "description": "The plugins loaded, built-in rules included: the validator's and the gateway's. "
+                    "description": "The plugins loaded, built-in rules included: each service's. "
                                    "With AUTH=token, for admins only.",
                     "properties": {
                         service: {"type": "array", "items": {
@@ -114,7 +114,7 @@ def schemas() -> dict:
                                                     "description": "built-in, the distribution and version, "
                                                                    "or UPLOAD_PLUGINS or in-process"},
                                            "hooks": {"type": "array", "items": {"type": "string"}}}}}
-                        for service in ("validator", "gateway")},
+                        for service in ("validator", "thumbnail", "gateway")},
                 },
                 "whole_file": {"type": "boolean",
                                "description": "A rule reads every byte of each file (e.g. the ClamAV rule): "
