@@ -332,7 +332,10 @@ def test_installed_example_plugin_renders_text_thumbnails(installed_example):
 
 def test_get_policy_lists_the_plugins_loaded(make_app, start_validator):
     plugged = start_validator(pm=validator_plugins(env={"UPLOAD_PLUGINS": "tests.plugin_modules.eicar"}))
-    client = make_app(VALIDATOR_ADDR=plugged.address, UPLOAD_PLUGINS="tests.plugin_modules.eicar").test_client()
+    app = make_app(VALIDATOR_ADDR=plugged.address, UPLOAD_PLUGINS="tests.plugin_modules.eicar")
+    client = app.test_client()
+    assert client.get("/policy").get_json()["plugins"]["thumbnail"] == []  # not read yet: no call made for it
+    app.extensions["services"].renderable()  # as an upload of an image reads them
     plugins = client.get("/policy").get_json()["plugins"]
     validator = {p["name"]: p for p in plugins["validator"]}
     assert validator["tests.plugin_modules.eicar"] == {

@@ -183,12 +183,9 @@ class Services:
         return renderable
 
     def thumbnail_plugins(self) -> list:
-        """The plugins the thumbnail service listed with its renderers (PluginInfo); empty before
-        it answered, or from a service older than that list."""
-        try:
-            self.renderable()
-        except UploadError:
-            pass
+        """The plugins the thumbnail service listed with its renderers (PluginInfo) when the
+        gateway last read them; empty before it has. Never a call of its own: GET /policy must
+        answer at once whatever the thumbnail service does (a frozen one would hold it)."""
         with self._lock:
             return list(self._thumbnail_plugins)
 
