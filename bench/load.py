@@ -51,6 +51,19 @@ end
 """
 
 
+def jpeg_640x480() -> bytes:
+    """A photo-like 640x480 JPEG (gradients and noise: not a flat colour), ~50 KB."""
+    import io
+
+    from PIL import Image
+
+    im = Image.merge("RGB", [Image.linear_gradient("L").resize((640, 480)),
+                             Image.effect_noise((640, 480), 40), Image.linear_gradient("L").rotate(90).resize((640, 480))])
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
 def multipart(path: Path, content_type: str) -> tuple[bytes, str]:
     """One `file` part, as a browser or curl -F would send it."""
     boundary = "----bench" + secrets.token_hex(12)
@@ -157,6 +170,49 @@ def _small_files(targets: list[Target], wrk: Wrk, rounds: int, seconds: int) -> 
     )
 
 
+# Issue 19's goals against the seed tutorial's app (bench/seed_app.py), uploads/s: gateway / seed.
+SEED_GOALS = {"text": 1.2, "jpeg": 2.0}
+
+
+def _seed_anchor(gateway: Target, seed: Target, wrks: dict[str, "Wrk"], rounds: int, seconds: int) -> Section:
+    """The gateway beside the seed tutorial's app, both kinds of small file, rounds interleaved."""
+    samples = {(kind, t.short): [] for kind in wrks for t in (gateway, seed)}
+    for _ in range(rounds):
+        for kind, wrk in wrks.items():
+            for target in (gateway, seed):
+                samples[(kind, target.short)].append(target.once(wrk, 8, seconds))
+    rows, data = [], {}
+    for kind in wrks:
+        gw, sd = samples[(kind, "gateway")], samples[(kind, "seed")]
+        ratio = percentile([g["uploads_per_s"] / s["uploads_per_s"] for g, s in zip(gw, sd)], 50)
+        p99_ok = _med(gw, "p99_ms") <= _med(sd, "p99_ms")
+        for target, rs in (("gateway", gw), ("seed app", sd)):
+            bad = sum(r["non2xx"] + r["socket_errors"] + r["timeouts"] for r in rs)
+            is_gw = target == "gateway"
+            rows.append([f"{target}, {kind}", str(len(rs)), f"{_med(rs, 'uploads_per_s'):.0f}",
+                         fmt_ms(_med(rs, "p50_ms")), fmt_ms(_med(rs, "p99_ms")), f"{_med(rs, 'cpu_ms_per_upload'):.2f}",
+                         str(bad), f"{ratio:.2f}" if is_gw else "-",
+                         f">= {SEED_GOALS[kind]:g}x, p99 <= seed's" if is_gw else "-",
+                         met(ratio >= SEED_GOALS[kind] and p99_ok and bad == 0) if is_gw else "-"])
+        data[kind] = {"gateway_over_seed": round(ratio, 3), "gateway_p99_ms": round(_med(gw, "p99_ms"), 2),
+                      "seed_p99_ms": round(_med(sd, "p99_ms"), 2), "gateway": gw, "seed": sd}
+    return Section(
+        f"Load, small files against the seed tutorial's app: 10 KiB text and a 640x480 JPEG, 8 connections, wrk "
+        f"({rounds} rounds of {seconds} s, median)",
+        ["target, file", "rounds", "uploads/s", "p50 ms", "p99 ms", "CPU ms/up", "non-2xx", "gateway / seed",
+         "goal", "met"], rows,
+        notes=["seed app: bench/seed_app.py, Flask's upload pattern with the tutorial's checks (werkzeug form, "
+               "save, python-magic on the saved file, a 200x200 Pillow thumbnail inline), gunicorn with one gthread "
+               f"worker per core ({os.cpu_count()}) x 4 threads",
+               f"gateway: as make run serves it (GATEWAY_THREADS={THREADS}), with the validator; thumbnails come "
+               "from the thumbnail service after the answer",
+               "CPU ms/up: user+sys per request of the gateway worker and the validator (the thumbnail service's "
+               "not counted) / of every seed worker",
+               "gateway / seed: median of each round's paired ratio of uploads/s (issue 19's goals)"],
+        data={"connections": 8, "seconds": seconds, "kinds": data},
+    )
+
+
 def _concurrency(gateway: Target, wrk: Wrk, levels: tuple[int, ...], rounds: int, seconds: int) -> Section:
     samples: dict[int, list[dict]] = {c: [] for c in levels}
     for _ in range(rounds):
@@ -220,10 +276,14 @@ def run(workdir: Path, quick: bool) -> list[Section]:
     here.mkdir(exist_ok=True)
     small = write_text(here / "small.txt", SMALL)
     wrk = Wrk(here, *multipart(small, "text/plain"))
+    photo = here / "photo.jpg"
+    photo.write_bytes(jpeg_640x480())
+    (here / "jpeg").mkdir()
+    jpeg_wrk = Wrk(here / "jpeg", *multipart(photo, "image/jpeg"))
 
     with Service("validator_service", "VALIDATOR_ADDR", VALIDATOR_SERVICE, here / "validator.log") as validator, \
             Service("thumbnail_service", "THUMBNAIL_ADDR", THUMBNAIL_SERVICE, here / "thumbnail.log") as thumbnailer:
-        plain_port, drain_port = free_port(), free_port()
+        plain_port, drain_port, seed_port = free_port(), free_port(), free_port()
         threads = ["--threads", str(THREADS)]
         with start_gateway(validator, thumbnailer, here / "gateway-data", here / "gateway.log",
                            GATEWAY_THREADS=str(THREADS)) as gateway, \
@@ -231,13 +291,19 @@ def run(workdir: Path, quick: bool) -> list[Section]:
                                            *threads], here / "plain_flask.log",
                            {"UPLOAD_DIR": str(here / "plain"), "TMPDIR": str(here)}, port=plain_port) as plain, \
                 HttpServer("drain only", [sys.executable, "-m", "bench.drain_app", "--port", str(drain_port),
-                                          *threads], here / "drain.log", port=drain_port) as drain:
+                                          *threads], here / "drain.log", port=drain_port) as drain, \
+                HttpServer("seed app", [sys.executable, "-m", "bench.seed_app", "--port", str(seed_port)],
+                           here / "seed_app.log", {"UPLOAD_DIR": str(here / "seed"), "TMPDIR": str(here)},
+                           port=seed_port) as seed_server:
             gw = Target("gateway", "gateway", gateway, [gateway.worker_pid(), validator.pid])
+            seed = Target("seed app", "seed", seed_server, seed_server.worker_pids())
             targets = [gw, Target("plain Flask", "plain", plain, [plain.worker_pid()]),
                        Target("drain only", "drain", drain, [drain.worker_pid()])]
             _warm(targets, small)
             small_files = _small_files(targets, wrk, rounds, seconds)
+            _warm([seed], small)
+            against_seed = _seed_anchor(gw, seed, {"text": wrk, "jpeg": jpeg_wrk}, rounds, seconds)
             concurrency = _concurrency(gw, wrk, (1, 8, 32), sweep_rounds, sweep_seconds)
             mixed = load_mixed.run(here, gateway, THREADS, quick)
     shutil.rmtree(here)
-    return [small_files, concurrency, mixed]
+    return [small_files, against_seed, concurrency, mixed]

@@ -65,6 +65,12 @@ class HttpServer:
             time.sleep(0.1)
         raise RuntimeError(f"{self.label}: /readyz not 200 after {START_TIMEOUT:.0f}s; see {self.log_path}")
 
+    def worker_pids(self) -> list[int]:
+        """Every gunicorn worker: the children of the arbiter we started (the seed app runs several)."""
+        pid = self.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+
     def worker_pid(self) -> int:
         """gunicorn's one worker: the child of the arbiter we started."""
         pid = self.process.pid
