@@ -35,16 +35,17 @@ def create_app(upload_dir: Path) -> Flask:
 
 
 class GthreadServer(BaseApplication):
-    """A WSGI app under gunicorn as the gateway runs: one gthread worker on loopback."""
+    """A WSGI app under gunicorn on loopback, gthread workers: one, as the gateway runs, unless
+    ``workers`` says otherwise (the seed app runs one per core)."""
 
-    def __init__(self, app, port: int, threads: int):
-        self.app, self.port, self.threads = app, port, threads
+    def __init__(self, app, port: int, threads: int, workers: int = 1):
+        self.app, self.port, self.threads, self.workers = app, port, threads, workers
         super().__init__()
 
     def load_config(self):
         self.cfg.set("bind", f"127.0.0.1:{self.port}")
         self.cfg.set("worker_class", "gthread")
-        self.cfg.set("workers", 1)
+        self.cfg.set("workers", self.workers)
         self.cfg.set("threads", self.threads)
 
     def load(self):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import magic
 from flask import Flask, abort, jsonify, request
-from gunicorn.app.base import BaseApplication
 from PIL import Image
 from werkzeug.utils import secure_filename
+
+from bench.plain_flask import GthreadServer
 
 ALLOWED = {"txt", "pdf", "png", "jpg", "jpeg", "gif"}
 
@@ -51,23 +52,6 @@ def create_app(upload_dir: Path) -> Flask:
     return app
 
 
-class SeedServer(BaseApplication):
-    """gunicorn as the tutorial deploys it: a worker per core, each with a few threads."""
-
-    def __init__(self, app, port: int, workers: int, threads: int):
-        self.app, self.port, self.workers, self.threads = app, port, workers, threads
-        super().__init__()
-
-    def load_config(self):
-        self.cfg.set("bind", f"127.0.0.1:{self.port}")
-        self.cfg.set("worker_class", "gthread")
-        self.cfg.set("workers", self.workers)
-        self.cfg.set("threads", self.threads)
-
-    def load(self):
-        return self.app
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.seed_app")
     parser.add_argument("--port", type=int, required=True)
@@ -76,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     upload_dir = Path(os.environ["UPLOAD_DIR"]).resolve()
     upload_dir.mkdir(parents=True, exist_ok=True)
-    SeedServer(create_app(upload_dir), args.port, args.workers, args.threads).run()
+    GthreadServer(create_app(upload_dir), args.port, args.threads, workers=args.workers).run()
 
 
 if __name__ == "__main__":

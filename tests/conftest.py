@@ -5,10 +5,10 @@ import io
 import os
 import socket
 
-import grpc
 import pytest
 
 from protos.streaming import file_info, read_chunks, render_requests, validate_requests
+from protos.testing import Running
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc, validator_pb2_grpc
 from tests.postgres import BACKENDS
 from tests.s3 import s3_bucket, s3_server  # noqa: F401  (fixtures: a real S3 API, moto's server)
@@ -20,20 +20,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Running:
-    """A started server and a channel to it."""
-
-    def __init__(self, server, port):
-        self.server = server
-        self.address = f"127.0.0.1:{port}"
-        server.start()
-        self.channel = grpc.insecure_channel(self.address)
-
-    def close(self):
-        self.channel.close()
-        self.server.stop(None)
 
 
 @pytest.fixture

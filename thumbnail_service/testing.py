@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import pytest
 
+from protos.testing import Running, starting
+
 CHUNK = 64 * 1024
 
 
-class RunningThumbnailer:
+class RunningThumbnailer(Running):
     """A started thumbnail service and a channel to it."""
 
     def __init__(self, plugins, env):
-        import grpc
-
         from protos.upload.v1 import thumbnail_pb2_grpc
         from thumbnail_service.config import Settings
         from thumbnail_service.server import create_plugins, create_server
 
-        self.server, port = create_server("127.0.0.1:0", pm=create_plugins(env=env, extra_plugins=plugins),
-                                          settings=Settings.from_env(env))
-        self.server.start()
-        self.address = f"127.0.0.1:{port}"
-        self.channel = grpc.insecure_channel(self.address)
+        super().__init__(*create_server("127.0.0.1:0", pm=create_plugins(env=env, extra_plugins=plugins),
+                                        settings=Settings.from_env(env)))
         self.stub = thumbnail_pb2_grpc.ThumbnailStub(self.channel)
 
     def render(self, data: bytes, mime_type: str, box: tuple[int, int] = (0, 0), timeout: float = 60.0):
@@ -61,9 +58,6 @@ class RunningThumbnailer:
         result = replies[0].result
         return result, (b"".join(reply.chunk for reply in replies[1:]) if result.changed else data)
 
-    def close(self) -> None:
-        self.channel.close()
-        self.server.stop(None)
 
 
 def _chunks(data: bytes):
@@ -74,13 +68,4 @@ def _chunks(data: bytes):
 @pytest.fixture
 def upload_thumbnailer():
     """Start a real thumbnail service with the plugins given: ``upload_thumbnailer(my_plugin)``."""
-    started: list[RunningThumbnailer] = []
-
-    def start(*plugins, env: dict | None = None) -> RunningThumbnailer:
-        running = RunningThumbnailer(plugins, dict(env or {}))
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.close()
+    yield from starting(RunningThumbnailer)

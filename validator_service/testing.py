@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import pytest
 
+from protos.testing import Running, starting
+
 CHUNK = 64 * 1024
 
 
-class RunningValidator:
+class RunningValidator(Running):
     """A started validator and a channel to it."""
 
     def __init__(self, plugins, env):
-        import grpc
-
         from protos.upload.v1 import validator_pb2_grpc
         from validator_service.config import Settings
         from validator_service.server import create_plugins, create_server
 
-        self.server, port = create_server("127.0.0.1:0", pm=create_plugins(env=env, extra_plugins=plugins),
-                                          settings=Settings.from_env(env))
-        self.server.start()
-        self.address = f"127.0.0.1:{port}"
-        self.channel = grpc.insecure_channel(self.address)
+        super().__init__(*create_server("127.0.0.1:0", pm=create_plugins(env=env, extra_plugins=plugins),
+                                        settings=Settings.from_env(env)))
         self.stub = validator_pb2_grpc.ValidatorStub(self.channel)
 
     def check(self, name: str, data: bytes, declared_type: str = "", timeout: float = 30.0):
@@ -60,24 +57,12 @@ class RunningValidator:
 
         return self.stub.GetPolicy(validator_pb2.GetPolicyRequest(), timeout=timeout)
 
-    def close(self) -> None:
-        self.channel.close()
-        self.server.stop(None)
 
 
 @pytest.fixture
 def upload_validator():
     """Start a real validator with the plugins given: ``upload_validator(my_plugin, env={...})``."""
-    started: list[RunningValidator] = []
-
-    def start(*plugins, env: dict | None = None) -> RunningValidator:
-        running = RunningValidator(plugins, dict(env or {}))
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.close()
+    yield from starting(RunningValidator)
 
 
 @pytest.fixture

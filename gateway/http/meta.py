@@ -34,6 +34,11 @@ def readyz():
     return jsonify(ready=ready, services=status, reasons=reasons), 200 if ready else 503
 
 
+def _plugins_json(infos) -> list[dict]:
+    """A service's PluginInfo messages as protos.plugins.loaded_plugins gives the gateway's own."""
+    return [{"name": i.name, "from": i.source, "hooks": list(i.hooks)} for i in infos]
+
+
 @bp.get("/policy")
 def policy():
     p = services().policy()
@@ -44,9 +49,8 @@ def policy():
         # Which plugins decide here (the validator's rules, the gateway's events), with their
         # versions: for operators, not for anyone who can reach an open endpoint.
         extra["plugins"] = {
-            "validator": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)} for i in p.plugins],
-            "thumbnail": [{"name": i.name, "from": i.source, "hooks": list(i.hooks)}
-                          for i in services().thumbnail_plugins()],
+            "validator": _plugins_json(p.plugins),
+            "thumbnail": _plugins_json(services().thumbnail_plugins()),
             "gateway": loaded_plugins(current_app.extensions["plugins"]),
         }
     return jsonify(
