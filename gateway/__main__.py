@@ -1,50 +1,61 @@
-"""Serve the gateway with gunicorn (threaded workers), configured from the environment.
+"""Serve the gateway with gunicorn (GATEWAY_WORKERS threaded worker processes),
+configured from the environment.
 
 The worker (``gateway.serving.worker.GatewayWorker``) is gunicorn's ``gthread``
-with deadlines and limits for slow and abusive clients.
+with deadlines and limits for slow and abusive clients; what several of them
+share is in ``gateway.serving.processes``. Only the standard library and
+``gateway.config`` are imported at the top: the metrics mode must be chosen
+before prometheus_client is imported (``main``).
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import os
 import resource
 
-from gunicorn.app.base import BaseApplication
-
-from gateway import config, create_app
-from gateway.events import dispatch as events
-from gateway.serving.worker import GatewayWorker
-from gateway.storage import reconcile
-from gateway.storage.s3 import S3Storage
-from protos.serving import configure_logging
+from gateway import config
+from gateway.serving import processes
 
 # mallopt's parameter number for the arena cap (glibc's malloc.h).
 M_ARENA_MAX = -8
 
 
-class GatewayServer(BaseApplication):
-    def __init__(self, settings: dict):
-        self.settings = settings
-        super().__init__()
+def gateway_server(settings: dict):
+    """The gunicorn application; its class is made here so that gunicorn (and through it
+    the gateway) is imported only after ``processes.prepare_metrics``."""
+    from gunicorn.app.base import BaseApplication
 
-    def load_config(self):
-        s = self.settings
-        self.cfg.set("bind", f"{s['GATEWAY_HOST']}:{s['GATEWAY_PORT']}")
-        self.cfg.set("worker_class", GatewayWorker)
-        self.cfg.set("workers", 1)
-        self.cfg.set("threads", s["GATEWAY_THREADS"])
-        self.cfg.set("worker_connections", s["GATEWAY_CONNECTIONS"])
-        self.cfg.set("accesslog", "-")
-        self.cfg.set("limit_request_line", s["MAX_REQUEST_LINE"])
-        self.cfg.set("limit_request_fields", s["MAX_HEADER_COUNT"])
-        self.cfg.set("limit_request_field_size", s["MAX_HEADER_SIZE"])
+    from gateway import create_app
+    from gateway.background import take_turns
+    from gateway.events import dispatch as events
+    from gateway.serving.worker import GatewayWorker
+    from gateway.storage import reconcile
 
-    def load(self):
-        app = create_app()
-        reconcile.start(app)
-        events.start(app)
-        return app
+    class GatewayServer(BaseApplication):
+        def load_config(self):
+            s = settings
+            self.cfg.set("bind", f"{s['GATEWAY_HOST']}:{s['GATEWAY_PORT']}")
+            self.cfg.set("worker_class", GatewayWorker)
+            self.cfg.set("workers", s["GATEWAY_WORKERS"])
+            self.cfg.set("threads", s["GATEWAY_THREADS"])
+            self.cfg.set("worker_connections", s["GATEWAY_CONNECTIONS"])
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("limit_request_line", s["MAX_REQUEST_LINE"])
+            self.cfg.set("limit_request_fields", s["MAX_HEADER_COUNT"])
+            self.cfg.set("limit_request_field_size", s["MAX_HEADER_SIZE"])
+            self.cfg.set("child_exit", processes.worker_exited)
+
+        def load(self):
+            if settings["GATEWAY_WORKERS"] > 1:
+                take_turns(processes.BackgroundTurn(settings["DATA_DIR"]))
+            app = create_app()
+            reconcile.start(app)
+            events.start(app)
+            return app
+
+    return GatewayServer()
 
 
 def limit_malloc_arenas(env=os.environ) -> bool:
@@ -81,15 +92,26 @@ def raise_open_files_limit(connections: int) -> int:
     return soft
 
 
-if __name__ == "__main__":
+def main() -> None:
+    settings = config.from_env()
+    atexit.register(processes.remove_metrics_dir, processes.prepare_metrics(settings["GATEWAY_WORKERS"]),
+                    os.getpid())
+
+    from gateway.events import dispatch as events
+    from gateway.storage.s3 import S3Storage
+    from protos.serving import configure_logging
+
     # The gateway's own lines (its plugins at start-up, stored and refused files...) beside
     # gunicorn's: the same format and LOG_LEVEL as the gRPC services'.
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
-    settings = config.from_env()
     limit_malloc_arenas()
     raise_open_files_limit(settings["GATEWAY_CONNECTIONS"])
     config.check_exposure(settings)
     if settings["STORAGE"] == "s3":
         S3Storage.from_config(settings)  # a missing bucket stops us here, in one sentence, before any worker
     events.plugin_manager(settings)  # so does a plugin that cannot be loaded (a worker would be restarted for ever)
-    GatewayServer(settings).run()
+    gateway_server(settings).run()
+
+
+if __name__ == "__main__":
+    main()

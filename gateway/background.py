@@ -1,4 +1,8 @@
-"""Periodic work in a daemon thread (thumbnail retries, reaping)."""
+"""Periodic work in a daemon thread (thumbnail retries, reaping).
+
+With several gateway worker processes one of them does it at a time:
+``take_turns(turn)`` (gateway/serving/processes.py) makes every round ask
+``turn()`` first. Without it (one process, tests) every round runs."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +10,19 @@ import threading
 from collections.abc import Callable
 
 log = logging.getLogger("upload.gateway")
+
+_turn: Callable[[], bool] | None = None
+
+
+def take_turns(turn: Callable[[], bool] | None) -> None:
+    """From now on, a round of background work runs only where ``turn()`` is true."""
+    global _turn
+    _turn = turn
+
+
+def my_turn() -> bool:
+    """Whether this process does background work now."""
+    return _turn is None or _turn()
 
 
 class Periodic:
@@ -22,7 +39,8 @@ class Periodic:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.work()
+                if my_turn():
+                    self.work()
             except Exception:
                 log.exception("%s failed; trying again in %.0fs", self.name, self.interval)
 

@@ -11,6 +11,14 @@ from protos.tls import ClientTls
 LARGEST_FILE_TTL = 2**31 - 1
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def from_env(env: Mapping[str, str] | None = None) -> dict:
     env = os.environ if env is None else env
 
@@ -71,6 +79,10 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         raise SystemExit(f"GATEWAY_CONNECTIONS ({connections}) must be at least GATEWAY_THREADS "
                          f"({number('GATEWAY_THREADS', 16)}): every thread serves a connection.")
 
+    workers = number("GATEWAY_WORKERS", cores())
+    if not 1 <= workers <= 256:
+        raise SystemExit(f"GATEWAY_WORKERS must be from 1 to 256 worker processes, got {workers}.")
+
     caps = {"MAX_SHARES_PER_FILE": number("MAX_SHARES_PER_FILE", 20),
             "MAX_TOKENS_PER_USER": number("MAX_TOKENS_PER_USER", 100)}
     for name, value in caps.items():
@@ -112,6 +124,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
     return {
         "GATEWAY_HOST": env.get("GATEWAY_HOST", "127.0.0.1"),
         "GATEWAY_PORT": number("GATEWAY_PORT", 5000),
+        # gunicorn worker processes: each its own GIL, so every core does Python work.
+        "GATEWAY_WORKERS": workers,
         "GATEWAY_THREADS": number("GATEWAY_THREADS", 16),
         # Connections the gateway holds at once (gunicorn's worker_connections); at the cap,
         # the one that has waited longest for its request (holding no thread) is closed.
@@ -223,7 +237,8 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         # New API tokens and new share links, per user.
         "RATE_LIMIT_TOKENS": env.get("RATE_LIMIT_TOKENS", "10/minute").strip(),
         "RATE_LIMIT_SHARES": env.get("RATE_LIMIT_SHARES", "60/minute").strip(),
-        "RATE_LIMIT_STORAGE": env.get("RATE_LIMIT_STORAGE", "memory://").strip(),
+        # Empty: chosen by gateway/http/limits.py from GATEWAY_WORKERS and DATA_DIR.
+        "RATE_LIMIT_STORAGE": env.get("RATE_LIMIT_STORAGE", "").strip(),
         # Serve AUTH=off on a non-loopback address anyway (an authenticating proxy is in front).
         "ALLOW_PUBLIC_WITHOUT_AUTH": flag("ALLOW_PUBLIC_WITHOUT_AUTH", False),
         # Bytes left free on the data disk for the database, thumbnails and deletions:

@@ -1,10 +1,13 @@
 """Prometheus metrics of the gateway, served at GET /metrics.
 
-One registry per process, which is right because the gateway runs one gunicorn
-worker process (threads within it; `gateway/__main__.py` fixes ``workers`` at 1):
-every thread counts into the same objects, and more capacity comes from more
-gateway replicas, each scraped on its own. (Several worker processes would
-need prometheus_client's multiprocess mode; there are none.)
+With one gateway worker process (GATEWAY_WORKERS=1) they live in one registry
+in memory, every thread counting into the same objects. With several,
+prometheus_client's multiprocess mode keeps each worker's values in files of
+its own (gateway/serving/processes.py chose the directory before this module
+was imported) and ``scraped()`` adds them up, whichever worker answers the
+scrape: counters and histograms are summed, gauges show the latest value any
+live worker set; process_* add up the gunicorn master and its workers (CPU,
+memory, open files), and python_gc_* are served only with one worker.
 
 What a request touches is cheap: label children are looked up once, here or
 on first use, never per chunk; a file costs a handful of ``perf_counter()``
@@ -12,17 +15,57 @@ calls and observations, nothing per piece of its body.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import grpc
 from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
-                               ProcessCollector)
+                               ProcessCollector, multiprocess)
+
+# Set by gateway/serving/processes.py when several workers share the metrics.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 REGISTRY = CollectorRegistry()
-# process_* (CPU, memory, open files), python_info, python_gc_*: as the default registry has them.
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
+if MULTIPROCESS_DIR is None:
+    # process_* (CPU, memory, open files), python_info, python_gc_*: as the default registry has them.
+    ProcessCollector(registry=REGISTRY)
+    PlatformCollector(registry=REGISTRY)
+    GCCollector(registry=REGISTRY)
+# A gauge is set by whichever worker last looked (the services' health, the database's counts).
+LATEST = "livemostrecent"
+
+
+def scraped() -> CollectorRegistry:
+    """What GET /metrics serves: this process's registry, or every worker's files added up."""
+    if MULTIPROCESS_DIR is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
+    registry.register(_GatewayProcesses())
+    PlatformCollector(registry=registry)
+    return registry
+
+
+class _GatewayProcesses:
+    """process_* of the whole gateway: the gunicorn master and every worker, added up
+    (the start time and the open-files limit are the master's)."""
+
+    KEPT = {"process_start_time_seconds", "process_max_fds"}
+
+    def collect(self):
+        master = os.getppid()
+        try:
+            with open(f"/proc/{master}/task/{master}/children") as f:
+                pids = [master, *map(int, f.read().split())]
+        except OSError:  # not Linux: this worker alone
+            pids = [os.getpid()]
+        families = {}
+        for pid in pids:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                kept = families.setdefault(family.name, family)
+                if kept is not family and family.samples and kept.name not in self.KEPT:
+                    kept.samples[0] = kept.samples[0]._replace(value=kept.samples[0].value + family.samples[0].value)
+        return list(families.values())
 
 # The gateway started (for "since" on the dashboard and for rates after a restart).
 STARTED = time.time()
@@ -46,10 +89,10 @@ STEPS = ("receive", "validate", "store", "thumbnail", "db")
 RECEIVE, VALIDATE, STORE, THUMBNAIL, DB = (STEP_SECONDS.labels(step=step) for step in STEPS)
 
 SERVICE_UP = Gauge("upload_service_up", "1 when the gRPC service answers its health check as SERVING.",
-                   ["service"], registry=REGISTRY)
+                   ["service"], registry=REGISTRY, multiprocess_mode=LATEST)
 THUMBNAILS_PENDING = Gauge("upload_thumbnails_pending",
                            "Thumbnails waiting for the thumbnail service (the background retry's queue).",
-                           registry=REGISTRY)
+                           registry=REGISTRY, multiprocess_mode=LATEST)
 THUMBNAILS = Counter("upload_thumbnails_total",
                      "Thumbnail attempts (at upload time and by the background retry) by outcome: done, "
                      "pending (postponed: the service is down or slow, or the disk full), failed (cannot be "
@@ -68,10 +111,11 @@ EVENT_DELIVERIES = Counter("upload_event_deliveries_total",
                            ["consumer", "outcome"], registry=REGISTRY)
 EVENT_OUTBOX = Gauge("upload_event_outbox",
                      "Events in the outbox by plugin and state: pending (not taken yet) or dead (given up); "
-                     "counted in the database at each scrape.", ["consumer", "state"], registry=REGISTRY)
+                     "counted in the database at each scrape.", ["consumer", "state"], registry=REGISTRY,
+                     multiprocess_mode=LATEST)
 EVENT_OLDEST = Gauge("upload_event_oldest_pending_seconds",
                      "Age of the oldest event a plugin has not taken yet (0: none waiting).", ["consumer"],
-                     registry=REGISTRY)
+                     registry=REGISTRY, multiprocess_mode=LATEST)
 
 TUS_CREATED = Counter("upload_tus_creations_total", "tus uploads created (POST /tus/, a final concatenation too).",
                       registry=REGISTRY)
@@ -154,16 +198,18 @@ def count_thumbnail(status: str) -> None:
 
 
 def refusals_by_reason() -> dict[str, int]:
-    """upload_refusals_total as {reason: count}, read from the registry."""
-    return {sample.labels["reason"]: int(sample.value)
-            for metric in REFUSALS.collect() for sample in metric.samples
-            if sample.name == "upload_refusals_total"}
+    """upload_refusals_total as {reason: count}, every worker's."""
+    return _counted(REFUSALS, "upload_refusals_total", "reason")
 
 
 def uploads_by_outcome() -> dict[str, int]:
-    return {sample.labels["outcome"]: int(sample.value)
-            for metric in UPLOADS.collect() for sample in metric.samples
-            if sample.name == "upload_requests_total"}
+    return _counted(UPLOADS, "upload_requests_total", "outcome")
+
+
+def _counted(counter: Counter, name: str, label: str) -> dict[str, int]:
+    collected = counter.collect() if MULTIPROCESS_DIR is None else scraped().collect()
+    return {sample.labels[label]: int(sample.value)
+            for metric in collected for sample in metric.samples if sample.name == name}
 
 
 class ClientCallMetrics(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):

@@ -2,16 +2,20 @@
 share links) (Flask-Limiter): per user and per IP address, answered with 429
 and Retry-After.
 
-Counters live in RATE_LIMIT_STORAGE (in memory by default: right for one
-gateway process; several gateways share one with e.g. redis://).
+Counters live in RATE_LIMIT_STORAGE: in memory with one gateway worker process,
+in a SQLite file in DATA_DIR shared by several (limit_storage.py); several
+gateways on several machines share a server, e.g. redis://.
 """
 from __future__ import annotations
+
+import os
 
 from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from gateway.auth.identity import current_user
+from gateway.http import limit_storage  # noqa: F401 - registers its scheme with limits
 
 # Creating uploads, both ways in: they share one budget.
 UPLOAD_ENDPOINTS = ("uploads.upload", "tus.create")
@@ -36,13 +40,22 @@ def _message(what: str):
     return message
 
 
+def storage_uri(config) -> str:
+    """RATE_LIMIT_STORAGE, or by default what every worker process of this gateway shares."""
+    if config["RATE_LIMIT_STORAGE"]:
+        return config["RATE_LIMIT_STORAGE"]
+    if config["GATEWAY_WORKERS"] == 1:
+        return "memory://"
+    return limit_storage.uri(os.path.join(config["DATA_DIR"], "rate-limits.sqlite"))
+
+
 def init_app(app: Flask) -> None:
     """Call after auth.init_app: the per-user key needs the request's user.
     With AUTH=off (a loopback bind, one person) there is nobody to limit."""
     config = app.config
     if config["AUTH"] != "token":
         return
-    limiter = Limiter(_ip_key, app=app, storage_uri=config["RATE_LIMIT_STORAGE"], headers_enabled=True,
+    limiter = Limiter(_ip_key, app=app, storage_uri=storage_uri(config), headers_enabled=True,
                       strategy="moving-window", key_prefix="upload-service")
     app.extensions["rate_limiter"] = limiter
     rules = []

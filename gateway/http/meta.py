@@ -71,4 +71,4 @@ def metrics_endpoint():
     metrics.observe_services(services().health())
     metrics.THUMBNAILS_PENDING.set(repository().count_pending_thumbnails())
     metrics.observe_outbox(outbox().stats(), outbox().subscribers())
-    return Response(generate_latest(metrics.REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.scraped()), mimetype=CONTENT_TYPE_LATEST)

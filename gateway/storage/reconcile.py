@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway import metrics
-from gateway.background import Periodic
+from gateway.background import Periodic, my_turn
 from gateway.metadata.files import FileRepository, FileRow
 from gateway.storage.base import Storage
 
@@ -156,7 +156,7 @@ def start(app) -> None:
     --dry-run must find things as they are): a pass now, then every
     RECONCILE_INTERVAL seconds."""
     reconciler = app.extensions["reconciler"]
-    if app.config["RECONCILE_ON_START"]:
+    if app.config["RECONCILE_ON_START"] and my_turn():
         reconciler.run()
     app.extensions["reconcile_timer"] = Periodic(
         "reconcile", app.config["RECONCILE_INTERVAL"], reconciler.run).start()

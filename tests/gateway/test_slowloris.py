@@ -113,8 +113,9 @@ def test_hundreds_of_silent_and_trickling_connections_hold_no_thread(tmp_path, v
 
 
 def test_at_the_connection_cap_the_longest_waiting_connection_makes_room(tmp_path, validator, thumbnailer):
+    # The cap is each worker's: one worker, so that all 80 connections reach the same one.
     gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address,
-                                    GATEWAY_THREADS=2, GATEWAY_CONNECTIONS=50)
+                                    GATEWAY_WORKERS=1, GATEWAY_THREADS=2, GATEWAY_CONNECTIONS=50)
     silent = []
     try:
         for _ in range(80):  # more than the cap: gthread would stop taking new connections at 50
