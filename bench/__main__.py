@@ -38,10 +38,23 @@ def environment(args) -> dict:
     }
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of worker counts, got {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"worker counts are 1 or more, got {text!r}")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=bench.__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller files")
     parser.add_argument("--only", choices=sorted(AREAS), help="run one area")
+    parser.add_argument("--workers", type=_counts, default=(1, 2, 4), metavar="N,N,...",
+                        help="GATEWAY_WORKERS for the load area's scaling curve (default 1,2,4; on a larger "
+                             "machine e.g. 1,2,4,8,16)")
     args = parser.parse_args()
 
     env = environment(args)
@@ -56,7 +69,8 @@ def main() -> None:
             if args.only and name != args.only:
                 continue
             area_started = time.perf_counter()
-            sections = module.run(Path(tmp), args.quick)
+            extra = {"workers": args.workers} if module is load else {}
+            sections = module.run(Path(tmp), args.quick, **extra)
             seconds = time.perf_counter() - area_started
             for section in sections:
                 print("\n" + render_table(section), flush=True)

@@ -12,12 +12,13 @@ import secrets
 import shutil
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench import load_mixed
 from bench.common import KIB, Section, Service, fmt_ms, free_port, met, percentile
 from bench.thumbnails import SERVICE_NAME as THUMBNAIL_SERVICE
-from bench.upload import HttpServer, cpu_seconds, curl_upload, start_gateway, write_text
+from bench.upload import HttpServer, curl_upload, family_cpu_seconds, start_gateway, write_text
 from bench.validator import SERVICE_NAME as VALIDATOR_SERVICE
 
 THREADS = 16  # GATEWAY_THREADS' default; the anchors get the same
@@ -103,9 +104,9 @@ class Target:
 
     def once(self, wrk: Wrk, connections: int, seconds: int) -> dict:
         os.sync()  # nobody pays for the writeback of the round before
-        before = [cpu_seconds(p) for p in self.pids]
+        before = [family_cpu_seconds(p) for p in self.pids]
         result = wrk.run(self.server.url, connections, seconds)
-        used = [cpu_seconds(p) - b for p, b in zip(self.pids, before)]
+        used = [family_cpu_seconds(p) - b for p, b in zip(self.pids, before)]
         result["cpu_ms_per_upload"] = 1000 * sum(used) / max(result["requests"], 1)
         result["cpu_cores"] = [u / seconds for u in used]  # each process, in cores
         return result
@@ -156,7 +157,8 @@ def _small_files(targets: list[Target], wrk: Wrk, rounds: int, seconds: int) -> 
         f"({rounds} rounds of {seconds} s, median)",
         ["target", "rounds", "uploads/s", "range/s", "p50 ms", "p99 ms", "CPU ms/up", "non-2xx", "gateway / this",
          "goal", "met"], rows,
-        notes=[f"all three: gunicorn, one worker, gthread, {THREADS} threads; wrk -t1 -c8 on kept-alive connections",
+        notes=[f"all three: gunicorn, one worker (GATEWAY_WORKERS=1), gthread, {THREADS} threads; wrk -t1 -c8 on "
+               "kept-alive connections",
                "non-2xx: responses outside 200-299 plus wrk's socket errors and timeouts, all rounds added up",
                "gateway / this: median of each round's paired ratio (targets interleaved round by round)",
                "CPU ms/up: user+sys of the server processes per request (gateway: worker + validator)",
@@ -204,12 +206,41 @@ def _seed_anchor(gateway: Target, seed: Target, wrks: dict[str, "Wrk"], rounds: 
         notes=["seed app: bench/seed_app.py, Flask's upload pattern with the tutorial's checks (werkzeug form, "
                "save, python-magic on the saved file, a 200x200 Pillow thumbnail inline), gunicorn with one gthread "
                f"worker per core ({os.cpu_count()}) x 4 threads",
-               f"gateway: as make run serves it (GATEWAY_THREADS={THREADS}), with the validator; thumbnails come "
-               "from the thumbnail service after the answer",
-               "CPU ms/up: user+sys per request of the gateway worker and the validator (the thumbnail service's "
-               "not counted) / of every seed worker",
+               f"gateway: as make run serves it (GATEWAY_WORKERS={os.cpu_count()}, one per core; GATEWAY_THREADS="
+               f"{THREADS}), with the validator and the thumbnail service (the request waits for the thumbnail, "
+               "as the seed's does)",
+               "CPU ms/up: user+sys per request of the gateway's workers, the validator and the thumbnail service "
+               "with its render children / of every seed worker",
                "gateway / seed: median of each round's paired ratio of uploads/s (issue 19's goals)"],
         data={"connections": 8, "seconds": seconds, "kinds": data},
+    )
+
+
+def _scaling(gateways: dict[int, Target], wrk: Wrk, rounds: int, seconds: int) -> Section:
+    """uploads/s and CPU per upload at each GATEWAY_WORKERS, rounds interleaved."""
+    samples: dict[int, list[dict]] = {w: [] for w in gateways}
+    connections = 2 * THREADS  # enough to keep the largest number of workers busy here
+    for _ in range(rounds):
+        for w, target in gateways.items():
+            samples[w].append(target.once(wrk, connections, seconds))
+    rows, data = [], {}
+    base = _med(samples[min(gateways)], "uploads_per_s")
+    for w, rs in samples.items():
+        rate = _med(rs, "uploads_per_s")
+        bad = sum(r["non2xx"] + r["socket_errors"] + r["timeouts"] for r in rs)
+        cores = percentile([sum(r["cpu_cores"]) for r in rs], 50)
+        rows.append([str(w), str(len(rs)), f"{rate:.0f}", f"{rate / base:.2f}", fmt_ms(_med(rs, "p50_ms")),
+                     fmt_ms(_med(rs, "p99_ms")), f"{_med(rs, 'cpu_ms_per_upload'):.2f}", f"{cores:.2f}", str(bad)])
+        data[str(w)] = {"uploads_per_s": round(rate, 1), "p99_ms": round(_med(rs, "p99_ms"), 2),
+                        "cpu_ms_per_upload": round(_med(rs, "cpu_ms_per_upload"), 3), "cores_busy": round(cores, 2),
+                        "bad_responses": bad, "rounds": rs}
+    return Section(
+        f"Load, scaling: 10 KiB uploads at GATEWAY_WORKERS={', '.join(map(str, gateways))}, {connections} "
+        f"connections, wrk ({rounds} rounds of {seconds} s, median; {os.cpu_count()} CPUs)",
+        ["workers", "rounds", "uploads/s", "x of 1", "p50 ms", "p99 ms", "CPU ms/up", "cores busy", "non-2xx"], rows,
+        notes=["CPU ms/up and cores busy: the gateway's workers and the validator together (wrk not counted)",
+               "on a machine with more cores: make bench BENCH_ARGS=\"--only load --workers 1,2,4,8,16\""],
+        data={"connections": connections, "seconds": seconds, "workers": data},
     )
 
 
@@ -269,7 +300,7 @@ def _plot(data: dict) -> None:
     plt.close(fig)
 
 
-def run(workdir: Path, quick: bool) -> list[Section]:
+def run(workdir: Path, quick: bool, workers: tuple[int, ...] = (1, 2, 4)) -> list[Section]:
     rounds, seconds = (2, 1) if quick else (5, 4)
     sweep_rounds, sweep_seconds = (2, 1) if quick else (3, 3)
     here = workdir / "load"
@@ -281,10 +312,17 @@ def run(workdir: Path, quick: bool) -> list[Section]:
     (here / "jpeg").mkdir()
     jpeg_wrk = Wrk(here / "jpeg", *multipart(photo, "image/jpeg"))
 
+    cores = os.cpu_count() or 1
     with Service("validator_service", "VALIDATOR_ADDR", VALIDATOR_SERVICE, here / "validator.log") as validator, \
-            Service("thumbnail_service", "THUMBNAIL_ADDR", THUMBNAIL_SERVICE, here / "thumbnail.log") as thumbnailer:
+            Service("thumbnail_service", "THUMBNAIL_ADDR", THUMBNAIL_SERVICE, here / "thumbnail.log") as thumbnailer, \
+            ExitStack() as more:
         plain_port, drain_port, seed_port = free_port(), free_port(), free_port()
         threads = ["--threads", str(THREADS)]
+        # The same gateway with more workers: for the curve, and make run's default (one per core).
+        scaled = {w: more.enter_context(start_gateway(
+                      validator, thumbnailer, here / f"gateway-data-{w}", here / f"gateway-{w}.log",
+                      GATEWAY_THREADS=str(THREADS), GATEWAY_WORKERS=str(w)))
+                  for w in sorted({*workers, cores} - {1})}
         with start_gateway(validator, thumbnailer, here / "gateway-data", here / "gateway.log",
                            GATEWAY_THREADS=str(THREADS)) as gateway, \
                 HttpServer("plain Flask", [sys.executable, "-m", "bench.plain_flask", "--port", str(plain_port),
@@ -297,13 +335,18 @@ def run(workdir: Path, quick: bool) -> list[Section]:
                            port=seed_port) as seed_server:
             gw = Target("gateway", "gateway", gateway, [gateway.worker_pid(), validator.pid])
             seed = Target("seed app", "seed", seed_server, seed_server.worker_pids())
+            by_workers = {1: gw} | {w: Target(f"gateway x{w}", f"gateway{w}", server,
+                                              [*server.worker_pids(), validator.pid]) for w, server in scaled.items()}
+            as_run = scaled.get(cores, gateway)
+            as_run = Target("gateway", "gateway", as_run, [*as_run.worker_pids(), validator.pid, thumbnailer.pid])
             targets = [gw, Target("plain Flask", "plain", plain, [plain.worker_pid()]),
                        Target("drain only", "drain", drain, [drain.worker_pid()])]
             _warm(targets, small)
             small_files = _small_files(targets, wrk, rounds, seconds)
-            _warm([seed], small)
-            against_seed = _seed_anchor(gw, seed, {"text": wrk, "jpeg": jpeg_wrk}, rounds, seconds)
+            _warm([seed, *by_workers.values()], small)
+            against_seed = _seed_anchor(as_run, seed, {"text": wrk, "jpeg": jpeg_wrk}, rounds, seconds)
+            scaling = _scaling({w: by_workers[w] for w in workers}, wrk, rounds, seconds)
             concurrency = _concurrency(gw, wrk, (1, 8, 32), sweep_rounds, sweep_seconds)
             mixed = load_mixed.run(here, gateway, THREADS, quick)
     shutil.rmtree(here)
-    return [small_files, against_seed, concurrency, mixed]
+    return [small_files, against_seed, scaling, concurrency, mixed]

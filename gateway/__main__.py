@@ -4,8 +4,8 @@ configured from the environment.
 The worker (``gateway.serving.worker.GatewayWorker``) is gunicorn's ``gthread``
 with deadlines and limits for slow and abusive clients; what several of them
 share is in ``gateway.serving.processes``. Only the standard library and
-``gateway.config`` are imported at the top: the metrics mode must be chosen
-before prometheus_client is imported (``main``).
+``gateway.config`` (and protos.processes) are imported at the top: the metrics
+mode must be chosen before prometheus_client is imported (``main``).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import resource
 
 from gateway import config
 from gateway.serving import processes
+from protos.processes import prepare_metrics, remove_metrics_dir
 
 # mallopt's parameter number for the arena cap (glibc's malloc.h).
 M_ARENA_MAX = -8
@@ -94,8 +95,7 @@ def raise_open_files_limit(connections: int) -> int:
 
 def main() -> None:
     settings = config.from_env()
-    atexit.register(processes.remove_metrics_dir, processes.prepare_metrics(settings["GATEWAY_WORKERS"]),
-                    os.getpid())
+    atexit.register(remove_metrics_dir, prepare_metrics(settings["GATEWAY_WORKERS"]), os.getpid())
 
     from gateway.events import dispatch as events
     from gateway.storage.s3 import S3Storage

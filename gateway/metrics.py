@@ -20,7 +20,9 @@ import time
 
 import grpc
 from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
-                               ProcessCollector, multiprocess)
+                               ProcessCollector)
+
+from protos.processes import shared_registry
 
 # Set by gateway/serving/processes.py when several workers share the metrics.
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -36,36 +38,10 @@ LATEST = "livemostrecent"
 
 
 def scraped() -> CollectorRegistry:
-    """What GET /metrics serves: this process's registry, or every worker's files added up."""
-    if MULTIPROCESS_DIR is None:
-        return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
-    registry.register(_GatewayProcesses())
-    PlatformCollector(registry=registry)
-    return registry
+    """What GET /metrics serves: this process's registry, or every worker's files added up
+    (process_* of the gunicorn master, this worker's parent, and all its workers)."""
+    return REGISTRY if MULTIPROCESS_DIR is None else shared_registry(os.getppid)
 
-
-class _GatewayProcesses:
-    """process_* of the whole gateway: the gunicorn master and every worker, added up
-    (the start time and the open-files limit are the master's)."""
-
-    KEPT = {"process_start_time_seconds", "process_max_fds"}
-
-    def collect(self):
-        master = os.getppid()
-        try:
-            with open(f"/proc/{master}/task/{master}/children") as f:
-                pids = [master, *map(int, f.read().split())]
-        except OSError:  # not Linux: this worker alone
-            pids = [os.getpid()]
-        families = {}
-        for pid in pids:
-            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
-                kept = families.setdefault(family.name, family)
-                if kept is not family and family.samples and kept.name not in self.KEPT:
-                    kept.samples[0] = kept.samples[0]._replace(value=kept.samples[0].value + family.samples[0].value)
-        return list(families.values())
 
 # The gateway started (for "since" on the dashboard and for rates after a restart).
 STARTED = time.time()

@@ -28,6 +28,9 @@ class Settings:
     render_cpu: int = 4
     render_memory: int = 512 * 1024 * 1024
     grace: float = 10.0
+    # Processes serving the one port (SO_REUSEPORT, protos/processes.py), each with its own
+    # GIL and its own work slots; 1: this process serves, as before.
+    processes: int = 1
     # Seconds before a client connection is asked to reconnect (0: never). gRPC
     # clients resolve DNS again only when a connection ends, so this bounds how
     # long new replicas wait for their share of the calls.
@@ -55,6 +58,7 @@ class Settings:
             # Below this no genuine image renders at all: a typo, said at start-up.
             render_memory=env_int(env, "THUMBNAIL_RENDER_MEMORY", cls.render_memory, minimum=16 * 1024 * 1024),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+            processes=env_int(env, "THUMBNAIL_PROCESSES", cls.processes, minimum=1),
             max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
             stream_idle_timeout=env_int(env, "GRPC_STREAM_IDLE_TIMEOUT", cls.stream_idle_timeout, minimum=0),
             max_call_time=env_int(env, "GRPC_MAX_CALL_TIME", cls.max_call_time, minimum=0),

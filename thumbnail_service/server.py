@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import grpc
 import pluggy
 
 from protos.admission import Limits
 from protos.metrics import metrics_host, serve_metrics
+from protos.processes import serve_children, shared_registry
 from protos.plugins import create_plugin_manager
 from protos.serving import SPARE_THREADS, build_server, configure_logging, listen_address, serve_until_signalled
 from protos.upload.v1 import thumbnail_pb2, thumbnail_pb2_grpc
@@ -51,7 +53,17 @@ def serve(env=None) -> None:
     configure_logging(env.get("LOG_LEVEL", "INFO"))
     settings = Settings.from_env(env)
     listen = listen_address(env, "THUMBNAIL_LISTEN", settings.address)
-    server, _ = create_server(listen, settings=settings)
+    if settings.processes > 1:
+        # Prometheus scrapes the parent, which adds up every process's metrics.
+        serve_metrics(shared_registry(os.getpid), settings.metrics_port, metrics_host(listen),
+                      "THUMBNAIL_METRICS_PORT")
+        sys.exit(serve_children(settings.processes, listen, "THUMBNAIL_PROCESSES",
+                                lambda: _serve_one(listen, settings)))
     # Prometheus scrapes this process on the gRPC interface, its own port.
     serve_metrics(metrics.REGISTRY, settings.metrics_port, metrics_host(listen), "THUMBNAIL_METRICS_PORT")
+    _serve_one(listen, settings)
+
+
+def _serve_one(listen: str, settings: Settings) -> None:
+    server, _ = create_server(listen, settings=settings)
     serve_until_signalled(server, settings.grace)

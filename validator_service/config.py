@@ -20,6 +20,9 @@ class Settings:
     # hold a thread for the whole transfer: threads mostly wait, so have many.
     workers: int = 64
     grace: float = 10.0
+    # Processes serving the one port (SO_REUSEPORT, protos/processes.py), each with its own
+    # GIL and its own work slots; 1: this process serves, as before.
+    processes: int = 1
     # Seconds before a client connection is asked to reconnect (0: never). gRPC
     # clients resolve DNS again only when a connection ends, so this bounds how
     # long new replicas wait for their share of the calls.
@@ -44,6 +47,7 @@ class Settings:
             max_head=env_int(env, "VALIDATOR_MAX_HEAD", cls.max_head),
             workers=env_int(env, "VALIDATOR_WORKERS", cls.workers),
             grace=float(env_int(env, "SHUTDOWN_GRACE", int(cls.grace))),
+            processes=env_int(env, "VALIDATOR_PROCESSES", cls.processes, minimum=1),
             max_connection_age=env_int(env, "GRPC_MAX_CONNECTION_AGE", cls.max_connection_age),
             stream_idle_timeout=env_int(env, "GRPC_STREAM_IDLE_TIMEOUT", cls.stream_idle_timeout, minimum=0),
             max_call_time=env_int(env, "GRPC_MAX_CALL_TIME", cls.max_call_time, minimum=0),

@@ -30,18 +30,18 @@ CLAMAV_SCANS = Counter("upload_validator_clamav_scans_total",
                        "(the same, let through unscanned because CLAMAV_FAIL_OPEN is on), error (clamd would "
                        "not scan it, e.g. over its StreamMaxLength: never let through).",
                        ["outcome"], registry=REGISTRY)
-# In the registry only once a clamd is watched: without CLAMD_ADDRESS a 0 would read as "clamd down".
-CLAMD_UP = Gauge("upload_validator_clamd_up",
-                 "1 while clamd answers PING (asked every few seconds), 0 while it does not. Present only with "
-                 "CLAMD_ADDRESS set.", registry=None)
+# Made, and so in the registry (or, with VALIDATOR_PROCESSES, in the shared files), only once a
+# clamd is watched: without CLAMD_ADDRESS a 0 would read as "clamd down".
+_clamd_up: Gauge | None = None
 _clamd_up_lock = threading.Lock()
-_clamd_up_shown = False
 
 
-def show_clamd_up() -> None:
-    """Put CLAMD_UP in the registry (once, however many servers watch a clamd)."""
-    global _clamd_up_shown
+def clamd_up() -> Gauge:
+    """upload_validator_clamd_up, made on first use (once, however many servers watch a clamd)."""
+    global _clamd_up
     with _clamd_up_lock:
-        if not _clamd_up_shown:
-            REGISTRY.register(CLAMD_UP)
-            _clamd_up_shown = True
+        if _clamd_up is None:
+            _clamd_up = Gauge("upload_validator_clamd_up",
+                              "1 while clamd answers PING (asked every few seconds), 0 while it does not. "
+                              "Present only with CLAMD_ADDRESS set.", registry=REGISTRY, multiprocess_mode="livemin")
+        return _clamd_up

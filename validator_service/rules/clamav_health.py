@@ -18,7 +18,7 @@ import weakref
 import grpc
 from grpc_health.v1 import health_pb2
 
-from validator_service.metrics import CLAMD_UP, show_clamd_up
+from validator_service.metrics import clamd_up
 from validator_service.rules.clamav import ClamAV
 
 log = logging.getLogger("upload.validator.clamav")
@@ -46,7 +46,7 @@ class ClamdWatch:
         self.thread = threading.Thread(target=self._run, name="clamd-watch", daemon=True)
 
     def start(self) -> ClamdWatch:
-        show_clamd_up()
+        clamd_up()
         self.thread.start()
         return self
 
@@ -56,7 +56,7 @@ class ClamdWatch:
 
     def check(self) -> bool:
         up = self.clamav.ping()
-        CLAMD_UP.set(1 if up else 0)
+        clamd_up().set(1 if up else 0)
         if up != self.up:
             if not up:
                 log.warning("clamd does not answer PING at %s: %s", self.clamav.address,
