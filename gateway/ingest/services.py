@@ -14,7 +14,7 @@ import grpc
 from flask import Flask, current_app
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.ingest.calls import call_with_retry
+from gateway.ingest.calls import Freed, call_with_retry
 from gateway.ingest.validation_stream import VALIDATE, ValidationStream
 from gateway.metrics import ClientCallMetrics
 from protos.errors import Internal, Unavailable, UploadError, from_rpc_error
@@ -73,6 +73,7 @@ class Services:
         self._transformable_at = float("-inf")
         self._transforms_tried = float("-inf")
         self._lock = threading.Lock()
+        self._render_freed = Freed()  # a render of ours ended: one refused BUSY may try again
 
     # --- validator ---
 
@@ -204,9 +205,19 @@ class Services:
         at most THUMBNAIL_TIMEOUT, less when the caller has less left."""
         options = thumbnail_pb2.RenderOptions(info=file_info(original_name, size), mime_type=mime_type)
         limit = self.config["THUMBNAIL_TIMEOUT"]
-        return call_with_retry(
-            lambda left: self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left),
-            limit if timeout is None else min(timeout, limit), "Render")
+
+        def attempt(left: float):
+            try:
+                reply = self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # it held a render slot, and ended
+                    self._render_freed.notify()
+                raise
+            self._render_freed.notify()
+            return reply
+
+        return call_with_retry(attempt, limit if timeout is None else min(timeout, limit), "Render",
+                               freed=self._render_freed)
 
     # --- transforms (before commit) ---
 
