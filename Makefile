@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/upload/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint-imports proto-check proto-release bench bench-quick fuzz install protos system-deps lock clean
+.PHONY: run test lint-imports proto-check proto-release bench bench-quick profile fuzz install protos system-deps lock clean
 
 run: install
 	$(BIN)/honcho start -f Procfile
@@ -67,6 +67,13 @@ bench-quick: install
 	$(BIN)/pip install -q -r requirements.lock
 	@$(WRK_INSTALL)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# Where one small upload's CPU goes, by process, library and part of the work (bench/profile.py:
+# py-spy, and perf when installed).
+profile: install
+	$(BIN)/pip install -q -r requirements.lock
+	@$(WRK_INSTALL)
+	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
 
 # Coverage-guided fuzzing of the validator's rules (atheris): not part of `make test`.
 # Seeds come from tests/samples.py; what it learns stays in build/fuzz/corpus, a crash
