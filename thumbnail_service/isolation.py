@@ -12,8 +12,9 @@ Pillow reports as MemoryError). A render over budget is the file's doing:
 ``OverBudget``, a permanent failure for that file, never worth retrying.
 
 The children come from multiprocessing's fork server: a small process started
-once (a fresh interpreter that imports Pillow and the renderers), forked for
-each render. Forking the gRPC server itself would copy its threads' state into
+once (a fresh interpreter that imports Pillow and the renderers, then renders a
+few tiny images so that what Pillow loads on first use is loaded: warmup.py),
+forked for each render. Forking the gRPC server itself would copy its threads' state into
 every child, where gRPC's fork handlers can abort it. A child costs ~5 ms.
 Renderers therefore travel to the child by pickle: module-level functions (and
 picklable objects' methods), which ``check_picklable`` verifies at start-up.
@@ -109,7 +110,8 @@ def start_fork_server(renderers: Iterable[Renderer], transforms: Iterable[Transf
     modules.update(getattr(getattr(r.render, "func", r.render), "__module__", None) or "" for r in renderers)
     modules.update(getattr(getattr(t.apply, "func", t.apply), "__module__", None) or "" for t in transforms)
     try:
-        _CONTEXT.set_forkserver_preload(sorted(m for m in modules if m))
+        # warmup last: it renders once with everything the renderers' modules brought in.
+        _CONTEXT.set_forkserver_preload([*sorted(m for m in modules if m), "thumbnail_service.warmup"])
         multiprocessing.forkserver.ensure_running()
     except ValueError:  # already running (another server in this process started it)
         pass
