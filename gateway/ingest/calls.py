@@ -5,15 +5,17 @@ become protos.errors with a sentence that names what failed.
 
 A service that refuses a call because all its work slots are taken (UNAVAILABLE with
 reason BUSY) frees one as soon as a call ends. So a caller given a ``Freed`` waits for
-one of this process's own calls of that kind to end (or BUSY_POLL, for the calls of
-other processes), then tries again, for as long as its deadline allows: a queue in
-all but name, where fixed pauses made a burst of images wait 50 and 200 ms for slots
-freed in 10, then give their thumbnails up to the background retry."""
+one of this process's own calls of that kind to end (or polls, with a growing pause,
+while the slots are other processes'), then tries again, for as long as its deadline
+allows: a queue in all but name. Fixed pauses made a burst of images wait 50 and 200 ms
+for slots freed in 10, then give their thumbnails up to the background retry; a fixed
+short poll made every waiting thread send its file again 50 times a second."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -28,23 +30,45 @@ log = logging.getLogger("upload.gateway")
 RETRY_DELAYS = (0.05, 0.2)
 # An attempt that would have less time than this before the deadline is not made.
 MIN_ATTEMPT = 0.05
-# The longest a call refused BUSY waits before trying again when none of this process's ends.
-BUSY_POLL = 0.02
+# A call refused BUSY while none of this process's calls of its kind runs (another process's hold
+# the slots) tries again after BUSY_POLL, doubling up to BUSY_POLL_MAX; while one of ours runs, it
+# waits for one to end, at most BUSY_WAIT_MAX (one refused too may be all that runs).
+BUSY_POLL = 0.01
+BUSY_POLL_MAX = 0.1
+BUSY_WAIT_MAX = 0.1
 
 
 class Freed:
-    """Tells callers refused BUSY that one of this process's calls to the service has ended."""
+    """This process's calls of one kind to a service (Render): how many run, and a wake-up
+    for a caller refused BUSY when one that held a slot ends."""
 
     def __init__(self):
         self._ended = threading.Condition()
+        self._running = 0
 
-    def notify(self) -> None:
+    @contextmanager
+    def running(self):
+        """Around one attempt; the caller says ``ended()`` when it held a slot (not refused BUSY)."""
+        with self._ended:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._ended:
+                self._running -= 1
+
+    def ended(self) -> None:
         with self._ended:
             self._ended.notify()
 
-    def wait(self, seconds: float) -> None:
+    def wait(self, seconds: float, refusals: int) -> None:
+        """After the ``refusals``-th BUSY of one call."""
         with self._ended:
-            self._ended.wait(seconds)
+            if self._running:
+                self._ended.wait(min(seconds, BUSY_WAIT_MAX))
+            else:
+                self._ended.wait(min(seconds, BUSY_POLL * 2 ** min(refusals - 1, 8), BUSY_POLL_MAX))
+
 
 # What a person reads when a service is down or silent (the generic sentence
 # does not say which part of the upload failed).
@@ -83,6 +107,7 @@ def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "
     as the deadline allows. Any other failure, or the last one, raises its UploadError."""
     deadline = time.monotonic() + timeout
     delays = iter(RETRY_DELAYS)
+    refusals = 0
     while True:
         try:
             return attempt(max(deadline - time.monotonic(), 0.001))
@@ -93,7 +118,8 @@ def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "
                 left = deadline - time.monotonic() - MIN_ATTEMPT
                 if left <= 0:
                     raise explained(from_rpc_error(exc), explain) from None
-                freed.wait(min(BUSY_POLL, left))
+                refusals += 1
+                freed.wait(left, refusals)
                 continue
             delay = next(delays, None)
             if delay is None or time.monotonic() + delay + MIN_ATTEMPT > deadline:

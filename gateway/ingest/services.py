@@ -207,13 +207,14 @@ class Services:
         limit = self.config["THUMBNAIL_TIMEOUT"]
 
         def attempt(left: float):
-            try:
-                reply = self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left)
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # it held a render slot, and ended
-                    self._render_freed.notify()
-                raise
-            self._render_freed.notify()
+            with self._render_freed.running():
+                try:
+                    reply = self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:  # it held a render slot, and ended
+                        self._render_freed.ended()
+                    raise
+            self._render_freed.ended()
             return reply
 
         return call_with_retry(attempt, limit if timeout is None else min(timeout, limit), "Render",
