@@ -1,6 +1,7 @@
 """Gateway settings: every one an environment variable (see the README table)."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -11,12 +12,34 @@ from protos.tls import ClientTls
 LARGEST_FILE_TTL = 2**31 - 1
 
 
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity: a container's cpuset, taskset)."""
+def cores(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may use: its CPU affinity (a container's cpuset, taskset), and
+    no more than its cgroup's CPU quota rounded up (a Kubernetes CPU limit of 2 on a 64-core
+    node is 2, not 64)."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        count = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    return max(1, min(count, math.ceil(quota))) if quota else count
+
+
+def _cgroup_quota(cgroup: str) -> float | None:
+    """CPUs the cgroup may use (cgroup v2's cpu.max, or v1's cfs quota and period); None: no limit."""
+    try:
+        with open(os.path.join(cgroup, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(cgroup, "cpu", "cpu.cfs_quota_us")) as f:
+            quota = int(f.read())
+        with open(os.path.join(cgroup, "cpu", "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
 
 
 def from_env(env: Mapping[str, str] | None = None) -> dict:

@@ -191,8 +191,26 @@ def test_the_sqlite_storage_keeps_both_kinds_of_window(tmp_path):
 
 
 def test_workers_default_to_the_cores_and_must_be_a_sensible_number():
-    assert config.from_env({})["GATEWAY_WORKERS"] == len(os.sched_getaffinity(0))
+    assert config.from_env({})["GATEWAY_WORKERS"] == config.cores()
+    assert 1 <= config.cores() <= len(os.sched_getaffinity(0))
     assert config.from_env({"GATEWAY_WORKERS": "3"})["GATEWAY_WORKERS"] == 3
     for bad in ("0", "-1", "1000"):
         with pytest.raises(SystemExit, match="GATEWAY_WORKERS must be from 1 to 256"):
             config.from_env({"GATEWAY_WORKERS": bad})
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "200000 100000\n"}, 2),            # cgroup v2, a limit of 2 CPUs
+    ({"cpu.max": "150000 100000\n"}, 2),            # 1.5 rounds up
+    ({"cpu.max": "50000 100000\n"}, 1),             # half a CPU: one worker
+    ({"cpu.max": "max 100000\n"}, None),            # no limit: the affinity decides
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),                                       # no cgroup files at all
+])
+def test_a_containers_cpu_limit_caps_the_default(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert config.cores(str(tmp_path)) == (affinity if expected is None else min(expected, affinity))
