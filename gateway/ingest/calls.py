@@ -9,7 +9,9 @@ one of this process's own calls of that kind to end (or polls, with a growing pa
 while the slots are other processes'), then tries again, for as long as its deadline
 allows: a queue in all but name. Fixed pauses made a burst of images wait 50 and 200 ms
 for slots freed in 10, then give their thumbnails up to the background retry; a fixed
-short poll made every waiting thread send its file again 50 times a second."""
+short poll made every waiting thread send its file again 50 times a second, so calls
+are also held back before they are sent while this process has its share of the slots
+in flight (``Freed``)."""
 from __future__ import annotations
 
 import logging
@@ -31,42 +33,58 @@ RETRY_DELAYS = (0.05, 0.2)
 # An attempt that would have less time than this before the deadline is not made.
 MIN_ATTEMPT = 0.05
 # A call refused BUSY while none of this process's calls of its kind runs (another process's hold
-# the slots) tries again after BUSY_POLL, doubling up to BUSY_POLL_MAX; while one of ours runs, it
-# waits for one to end, at most BUSY_WAIT_MAX (one refused too may be all that runs).
+# the slots) tries again after BUSY_POLL, doubling up to BUSY_POLL_MAX. While ours run, a call waits
+# for one of them to end, and goes anyway after BUSY_WAIT_MAX (another process's may have ended).
 BUSY_POLL = 0.01
 BUSY_POLL_MAX = 0.1
 BUSY_WAIT_MAX = 0.1
 
 
 class Freed:
-    """This process's calls of one kind to a service (Render): how many run, and a wake-up
-    for a caller refused BUSY when one that held a slot ends."""
+    """This process's share of a service's work slots for one kind of call (Render), learnt
+    from its answers: when the service says BUSY with n of ours in flight, it takes about n
+    of ours at once, and a call waits for one of them to end before it is sent (rather than
+    send its file only to be refused); each call served while at that share raises it by one,
+    so a share freed by other callers is found again."""
 
     def __init__(self):
         self._ended = threading.Condition()
         self._running = 0
+        self._share: int | None = None  # None: no BUSY seen yet
 
     @contextmanager
-    def running(self):
-        """Around one attempt; the caller says ``ended()`` when it held a slot (not refused BUSY)."""
+    def running(self, seconds: float):
+        """Around one attempt: first waits, at most ``seconds``, for room in this process's share."""
+        deadline = time.monotonic() + seconds
         with self._ended:
+            while self._share is not None and self._running >= self._share:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._ended.wait(min(left, BUSY_WAIT_MAX)):
+                    break  # no call of ours ended meanwhile: try anyway
             self._running += 1
         try:
             yield
         finally:
             with self._ended:
                 self._running -= 1
+                self._ended.notify()
 
-    def ended(self) -> None:
+    def refused(self) -> None:
+        """Inside ``running``: the service said BUSY with ``_running`` of ours (this one too) in flight."""
         with self._ended:
-            self._ended.notify()
+            self._share = max(1, self._running - 1)
 
-    def wait(self, seconds: float, refusals: int) -> None:
-        """After the ``refusals``-th BUSY of one call."""
+    def served(self) -> None:
+        """Inside ``running``: this call held a slot and ended."""
         with self._ended:
-            if self._running:
-                self._ended.wait(min(seconds, BUSY_WAIT_MAX))
-            else:
+            if self._share is not None and self._running >= self._share:
+                self._share += 1
+
+    def pause(self, seconds: float, refusals: int) -> None:
+        """After the ``refusals``-th BUSY of one call: with none of ours running the slots are
+        other processes', so poll with a growing pause; else ``running`` does the waiting."""
+        with self._ended:
+            if not self._running:
                 self._ended.wait(min(seconds, BUSY_POLL * 2 ** min(refusals - 1, 8), BUSY_POLL_MAX))
 
 
@@ -119,7 +137,7 @@ def call_with_retry(attempt: Callable[[float], T], timeout: float, what: str = "
                 if left <= 0:
                     raise explained(from_rpc_error(exc), explain) from None
                 refusals += 1
-                freed.wait(left, refusals)
+                freed.pause(left, refusals)
                 continue
             delay = next(delays, None)
             if delay is None or time.monotonic() + delay + MIN_ATTEMPT > deadline:

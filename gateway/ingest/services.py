@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.ingest.calls import Freed, call_with_retry
 from gateway.ingest.validation_stream import VALIDATE, ValidationStream
 from gateway.metrics import ClientCallMetrics
+from protos.client import error_reason
 from protos.errors import Internal, Unavailable, UploadError, from_rpc_error
 from protos.streaming import file_info, render_requests, transform_requests
 from protos.tls import open_channel
@@ -207,14 +208,17 @@ class Services:
         limit = self.config["THUMBNAIL_TIMEOUT"]
 
         def attempt(left: float):
-            with self._render_freed.running():
+            started = time.monotonic()
+            with self._render_freed.running(left):
+                left -= time.monotonic() - started
                 try:
-                    reply = self.thumbnailer.Render(render_requests(options, open_chunks()), timeout=left)
+                    reply = self.thumbnailer.Render(render_requests(options, open_chunks()),
+                                                    timeout=max(left, 0.001))
                 except grpc.RpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE:  # it held a render slot, and ended
-                        self._render_freed.ended()
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE and error_reason(exc) == "BUSY":
+                        self._render_freed.refused()
                     raise
-            self._render_freed.ended()
+                self._render_freed.served()
             return reply
 
         return call_with_retry(attempt, limit if timeout is None else min(timeout, limit), "Render",
