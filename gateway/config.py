@@ -12,6 +12,10 @@ from protos.tls import ClientTls
 LARGEST_FILE_TTL = 2**31 - 1
 
 
+# The validator's work slots by default (validator_service's VALIDATOR_WORKERS).
+VALIDATOR_SLOTS = 64
+
+
 def cores(cgroup: str = "/sys/fs/cgroup") -> int:
     """The cores this process may use: its CPU affinity (a container's cpuset, taskset), and
     no more than its cgroup's CPU quota rounded up (a Kubernetes CPU limit of 2 on a 64-core
@@ -102,7 +106,9 @@ def from_env(env: Mapping[str, str] | None = None) -> dict:
         raise SystemExit(f"GATEWAY_CONNECTIONS ({connections}) must be at least GATEWAY_THREADS "
                          f"({number('GATEWAY_THREADS', 16)}): every thread serves a connection.")
 
-    workers = number("GATEWAY_WORKERS", cores())
+    # One per core, but no more threads in all than one validator's slots (VALIDATOR_WORKERS' default,
+    # 64): a multipart upload holds a slot while it streams, and one past them is refused (503).
+    workers = number("GATEWAY_WORKERS", min(cores(), max(1, VALIDATOR_SLOTS // number("GATEWAY_THREADS", 16))))
     if not 1 <= workers <= 256:
         raise SystemExit(f"GATEWAY_WORKERS must be from 1 to 256 worker processes, got {workers}.")
 

@@ -191,8 +191,11 @@ def test_the_sqlite_storage_keeps_both_kinds_of_window(tmp_path):
 
 
 def test_workers_default_to_the_cores_and_must_be_a_sensible_number():
-    assert config.from_env({})["GATEWAY_WORKERS"] == config.cores()
+    assert config.from_env({})["GATEWAY_WORKERS"] == min(config.cores(), 4)  # 4 x 16 threads: 64 slots
     assert 1 <= config.cores() <= len(os.sched_getaffinity(0))
+    # Fewer threads each, more workers before the validator's 64 slots are all taken.
+    assert config.from_env({"GATEWAY_THREADS": "64"})["GATEWAY_WORKERS"] == 1
+    assert config.from_env({"GATEWAY_THREADS": "8"})["GATEWAY_WORKERS"] == min(config.cores(), 8)
     assert config.from_env({"GATEWAY_WORKERS": "3"})["GATEWAY_WORKERS"] == 3
     for bad in ("0", "-1", "1000"):
         with pytest.raises(SystemExit, match="GATEWAY_WORKERS must be from 1 to 256"):
