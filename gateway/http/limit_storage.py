@@ -57,7 +57,16 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         if db is None:
             # Workers wait for each other's short write transactions rather than fail.
             db = self._local.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL ignores the busy timeout: workers starting together
+            # can find it locked for a moment.
+            for attempt in range(50):
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.05)
             db.execute("PRAGMA synchronous=OFF")  # counters: a crash may forget the last hits, no more
         return db
 

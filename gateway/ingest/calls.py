@@ -84,8 +84,11 @@ class Freed:
         """After the ``refusals``-th BUSY of one call: with none of ours running the slots are
         other processes', so poll with a growing pause; else ``running`` does the waiting."""
         with self._ended:
-            if not self._running:
-                self._ended.wait(min(seconds, BUSY_POLL * 2 ** min(refusals - 1, 8), BUSY_POLL_MAX))
+            idle = not self._running
+        if idle:
+            # A plain sleep: every attempt's end notifies, refused ones too, and waking on those
+            # made the pause a spin while another process held the slots.
+            time.sleep(min(seconds, BUSY_POLL * 2 ** min(refusals - 1, 8), BUSY_POLL_MAX))
 
 
 # What a person reads when a service is down or silent (the generic sentence

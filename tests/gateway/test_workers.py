@@ -127,7 +127,7 @@ def test_one_worker_at_a_time_does_the_background_work_and_another_takes_over(tw
 
 def test_a_metrics_directory_made_for_the_workers_is_removed_at_exit(tmp_path, validator, thumbnailer):
     def made():
-        return set(glob.glob(os.path.join(tempfile.gettempdir(), "upload-gateway-metrics-*")))
+        return set(glob.glob(os.path.join(tempfile.gettempdir(), "upload-metrics-*")))
 
     before = made()
     gateway = start_gateway_process(tmp_path / "data", validator.address, thumbnailer.address, GATEWAY_WORKERS=2)
